@@ -1,0 +1,286 @@
+//! The attribute catalog: which attributes exist, per tenant and entity type, with their data
+//! types. It is what turns a narrow `entity_values` row (an attribute id) or a key of
+//! `hot_attributes` (an attribute name) into a typed column of a wide row.
+//!
+//! It is built from the `attributes` table's own change events (snapshot and live), can be
+//! bootstrapped from Postgres, and is saved in the lake (`_eavlake/catalog.json`, versioned) so a
+//! later run starts with what earlier runs learnt.
+
+use crate::decode::{AttributeRow, DataType, Op};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// One attribute of an entity type of a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attribute {
+    pub attribute_id: i64,
+    pub tenant_id: i64,
+    pub entity_type: Arc<str>,
+    pub name: Arc<str>,
+    pub data_type: DataType,
+    pub is_hot: bool,
+}
+
+/// What applying a catalog change did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CatalogChange {
+    Unchanged,
+    Added,
+    /// Same attribute, other name, type or hotness. Open batches must be closed before rows of
+    /// the new shape are added, so that no file mixes two types in one column.
+    Altered {
+        previous: Attribute,
+    },
+    Removed,
+}
+
+/// The catalog. Lookups are by id (cold values) and by (tenant, type, name) (hot values).
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    by_id: FxHashMap<i64, Attribute>,
+    /// Per tenant, per entity type: lookups that borrow `&str` keys without allocating.
+    types: FxHashMap<i64, FxHashMap<Arc<str>, TypeAttributes>>,
+    /// Bumped on every change, so that users can tell cheaply that something changed.
+    version: u64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct TypeAttributes {
+    by_name: FxHashMap<Arc<str>, i64>,
+    /// Hot attribute ids, in id order.
+    hot: Vec<i64>,
+    /// All attribute ids, in id order.
+    all: Vec<i64>,
+}
+
+/// On-disk form, versioned from the first release.
+#[derive(Serialize, Deserialize)]
+struct CatalogFile {
+    format_version: u32,
+    attributes: Vec<Attribute>,
+}
+
+const CATALOG_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog file: {0}")]
+    File(String),
+    #[error("catalog from Postgres ({what}): {message}")]
+    Postgres { what: String, message: String },
+}
+
+impl Catalog {
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn get(&self, attribute_id: i64) -> Option<&Attribute> {
+        self.by_id.get(&attribute_id)
+    }
+
+    pub fn by_name(&self, tenant_id: i64, entity_type: &str, name: &str) -> Option<&Attribute> {
+        let id = self.types.get(&tenant_id)?.get(entity_type)?.by_name.get(name)?;
+        self.by_id.get(id)
+    }
+
+    /// Hot attributes of an entity type of a tenant, in attribute id order.
+    pub fn hot_attributes(&self, tenant_id: i64, entity_type: &str) -> impl Iterator<Item = &Attribute> {
+        self.types
+            .get(&tenant_id)
+            .and_then(|t| t.get(entity_type))
+            .into_iter()
+            .flat_map(|t| t.hot.iter())
+            .filter_map(|id| self.by_id.get(id))
+    }
+
+    /// All attributes of an entity type of a tenant, in attribute id order.
+    pub fn attributes_of(&self, tenant_id: i64, entity_type: &str) -> Vec<&Attribute> {
+        self.types
+            .get(&tenant_id)
+            .and_then(|t| t.get(entity_type))
+            .into_iter()
+            .flat_map(|t| t.all.iter())
+            .filter_map(|id| self.by_id.get(id))
+            .collect()
+    }
+
+    /// Every attribute, in id order.
+    pub fn all(&self) -> Vec<&Attribute> {
+        let mut out: Vec<&Attribute> = self.by_id.values().collect();
+        out.sort_by_key(|a| a.attribute_id);
+        out
+    }
+
+    /// Applies a change event of the `attributes` table.
+    pub fn apply(&mut self, op: Op, before: Option<&AttributeRow>, after: Option<&AttributeRow>) -> CatalogChange {
+        match (op, after) {
+            (Op::Delete, _) | (_, None) => match before {
+                Some(b) => {
+                    if self.remove(b.attribute_id).is_some() {
+                        CatalogChange::Removed
+                    } else {
+                        CatalogChange::Unchanged
+                    }
+                }
+                None => CatalogChange::Unchanged,
+            },
+            (_, Some(a)) => self.upsert(Attribute {
+                attribute_id: a.attribute_id,
+                tenant_id: a.tenant_id,
+                entity_type: Arc::from(a.entity_type.as_str()),
+                name: Arc::from(a.name.as_str()),
+                data_type: a.data_type,
+                is_hot: a.is_hot,
+            }),
+        }
+    }
+
+    /// Adds or replaces one attribute.
+    pub fn upsert(&mut self, attr: Attribute) -> CatalogChange {
+        let change = match self.by_id.get(&attr.attribute_id) {
+            Some(existing) if *existing == attr => return CatalogChange::Unchanged,
+            Some(existing) => CatalogChange::Altered { previous: existing.clone() },
+            None => CatalogChange::Added,
+        };
+        self.remove(attr.attribute_id);
+        let t = self.types.entry(attr.tenant_id).or_default().entry(attr.entity_type.clone()).or_default();
+        t.by_name.insert(attr.name.clone(), attr.attribute_id);
+        let at = t.all.partition_point(|id| *id < attr.attribute_id);
+        t.all.insert(at, attr.attribute_id);
+        if attr.is_hot {
+            let at = t.hot.partition_point(|id| *id < attr.attribute_id);
+            t.hot.insert(at, attr.attribute_id);
+        }
+        self.by_id.insert(attr.attribute_id, attr);
+        self.version += 1;
+        change
+    }
+
+    fn remove(&mut self, attribute_id: i64) -> Option<Attribute> {
+        let attr = self.by_id.remove(&attribute_id)?;
+        if let Some(t) = self.types.get_mut(&attr.tenant_id).and_then(|t| t.get_mut(&*attr.entity_type)) {
+            if t.by_name.get(&*attr.name) == Some(&attribute_id) {
+                t.by_name.remove(&*attr.name);
+            }
+            t.hot.retain(|id| *id != attribute_id);
+            t.all.retain(|id| *id != attribute_id);
+        }
+        self.version += 1;
+        Some(attr)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let file = CatalogFile {
+            format_version: CATALOG_FORMAT_VERSION,
+            attributes: self.all().into_iter().cloned().collect(),
+        };
+        // Serialising plain owned data cannot fail.
+        serde_json::to_vec_pretty(&file).unwrap_or_default()
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Catalog, CatalogError> {
+        let file: CatalogFile = serde_json::from_slice(bytes).map_err(|e| CatalogError::File(e.to_string()))?;
+        if file.format_version != CATALOG_FORMAT_VERSION {
+            return Err(CatalogError::File(format!(
+                "format_version {} is not supported (this eavlake reads {CATALOG_FORMAT_VERSION})",
+                file.format_version
+            )));
+        }
+        let mut catalog = Catalog::default();
+        for attr in file.attributes {
+            catalog.upsert(attr);
+        }
+        Ok(catalog)
+    }
+
+    /// Loads every attribute from the live `attributes` table (when the Debezium topic of the
+    /// catalog has been compacted away or the file source holds no snapshot of it).
+    pub async fn bootstrap_from_postgres(url: &str, table: &str) -> Result<Catalog, CatalogError> {
+        let pg = |what: &str, e: &dyn std::fmt::Display| CatalogError::Postgres {
+            what: what.to_string(),
+            message: e.to_string(),
+        };
+        let config: tokio_postgres::Config = url.parse().map_err(|e| pg("connection string", &e))?;
+        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+        let pool = deadpool_postgres::Pool::builder(manager).max_size(1).build().map_err(|e| pg("pool", &e))?;
+        let client = pool.get().await.map_err(|e| pg("connect", &e))?;
+        let sql =
+            format!("SELECT attribute_id, tenant_id, entity_type, name, data_type, is_hot FROM {}", quote_ident(table));
+        let rows = client.query(&sql, &[]).await.map_err(|e| pg("query", &e))?;
+        let mut catalog = Catalog::default();
+        for row in rows {
+            let data_type: String = row.try_get(4).map_err(|e| pg("data_type", &e))?;
+            catalog.upsert(Attribute {
+                attribute_id: row.try_get(0).map_err(|e| pg("attribute_id", &e))?,
+                tenant_id: row.try_get(1).map_err(|e| pg("tenant_id", &e))?,
+                entity_type: Arc::from(row.try_get::<_, String>(2).map_err(|e| pg("entity_type", &e))?),
+                name: Arc::from(row.try_get::<_, String>(3).map_err(|e| pg("name", &e))?),
+                data_type: DataType::parse(&data_type)
+                    .ok_or_else(|| pg("data_type", &format!("unknown data type `{data_type}`")))?,
+                is_hot: row.try_get(5).map_err(|e| pg("is_hot", &e))?,
+            });
+        }
+        Ok(catalog)
+    }
+}
+
+/// Quotes a possibly schema-qualified identifier (`public.attributes`).
+fn quote_ident(name: &str) -> String {
+    name.split('.').map(|p| format!("\"{}\"", p.replace('"', "\"\""))).collect::<Vec<_>>().join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, name: &str, dt: DataType, hot: bool) -> AttributeRow {
+        AttributeRow {
+            attribute_id: id,
+            tenant_id: 1,
+            entity_type: "customer".into(),
+            name: name.into(),
+            data_type: dt,
+            is_hot: hot,
+        }
+    }
+
+    #[test]
+    fn learns_alters_and_forgets_attributes() {
+        let mut c = Catalog::default();
+        assert_eq!(c.apply(Op::Read, None, Some(&row(2, "age", DataType::Int, true))), CatalogChange::Added);
+        assert_eq!(c.apply(Op::Create, None, Some(&row(1, "name", DataType::Text, true))), CatalogChange::Added);
+        assert_eq!(c.apply(Op::Update, None, Some(&row(1, "name", DataType::Text, true))), CatalogChange::Unchanged);
+        assert_eq!(c.by_name(1, "customer", "age").map(|a| a.attribute_id), Some(2));
+        let hot: Vec<i64> = c.hot_attributes(1, "customer").map(|a| a.attribute_id).collect();
+        assert_eq!(hot, vec![1, 2]);
+
+        let changed = c.apply(Op::Update, None, Some(&row(2, "age", DataType::Text, false)));
+        assert!(matches!(changed, CatalogChange::Altered { previous } if previous.data_type == DataType::Int));
+        assert_eq!(c.hot_attributes(1, "customer").count(), 1);
+        assert_eq!(c.get(2).map(|a| a.data_type), Some(DataType::Text));
+
+        assert_eq!(c.apply(Op::Delete, Some(&row(1, "name", DataType::Text, true)), None), CatalogChange::Removed);
+        assert!(c.by_name(1, "customer", "name").is_none());
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut c = Catalog::default();
+        c.apply(Op::Read, None, Some(&row(7, "balance", DataType::Decimal, false)));
+        let back = Catalog::from_json(&c.to_json()).unwrap();
+        assert_eq!(back.get(7), c.get(7));
+        let err = Catalog::from_json(br#"{"format_version": 99, "attributes": []}"#).unwrap_err();
+        assert!(err.to_string().contains("format_version 99"));
+    }
+}

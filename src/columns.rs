@@ -1,0 +1,161 @@
+//! The lake's columns: names, Arrow types and the metadata that travels with them. Shared by the
+//! pivot (which writes change rows), compaction (which reads them and writes the current state)
+//! and readers of the lake.
+//!
+//! A change row is `tenant_id, entity_id, <one column per attribute>, _op, _changed, …`; an
+//! attribute column is named by the attribute and typed by its catalog data type. Every
+//! attribute field carries its attribute id and data type as field metadata, so that a type
+//! change is visible in the files themselves.
+
+use crate::decode::DataType;
+use arrow::datatypes::{DataType as ArrowType, Field, TimeUnit};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub const TENANT_ID: &str = "tenant_id";
+pub const ENTITY_ID: &str = "entity_id";
+/// `c`, `u`, `d` or `r`: the entity-level operation of the folded row.
+pub const OP: &str = "_op";
+/// Names of the attributes this row changed (set to a value or to null); an attribute not listed
+/// was not touched, whatever its cell holds.
+pub const CHANGED: &str = "_changed";
+/// True when the row includes a change of the entity's own `entities` row. A row of value
+/// changes only updates an entity that exists; it never creates one (values of a deleted
+/// entity, or cascaded deletes, must not resurrect it).
+pub const ENTITY_CHANGED: &str = "_entity_changed";
+/// Debezium's `sequence[0]`: the last commit LSN before the row's transaction.
+pub const COMMIT_LSN: &str = "_commit_lsn";
+/// LSN of the last change folded into the row.
+pub const LSN: &str = "_lsn";
+pub const TX_ID: &str = "_tx_id";
+/// Source commit time.
+pub const SOURCE_TS: &str = "_source_ts";
+/// Place in the source stream (Kafka offset or file line) of the last change folded into the
+/// row: the order in which the rows of one entity apply.
+pub const SEQ: &str = "_seq";
+pub const KAFKA_TOPIC: &str = "_kafka_topic";
+pub const KAFKA_PARTITION: &str = "_kafka_partition";
+pub const KAFKA_OFFSET: &str = "_kafka_offset";
+
+/// Field metadata keys.
+pub const META_ATTRIBUTE_ID: &str = "eavlake.attribute_id";
+pub const META_DATA_TYPE: &str = "eavlake.data_type";
+/// Parquet key-value metadata of a current-state file: per stream, the last `_seq` applied.
+pub const META_WATERMARKS: &str = "eavlake.watermarks";
+
+/// Precision of decimal columns (Decimal128's maximum).
+pub const DECIMAL_PRECISION: u8 = 38;
+
+/// The Arrow type of an attribute column.
+pub fn arrow_type(data_type: DataType, decimal_scale: u32) -> ArrowType {
+    match data_type {
+        DataType::Text | DataType::Json => ArrowType::Utf8,
+        DataType::Int => ArrowType::Int64,
+        DataType::Decimal => ArrowType::Decimal128(DECIMAL_PRECISION, decimal_scale as i8),
+        DataType::Bool => ArrowType::Boolean,
+        DataType::Timestamp => timestamp_type(),
+    }
+}
+
+pub fn timestamp_type() -> ArrowType {
+    ArrowType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
+}
+
+/// The field of an attribute column, with its id and data type as metadata.
+pub fn attribute_field(name: &str, attribute_id: i64, data_type: DataType, decimal_scale: u32) -> Field {
+    Field::new(name, arrow_type(data_type, decimal_scale), true).with_metadata(HashMap::from([
+        (META_ATTRIBUTE_ID.to_string(), attribute_id.to_string()),
+        (META_DATA_TYPE.to_string(), data_type.as_str().to_string()),
+    ]))
+}
+
+/// Reads back what [`attribute_field`] wrote; `None` for key and metadata columns.
+pub fn attribute_of(field: &Field) -> Option<(i64, DataType)> {
+    let id = field.metadata().get(META_ATTRIBUTE_ID)?.parse().ok()?;
+    let dt = DataType::parse(field.metadata().get(META_DATA_TYPE)?)?;
+    Some((id, dt))
+}
+
+/// One cell of an attribute column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Int(i64),
+    /// Unscaled, at the lake's decimal scale.
+    Decimal(i128),
+    Bool(bool),
+    /// µs since the epoch, UTC.
+    Timestamp(i64),
+    /// Text and JSON (as JSON text).
+    Text(String),
+}
+
+impl Value {
+    /// Approximate bytes the value takes in a batch, for flush-on-bytes.
+    pub fn size(&self) -> usize {
+        match self {
+            Value::Text(s) => s.len() + 4,
+            Value::Decimal(_) => 16,
+            _ => 8,
+        }
+    }
+
+    /// The value as `to` when that loses nothing (an attribute whose type changed); `None`
+    /// otherwise. Text and JSON share a representation.
+    pub fn convert(&self, to: DataType, decimal_scale: u32) -> Option<Value> {
+        use crate::decode::value::format_decimal;
+        Some(match (self, to) {
+            (Value::Int(_), DataType::Int)
+            | (Value::Decimal(_), DataType::Decimal)
+            | (Value::Bool(_), DataType::Bool)
+            | (Value::Timestamp(_), DataType::Timestamp)
+            | (Value::Text(_), DataType::Text | DataType::Json) => self.clone(),
+            (Value::Int(i), DataType::Text | DataType::Json) => Value::Text(i.to_string()),
+            (Value::Int(i), DataType::Decimal) => {
+                Value::Decimal((*i as i128).checked_mul(10i128.checked_pow(decimal_scale)?)?)
+            }
+            (Value::Decimal(d), DataType::Text | DataType::Json) => Value::Text(format_decimal(*d, decimal_scale)),
+            (Value::Decimal(d), DataType::Int) => {
+                let f = 10i128.checked_pow(decimal_scale)?;
+                if d % f != 0 {
+                    return None;
+                }
+                Value::Int(i64::try_from(d / f).ok()?)
+            }
+            (Value::Bool(b), DataType::Text | DataType::Json) => Value::Text(b.to_string()),
+            (Value::Timestamp(t), DataType::Text) => Value::Text(
+                chrono::DateTime::from_timestamp_micros(*t)?.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ),
+            (Value::Text(s), DataType::Int) => Value::Int(s.trim().parse().ok()?),
+            (Value::Text(s), DataType::Decimal) => Value::Decimal(
+                crate::decode::value::rescale(crate::decode::value::parse_decimal(s).ok()?, decimal_scale).ok()?,
+            ),
+            (Value::Text(s), DataType::Bool) => Value::Bool(s.trim().parse().ok()?),
+            (Value::Text(s), DataType::Timestamp) => Value::Timestamp(crate::decode::value::parse_timestamp(s).ok()?),
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions_are_lossless_or_refused() {
+        assert_eq!(Value::Int(5).convert(DataType::Decimal, 2), Some(Value::Decimal(500)));
+        assert_eq!(Value::Decimal(500).convert(DataType::Int, 2), Some(Value::Int(5)));
+        assert_eq!(Value::Decimal(501).convert(DataType::Int, 2), None);
+        assert_eq!(Value::Decimal(-501).convert(DataType::Text, 2), Some(Value::Text("-5.01".into())));
+        assert_eq!(Value::Text("abc".into()).convert(DataType::Int, 2), None);
+        assert_eq!(Value::Text("7".into()).convert(DataType::Int, 2), Some(Value::Int(7)));
+        assert_eq!(Value::Bool(true).convert(DataType::Timestamp, 2), None);
+    }
+
+    #[test]
+    fn attribute_fields_carry_their_identity() {
+        let f = attribute_field("balance", 42, DataType::Decimal, 9);
+        assert_eq!(f.data_type(), &ArrowType::Decimal128(38, 9));
+        assert_eq!(attribute_of(&f), Some((42, DataType::Decimal)));
+        assert_eq!(attribute_of(&Field::new(ENTITY_ID, ArrowType::Int64, false)), None);
+    }
+}

@@ -1,0 +1,552 @@
+//! Compaction: change rows → the current state per entity type, tenant and range of entity_id.
+//!
+//! The current state of a tenant's entities of one type lives under
+//! `current/<type>/tenant_id=<t>/`, one object per range of `range_size` entity ids, holding the
+//! latest value of every attribute of every live entity in the range (deleted entities and
+//! deleted values gone). Each object says in its Parquet metadata how far it has applied every
+//! stream (the last `_seq` per stream: its watermarks), so compacting a range is: read the object,
+//! apply the change rows of that range newer than its watermarks in stream order, write the
+//! object back with one PUT. A reader therefore sees each entity exactly once at any moment, even
+//! while compaction runs, and a compaction cut short is simply done again.
+//!
+//! Only change files the stream's progress record covers are read: files of a flush still being
+//! written are left for the next compaction.
+//!
+//! A type change of an attribute is applied to the whole range: old values are converted when
+//! that loses nothing, otherwise they become null and are counted (never a wrong value).
+
+use crate::columns::{self, Value};
+use crate::decode::DataType;
+use crate::progress::{self, ProgressError};
+use crate::sink::parquet::{encode, ParquetObject};
+use crate::sink::{Lake, SinkError};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, Decimal128Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType as ArrowType, Decimal128Type, Field, Int64Type, Schema, TimestampMicrosecondType};
+use arrow::record_batch::RecordBatch;
+use object_store::path::Path;
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy)]
+pub struct CompactOptions {
+    /// Entity ids per current-state object.
+    pub range_size: i64,
+    pub decimal_scale: u32,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+pub struct CompactStats {
+    pub ranges_written: usize,
+    pub change_files_read: usize,
+    pub rows_applied: usize,
+    pub live_entities: usize,
+    /// Values dropped because an attribute's type changed to one they cannot be converted to.
+    pub values_not_convertible: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Progress(#[from] ProgressError),
+    #[error("`{path}`: {message}")]
+    BadFile { path: String, message: String },
+}
+
+/// A change file, from its name: `<stream>-<first seq>-<last seq>.parquet`.
+#[derive(Debug, Clone, PartialEq)]
+struct ChangeFile {
+    path: Path,
+    stream: String,
+    first: i64,
+    last: i64,
+}
+
+fn parse_change_file(path: &Path) -> Option<ChangeFile> {
+    let name = path.filename()?.strip_suffix(".parquet")?;
+    let mut parts = name.rsplitn(3, '-');
+    let last = parts.next()?.parse().ok()?;
+    let first = parts.next()?.parse().ok()?;
+    let stream = parts.next()?.to_string();
+    Some(ChangeFile { path: path.clone(), stream, first, last })
+}
+
+/// Compacts every entity type and tenant of the lake.
+pub async fn compact_all(lake: &Lake, opts: CompactOptions) -> Result<CompactStats, CompactError> {
+    let durable: FxHashMap<String, i64> =
+        progress::load_all(lake).await?.into_iter().map(|(k, v)| (k, v.last_seq)).collect();
+    let mut stats = CompactStats::default();
+    for entity_type in lake.children(&Path::from("changes")).await? {
+        for tenant_dir in lake.children(&Lake::changes_prefix(&entity_type, None)).await? {
+            let Some(tenant_id) = tenant_dir.strip_prefix("tenant_id=").and_then(|t| t.parse().ok()) else {
+                tracing::warn!(entity_type, folder = tenant_dir, "skipping a folder that is not tenant_id=<n>");
+                continue;
+            };
+            compact_tenant(lake, &entity_type, tenant_id, opts, &durable, &mut stats).await?;
+        }
+    }
+    Ok(stats)
+}
+
+/// Compacts one entity type of one tenant.
+async fn compact_tenant(
+    lake: &Lake,
+    entity_type: &str,
+    tenant_id: i64,
+    opts: CompactOptions,
+    durable: &FxHashMap<String, i64>,
+    stats: &mut CompactStats,
+) -> Result<(), CompactError> {
+    let mut changes: Vec<ChangeFile> = lake
+        .list(&Lake::changes_prefix(entity_type, Some(tenant_id)))
+        .await?
+        .iter()
+        .filter_map(|m| parse_change_file(&m.location))
+        .filter(|f| durable.get(&f.stream).is_some_and(|d| f.last <= *d))
+        .collect();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    changes.sort_by(|a, b| (a.first, &a.stream).cmp(&(b.first, &b.stream)));
+
+    // Watermarks of the existing ranges decide which change files are new to which range.
+    let mut ranges: BTreeMap<i64, Watermarks> = BTreeMap::new();
+    for meta in lake.list(&Lake::current_prefix(entity_type, tenant_id)).await? {
+        let Some(lo) = parse_range(&meta.location) else { continue };
+        let Some(bytes) = lake.get(&meta.location).await? else { continue };
+        let obj = ParquetObject::open(meta.location.as_ref(), bytes)?;
+        ranges.insert(lo, read_watermarks(&obj, &meta.location)?);
+    }
+    let oldest = |stream: &str| -> i64 {
+        if ranges.is_empty() {
+            return i64::MIN;
+        }
+        ranges.values().map(|w| w.get(stream).copied().unwrap_or(i64::MIN)).min().unwrap_or(i64::MIN)
+    };
+    changes.retain(|f| f.last > oldest(&f.stream));
+
+    // Which ranges each new change file touches, from its entity_id statistics.
+    let mut touched: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (i, f) in changes.iter().enumerate() {
+        let Some(bytes) = lake.get(&f.path).await? else { continue };
+        let obj = ParquetObject::open(f.path.as_ref(), bytes)?;
+        let Some((min, max)) = obj.entity_id_bounds() else { continue };
+        let (a, b) = (min.div_euclid(opts.range_size), max.div_euclid(opts.range_size));
+        for r in a..=b {
+            let lo = r * opts.range_size;
+            let fresh = ranges.get(&lo).map_or(true, |w| f.last > w.get(&f.stream).copied().unwrap_or(i64::MIN));
+            if fresh {
+                touched.entry(lo).or_default().push(i);
+            }
+        }
+    }
+    for (lo, files) in touched {
+        let hi = lo + opts.range_size - 1;
+        let files: Vec<&ChangeFile> = files.iter().map(|&i| &changes[i]).collect();
+        compact_range(lake, entity_type, tenant_id, lo, hi, &files, opts, stats).await?;
+    }
+    Ok(())
+}
+
+type Watermarks = BTreeMap<String, i64>;
+
+fn parse_range(path: &Path) -> Option<i64> {
+    let name = path.filename()?.strip_prefix("entities-")?.strip_suffix(".parquet")?;
+    name.split('-').next()?.parse().ok()
+}
+
+fn read_watermarks(obj: &ParquetObject, path: &Path) -> Result<Watermarks, CompactError> {
+    match obj.metadata(columns::META_WATERMARKS) {
+        None => Ok(Watermarks::new()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| CompactError::BadFile { path: path.to_string(), message: format!("watermarks: {e}") }),
+    }
+}
+
+/// The attribute columns of a range, by name, with their final type.
+#[derive(Default)]
+struct ColumnSet {
+    cols: Vec<(Arc<str>, i64, DataType)>,
+    by_name: HashMap<Arc<str>, usize>,
+}
+
+impl ColumnSet {
+    /// Registers a column; a later registration's type wins.
+    fn register(&mut self, name: &str, attribute_id: i64, data_type: DataType) -> usize {
+        match self.by_name.get(name) {
+            Some(&i) => {
+                self.cols[i].1 = attribute_id;
+                self.cols[i].2 = data_type;
+                i
+            }
+            None => {
+                let name: Arc<str> = Arc::from(name);
+                self.cols.push((name.clone(), attribute_id, data_type));
+                self.by_name.insert(name, self.cols.len() - 1);
+                self.cols.len() - 1
+            }
+        }
+    }
+}
+
+/// The state of one live entity: a cell per column of the [`ColumnSet`].
+struct EntityState {
+    cells: Vec<Option<Value>>,
+    commit_lsn: i64,
+    lsn: i64,
+    source_ts: Option<i64>,
+}
+
+/// One change row of the range, with only the cells it changed.
+struct ChangeRow {
+    entity_id: i64,
+    seq: i64,
+    stream: usize,
+    delete: bool,
+    entity_changed: bool,
+    cells: Vec<(usize, Option<Value>)>,
+    commit_lsn: i64,
+    lsn: i64,
+    source_ts: Option<i64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn compact_range(
+    lake: &Lake,
+    entity_type: &str,
+    tenant_id: i64,
+    lo: i64,
+    hi: i64,
+    files: &[&ChangeFile],
+    opts: CompactOptions,
+    stats: &mut CompactStats,
+) -> Result<(), CompactError> {
+    let path = Lake::current_path(entity_type, tenant_id, lo, hi);
+    let mut cols = ColumnSet::default();
+    let mut state: BTreeMap<i64, EntityState> = BTreeMap::new();
+    let mut watermarks = Watermarks::new();
+    if let Some(bytes) = lake.get(&path).await? {
+        let obj = ParquetObject::open(path.as_ref(), bytes)?;
+        watermarks = read_watermarks(&obj, &path)?;
+        let groups = obj.row_groups_for(lo, hi);
+        for batch in obj.read(groups)? {
+            load_current(&batch, &mut cols, &mut state, &path)?;
+        }
+    }
+
+    let mut streams: Vec<&str> = files.iter().map(|f| f.stream.as_str()).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    let mut rows: Vec<ChangeRow> = Vec::new();
+    for f in files {
+        let si = streams.binary_search(&f.stream.as_str()).unwrap_or(0);
+        let since = watermarks.get(&f.stream).copied().unwrap_or(i64::MIN);
+        let Some(bytes) = lake.get(&f.path).await? else { continue };
+        let obj = ParquetObject::open(f.path.as_ref(), bytes)?;
+        stats.change_files_read += 1;
+        for batch in obj.read(obj.row_groups_for(lo, hi))? {
+            read_changes(&batch, lo, hi, since, si, &mut cols, &mut rows, &f.path)?;
+        }
+    }
+    // Stream order per entity; the entity's changes all come from one stream.
+    rows.sort_by_key(|r| (r.entity_id, r.stream, r.seq));
+    stats.rows_applied += rows.len();
+
+    // Bring current values to the final column types (an attribute's type may have changed).
+    let scale = opts.decimal_scale;
+    let types: Vec<DataType> = cols.cols.iter().map(|c| c.2).collect();
+    let mut lost = 0usize;
+    let mut fit = |v: Option<Value>, i: usize| -> Option<Value> {
+        let v = v?;
+        let converted = v.convert(types[i], scale);
+        if converted.is_none() {
+            lost += 1;
+        }
+        converted
+    };
+    for st in state.values_mut() {
+        st.cells.resize(types.len(), None);
+        for (i, c) in st.cells.iter_mut().enumerate() {
+            if c.is_some() {
+                *c = fit(c.take(), i);
+            }
+        }
+    }
+    for r in rows {
+        if r.delete {
+            state.remove(&r.entity_id);
+            continue;
+        }
+        if !r.entity_changed && !state.contains_key(&r.entity_id) {
+            // Value changes of an entity that is not live (deleted, or deleted later in a
+            // transaction folded in slices) never create it.
+            continue;
+        }
+        let st = state.entry(r.entity_id).or_insert_with(|| EntityState {
+            cells: vec![None; types.len()],
+            commit_lsn: 0,
+            lsn: 0,
+            source_ts: None,
+        });
+        for (i, v) in r.cells {
+            st.cells[i] = fit(v, i);
+        }
+        st.commit_lsn = r.commit_lsn;
+        st.lsn = r.lsn;
+        st.source_ts = r.source_ts;
+    }
+    stats.values_not_convertible += lost;
+
+    for f in files {
+        let w = watermarks.entry(f.stream.clone()).or_insert(i64::MIN);
+        *w = (*w).max(f.last);
+    }
+    let batch = current_batch(tenant_id, &cols, &state, scale)?;
+    let wm = serde_json::to_string(&watermarks).unwrap_or_default();
+    let bytes = encode(path.as_ref(), &[batch], vec![(columns::META_WATERMARKS.to_string(), wm)])?;
+    lake.put(&path, bytes).await?;
+    stats.ranges_written += 1;
+    stats.live_entities += state.len();
+    tracing::debug!(path = %path, entities = state.len(), "range compacted");
+    Ok(())
+}
+
+fn bad(path: &Path, message: impl Into<String>) -> CompactError {
+    CompactError::BadFile { path: path.to_string(), message: message.into() }
+}
+
+fn int64<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a arrow::array::Int64Array, CompactError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| bad(path, format!("no Int64 column `{name}`")))
+}
+
+/// The attribute columns of a batch, registered in the column set: (batch column, set column).
+fn attribute_columns(batch: &RecordBatch, cols: &mut ColumnSet) -> Vec<(usize, usize)> {
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter_map(|(bi, f)| columns::attribute_of(f).map(|(id, dt)| (bi, cols.register(f.name(), id, dt))))
+        .collect()
+}
+
+fn load_current(
+    batch: &RecordBatch,
+    cols: &mut ColumnSet,
+    state: &mut BTreeMap<i64, EntityState>,
+    path: &Path,
+) -> Result<(), CompactError> {
+    let ids = int64(batch, columns::ENTITY_ID, path)?;
+    let attrs = attribute_columns(batch, cols);
+    let commit = batch.column_by_name(columns::COMMIT_LSN).and_then(|c| c.as_primitive_opt::<Int64Type>());
+    let lsn = batch.column_by_name(columns::LSN).and_then(|c| c.as_primitive_opt::<Int64Type>());
+    let ts = batch.column_by_name(columns::SOURCE_TS).and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>());
+    for row in 0..batch.num_rows() {
+        let mut cells = vec![None; cols.cols.len()];
+        for &(bi, ci) in &attrs {
+            cells[ci] = cell(batch.column(bi), row, path)?;
+        }
+        state.insert(
+            ids.value(row),
+            EntityState {
+                cells,
+                commit_lsn: commit.map_or(0, |c| c.value(row)),
+                lsn: lsn.map_or(0, |c| c.value(row)),
+                source_ts: ts.and_then(|c| c.is_valid(row).then(|| c.value(row))),
+            },
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_changes(
+    batch: &RecordBatch,
+    lo: i64,
+    hi: i64,
+    since: i64,
+    stream: usize,
+    cols: &mut ColumnSet,
+    rows: &mut Vec<ChangeRow>,
+    path: &Path,
+) -> Result<(), CompactError> {
+    let ids = int64(batch, columns::ENTITY_ID, path)?;
+    let seqs = int64(batch, columns::SEQ, path)?;
+    let commit = int64(batch, columns::COMMIT_LSN, path)?;
+    let lsn = int64(batch, columns::LSN, path)?;
+    let ts = batch
+        .column_by_name(columns::SOURCE_TS)
+        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        .ok_or_else(|| bad(path, "no _source_ts column"))?;
+    let ops = batch.column_by_name(columns::OP).ok_or_else(|| bad(path, "no _op column"))?;
+    let ops = string_values(ops).ok_or_else(|| bad(path, "_op is not text"))?;
+    let changed = batch
+        .column_by_name(columns::CHANGED)
+        .and_then(|c| c.as_list_opt::<i32>())
+        .ok_or_else(|| bad(path, "no _changed list column"))?;
+    let entity_changed = batch
+        .column_by_name(columns::ENTITY_CHANGED)
+        .and_then(|c| c.as_boolean_opt())
+        .ok_or_else(|| bad(path, "no _entity_changed column"))?;
+    let attrs = attribute_columns(batch, cols);
+    // Name → batch column, for reading `_changed`.
+    let schema = batch.schema();
+    let by_name: HashMap<&str, (usize, usize)> =
+        attrs.iter().map(|&(bi, ci)| (schema.field(bi).name().as_str(), (bi, ci))).collect();
+    for row in 0..batch.num_rows() {
+        let id = ids.value(row);
+        if id < lo || id > hi || seqs.value(row) <= since {
+            continue;
+        }
+        let delete = ops(row) == Some("d");
+        let mut cells = Vec::new();
+        if !delete && changed.is_valid(row) {
+            let names = changed.value(row);
+            let names = string_values(&names).ok_or_else(|| bad(path, "_changed items are not text"))?;
+            for k in 0..changed.value_length(row) as usize {
+                let Some(name) = names(k) else { continue };
+                let Some(&(bi, ci)) = by_name.get(name) else {
+                    return Err(bad(path, format!("_changed names `{name}`, which is not a column")));
+                };
+                cells.push((ci, cell(batch.column(bi), row, path)?));
+            }
+        }
+        rows.push(ChangeRow {
+            entity_id: id,
+            seq: seqs.value(row),
+            stream,
+            delete,
+            entity_changed: entity_changed.value(row),
+            cells,
+            commit_lsn: commit.value(row),
+            lsn: lsn.value(row),
+            source_ts: ts.is_valid(row).then(|| ts.value(row)),
+        });
+    }
+    Ok(())
+}
+
+/// A text column (plain or dictionary-encoded) as a row → value function.
+fn string_values<'a>(array: &'a ArrayRef) -> Option<Box<dyn Fn(usize) -> Option<&'a str> + 'a>> {
+    if let Some(s) = array.as_string_opt::<i32>() {
+        return Some(Box::new(move |i| s.is_valid(i).then(|| s.value(i))));
+    }
+    if let Some(d) = array.as_dictionary_opt::<arrow::datatypes::Int32Type>() {
+        let values = d.values().as_string_opt::<i32>()?;
+        let keys = d.keys();
+        return Some(Box::new(move |i| keys.is_valid(i).then(|| values.value(keys.value(i) as usize))));
+    }
+    None
+}
+
+/// One cell of an attribute column as a [`Value`].
+fn cell(array: &ArrayRef, row: usize, path: &Path) -> Result<Option<Value>, CompactError> {
+    if array.is_null(row) {
+        return Ok(None);
+    }
+    Ok(Some(match array.data_type() {
+        ArrowType::Int64 => Value::Int(array.as_primitive::<Int64Type>().value(row)),
+        ArrowType::Decimal128(_, _) => Value::Decimal(array.as_primitive::<Decimal128Type>().value(row)),
+        ArrowType::Boolean => Value::Bool(array.as_boolean().value(row)),
+        ArrowType::Timestamp(_, _) => Value::Timestamp(array.as_primitive::<TimestampMicrosecondType>().value(row)),
+        ArrowType::Utf8 => Value::Text(array.as_string::<i32>().value(row).to_string()),
+        other => return Err(bad(path, format!("attribute column of unexpected type {other}"))),
+    }))
+}
+
+/// The current-state batch of a range, rows in entity_id order.
+fn current_batch(
+    tenant_id: i64,
+    cols: &ColumnSet,
+    state: &BTreeMap<i64, EntityState>,
+    scale: u32,
+) -> Result<RecordBatch, CompactError> {
+    let n = state.len();
+    let mut fields = vec![
+        Field::new(columns::TENANT_ID, ArrowType::Int64, false),
+        Field::new(columns::ENTITY_ID, ArrowType::Int64, false),
+    ];
+    let mut arrays: Vec<ArrayRef> = vec![
+        Arc::new(arrow::array::Int64Array::from(vec![tenant_id; n])),
+        Arc::new(arrow::array::Int64Array::from_iter_values(state.keys().copied())),
+    ];
+    for (i, (name, id, dt)) in cols.cols.iter().enumerate() {
+        fields.push(columns::attribute_field(name, *id, *dt, scale));
+        let values = state.values().map(|s| s.cells.get(i).and_then(|c| c.as_ref()));
+        arrays.push(build_column(*dt, scale, values));
+    }
+    fields.extend([
+        Field::new(columns::COMMIT_LSN, ArrowType::Int64, false),
+        Field::new(columns::LSN, ArrowType::Int64, false),
+        Field::new(columns::SOURCE_TS, columns::timestamp_type(), true),
+    ]);
+    arrays.push(Arc::new(arrow::array::Int64Array::from_iter_values(state.values().map(|s| s.commit_lsn))));
+    arrays.push(Arc::new(arrow::array::Int64Array::from_iter_values(state.values().map(|s| s.lsn))));
+    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    for s in state.values() {
+        ts.append_option(s.source_ts);
+    }
+    arrays.push(Arc::new(ts.finish()));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| CompactError::BadFile { path: "current state".into(), message: e.to_string() })
+}
+
+fn build_column<'a>(dt: DataType, scale: u32, values: impl Iterator<Item = Option<&'a Value>>) -> ArrayRef {
+    // Values were converted to `dt` before; anything else would be a bug here, and is written
+    // as null rather than a wrong value.
+    match dt {
+        DataType::Int => {
+            let mut b = Int64Builder::new();
+            values.for_each(|v| b.append_option(if let Some(Value::Int(x)) = v { Some(*x) } else { None }));
+            Arc::new(b.finish())
+        }
+        DataType::Decimal => {
+            let mut b = Decimal128Builder::new()
+                .with_precision_and_scale(columns::DECIMAL_PRECISION, scale as i8)
+                .unwrap_or_default();
+            values.for_each(|v| b.append_option(if let Some(Value::Decimal(x)) = v { Some(*x) } else { None }));
+            Arc::new(b.finish())
+        }
+        DataType::Bool => {
+            let mut b = BooleanBuilder::new();
+            values.for_each(|v| b.append_option(if let Some(Value::Bool(x)) = v { Some(*x) } else { None }));
+            Arc::new(b.finish())
+        }
+        DataType::Timestamp => {
+            let mut b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+            values.for_each(|v| b.append_option(if let Some(Value::Timestamp(x)) = v { Some(*x) } else { None }));
+            Arc::new(b.finish())
+        }
+        DataType::Text | DataType::Json => {
+            let mut b = StringBuilder::new();
+            values.for_each(|v| b.append_option(if let Some(Value::Text(x)) = v { Some(x.as_str()) } else { None }));
+            Arc::new(b.finish())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_file_names_parse_from_the_right() {
+        let p =
+            Path::from("changes/customer/tenant_id=1/date=2024-01-01/file-a-b.jsonl-000000000001-000000000090.parquet");
+        let f = parse_change_file(&p).unwrap();
+        assert_eq!((f.stream.as_str(), f.first, f.last), ("file-a-b.jsonl", 1, 90));
+        assert!(parse_change_file(&Path::from("x/y.parquet")).is_none());
+        assert_eq!(
+            parse_range(&Path::from("current/t/tenant_id=1/entities-000000100000-000000199999.parquet")),
+            Some(100000)
+        );
+    }
+}

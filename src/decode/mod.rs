@@ -1,0 +1,380 @@
+//! Decoding: Debezium records (JSON with or without embedded schemas, Avro in the Confluent wire
+//! format) into [`Event`]s of the three EAV tables.
+//!
+//! Contract: a decoder never panics on input; every record yields an [`Event`] or a
+//! [`DecodeError`] whose [`DecodeError::reason`] becomes the dead-letter reason. Values come out
+//! normalised: decimals as unscaled integers with their scale, timestamps as microseconds since
+//! the epoch in UTC, JSON as text, and Debezium's TOAST placeholder as [`Field::Unavailable`], so
+//! that nothing downstream knows which `decimal.handling.mode` or `time.precision.mode` produced
+//! them.
+
+pub mod avro;
+pub mod json;
+pub mod registry;
+pub mod value;
+
+use crate::position::{Lsn, SourcePosition};
+use serde::Deserialize;
+
+/// The placeholder Debezium writes for an unchanged TOASTed column it could not read.
+pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
+
+/// Attribute data types of the catalog (`attributes.data_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    Text,
+    Int,
+    Decimal,
+    Bool,
+    Timestamp,
+    Json,
+}
+
+impl DataType {
+    pub fn parse(text: &str) -> Option<DataType> {
+        Some(match text.trim().to_ascii_lowercase().as_str() {
+            "text" | "string" | "varchar" => DataType::Text,
+            "int" | "integer" | "bigint" => DataType::Int,
+            "decimal" | "numeric" => DataType::Decimal,
+            "bool" | "boolean" => DataType::Bool,
+            "timestamp" | "timestamptz" => DataType::Timestamp,
+            "json" | "jsonb" => DataType::Json,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Text => "text",
+            DataType::Int => "int",
+            DataType::Decimal => "decimal",
+            DataType::Bool => "bool",
+            DataType::Timestamp => "timestamp",
+            DataType::Json => "json",
+        }
+    }
+}
+
+/// A column value that may be absent, null, or Debezium's TOAST placeholder.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Field<T> {
+    /// SQL NULL (or the column was not in the record).
+    #[default]
+    Null,
+    Value(T),
+    /// Unchanged TOASTed value that Debezium could not read: keep the previous value.
+    Unavailable,
+}
+
+impl<T> Field<T> {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Field::Null)
+    }
+}
+
+/// An exact decimal: `unscaled × 10^-scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decimal {
+    pub unscaled: i128,
+    pub scale: u32,
+}
+
+/// The tables of the EAV store that eavlake reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    Attributes,
+    Entities,
+    EntityValues,
+}
+
+/// Debezium's `op`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+    /// Snapshot read (`r`), initial or incremental.
+    Read,
+}
+
+impl Op {
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+        }
+    }
+}
+
+/// The part of Debezium's `source` block eavlake uses.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceMeta {
+    /// `(sequence[0], lsn)`: see [`SourcePosition`]. For snapshot reads both are the snapshot LSN.
+    pub position: SourcePosition,
+    pub tx_id: Option<i64>,
+    /// Source commit time, µs since the epoch (`ts_us`, else `ts_ms` × 1000).
+    pub commit_time_us: Option<i64>,
+    /// True for snapshot reads: their positions do not order them, so they are never de-duplicated
+    /// by position.
+    pub snapshot: bool,
+}
+
+/// A row of `attributes`: one catalog entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeRow {
+    pub attribute_id: i64,
+    pub tenant_id: i64,
+    pub entity_type: String,
+    pub name: String,
+    pub data_type: DataType,
+    pub is_hot: bool,
+}
+
+/// A row of `entities` (after or before image).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityRow {
+    pub entity_id: i64,
+    /// Absent in a delete's before-image unless the table has REPLICA IDENTITY FULL.
+    pub tenant_id: Option<i64>,
+    pub entity_type: Option<String>,
+    /// `hot_attributes` JSONB as JSON text.
+    pub hot_attributes: Field<String>,
+    pub is_deleted: bool,
+}
+
+/// A row of `entity_values`: one cold attribute value in its typed column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueRow {
+    pub entity_id: i64,
+    pub attribute_id: i64,
+    pub tenant_id: Option<i64>,
+    pub value_text: Field<String>,
+    pub value_int: Option<i64>,
+    pub value_decimal: Option<Decimal>,
+    pub value_bool: Option<bool>,
+    pub value_timestamp: Option<i64>,
+    pub value_json: Field<String>,
+}
+
+/// A row change of one of the three tables, with both images where Debezium gives them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowChange {
+    Attribute { before: Option<AttributeRow>, after: Option<AttributeRow> },
+    Entity { before: Option<EntityRow>, after: Option<EntityRow> },
+    Value { before: Option<ValueRow>, after: Option<ValueRow> },
+}
+
+/// One decoded record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An insert, update, delete or snapshot read of a row.
+    Change { op: Op, source: SourceMeta, tx: Option<String>, row: RowChange },
+    /// `TRUNCATE` of one of the tables.
+    Truncate { table: Table, source: SourceMeta },
+    /// A change of a table eavlake does not read (ignored, counted).
+    OtherTable { table: String },
+    /// Logical decoding message (`op = m`): not table data.
+    Message,
+    /// Heartbeat record (`{"ts_ms": …}`): proves liveness, carries no change.
+    Heartbeat,
+    /// Transaction metadata record (`status` BEGIN/END).
+    Transaction { begin: bool, id: String },
+    /// Kafka tombstone (null value) that follows a delete for log compaction.
+    Tombstone,
+}
+
+/// How a decimal column arrives when the record has no schema to say so (Debezium's
+/// `decimal.handling.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DecimalMode {
+    /// Base64 of the big-endian two's-complement unscaled value; the scale comes from the schema
+    /// or, without one, from `decimal_scale`.
+    #[default]
+    Precise,
+    /// Decimal text, `"12.34"`.
+    String,
+    /// A JSON number (a Java double).
+    Double,
+}
+
+/// How a `timestamp without time zone` column arrives when there is no schema (Debezium's
+/// `time.precision.mode`): the unit of an integer timestamp. Strings (ZonedTimestamp,
+/// `isostring`) are always understood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeMode {
+    /// `adaptive` / `adaptive_time_microseconds`: MicroTimestamp (µs) for timestamp(4..6).
+    #[default]
+    Adaptive,
+    /// `connect`: org.apache.kafka.connect.data.Timestamp (ms).
+    Connect,
+    /// `nanoseconds` (NanoTimestamp).
+    Nanoseconds,
+    /// Integers are milliseconds (Timestamp, timestamp(0..3) in adaptive mode).
+    Milliseconds,
+}
+
+/// Decoding settings that records without schemas cannot tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeOptions {
+    pub decimal_mode: DecimalMode,
+    pub time_mode: TimeMode,
+    /// Scale of `entity_values.value_decimal` (used for precise decimals without schema).
+    pub decimal_scale: u32,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions { decimal_mode: DecimalMode::Precise, time_mode: TimeMode::Adaptive, decimal_scale: 9 }
+    }
+}
+
+/// Names of the source tables, as Debezium reports them in `source.table` (partition roots when
+/// `publish.via.partition.root` is on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableNames {
+    pub attributes: String,
+    pub entities: String,
+    pub entity_values: String,
+}
+
+impl Default for TableNames {
+    fn default() -> Self {
+        TableNames {
+            attributes: "attributes".into(),
+            entities: "entities".into(),
+            entity_values: "entity_values".into(),
+        }
+    }
+}
+
+impl TableNames {
+    pub fn classify(&self, table: &str) -> Option<Table> {
+        if table == self.entity_values {
+            Some(Table::EntityValues)
+        } else if table == self.entities {
+            Some(Table::Entities)
+        } else if table == self.attributes {
+            Some(Table::Attributes)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a record could not be decoded. `reason()` is the stable code written to dead letters.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum DecodeError {
+    #[error("record is not valid JSON: {0}")]
+    Json(String),
+    #[error("record is not a Debezium change event: {0}")]
+    NotDebezium(String),
+    #[error("field `{field}`: {message}")]
+    BadField { field: String, message: String },
+    #[error("unknown op `{0}`")]
+    UnknownOp(String),
+    #[error("Avro record: {0}")]
+    Avro(String),
+    #[error("schema registry: {0}")]
+    Registry(String),
+}
+
+impl DecodeError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Json(_) => "invalid_json",
+            DecodeError::NotDebezium(_) => "not_debezium",
+            DecodeError::BadField { .. } => "bad_field",
+            DecodeError::UnknownOp(_) => "unknown_op",
+            DecodeError::Avro(_) => "invalid_avro",
+            DecodeError::Registry(_) => "schema_registry",
+        }
+    }
+
+    pub(crate) fn field(field: &str, message: impl Into<String>) -> DecodeError {
+        DecodeError::BadField { field: field.to_string(), message: message.into() }
+    }
+}
+
+/// Builds a [`SourceMeta`] from the raw pieces of a `source` block, shared by the JSON and Avro
+/// decoders.
+pub(crate) fn source_meta(
+    lsn: Option<i64>,
+    sequence: Option<&str>,
+    tx_id: Option<i64>,
+    ts_ms: Option<i64>,
+    ts_us: Option<i64>,
+    snapshot: Option<&str>,
+    op: Option<Op>,
+) -> Result<SourceMeta, DecodeError> {
+    let lsn = Lsn(lsn.unwrap_or(0).max(0) as u64);
+    let commit_lsn = match sequence {
+        Some(seq) => parse_sequence(seq)?.unwrap_or(lsn),
+        None => lsn,
+    };
+    // "true", "first", "last", "first_in_data_collection", "incremental" all mean a snapshot
+    // read; "false" or absent means streaming.
+    let snapshot = op == Some(Op::Read) || matches!(snapshot, Some(s) if s != "false");
+    Ok(SourceMeta {
+        position: SourcePosition { commit_lsn, lsn },
+        tx_id,
+        commit_time_us: ts_us.or(ts_ms.map(|ms| ms.saturating_mul(1000))),
+        snapshot,
+    })
+}
+
+/// Parses Debezium's `source.sequence`, a JSON array of two strings, `["<last commit lsn>",
+/// "<lsn>"]`, either of which may be null. Returns the first element.
+fn parse_sequence(seq: &str) -> Result<Option<Lsn>, DecodeError> {
+    let parts: Vec<Option<String>> =
+        serde_json::from_str(seq).map_err(|e| DecodeError::field("source.sequence", e.to_string()))?;
+    match parts.first() {
+        Some(Some(first)) => Lsn::parse(first)
+            .map(Some)
+            .ok_or_else(|| DecodeError::field("source.sequence", format!("bad LSN `{first}`"))),
+        _ => Ok(None),
+    }
+}
+
+pub(crate) fn parse_op(op: &str) -> Result<Option<Op>, DecodeError> {
+    Ok(Some(match op {
+        "c" => Op::Create,
+        "u" => Op::Update,
+        "d" => Op::Delete,
+        "r" => Op::Read,
+        "t" | "m" => return Ok(None),
+        other => return Err(DecodeError::UnknownOp(other.to_string())),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_gives_commit_lsn() {
+        let m = source_meta(
+            Some(200),
+            Some(r#"["150","200"]"#),
+            Some(7),
+            Some(1000),
+            None,
+            Some("false"),
+            Some(Op::Update),
+        )
+        .unwrap();
+        assert_eq!(m.position, SourcePosition { commit_lsn: Lsn(150), lsn: Lsn(200) });
+        assert_eq!(m.commit_time_us, Some(1_000_000));
+        assert!(!m.snapshot);
+        let m =
+            source_meta(Some(200), Some(r#"[null,"200"]"#), None, None, Some(5), Some("last"), Some(Op::Read)).unwrap();
+        assert_eq!(m.position.commit_lsn, Lsn(200));
+        assert_eq!(m.commit_time_us, Some(5));
+        assert!(m.snapshot);
+        assert!(source_meta(Some(1), Some("[\"zz\"]"), None, None, None, None, None).is_err());
+    }
+}

@@ -1,0 +1,232 @@
+//! Debezium's logical types to exact values: decimals in every `decimal.handling.mode`, times in
+//! every `time.precision.mode`. Pure functions, shared by the JSON and Avro decoders and by the
+//! pivot (hot attributes inside JSONB use the same textual forms).
+
+use super::{Decimal, TimeMode};
+use base64::Engine;
+
+/// Largest number of decimal digits a Decimal128 holds.
+pub const MAX_DECIMAL_DIGITS: u32 = 38;
+
+/// Parses decimal text, as in `decimal.handling.mode=string` or a JSON number in `double` mode:
+/// `-12.340`, `1e-3`, `1.5E+10`. The scale is the number of fraction digits written (after
+/// applying the exponent), so `"12.340"` has scale 3.
+pub fn parse_decimal(text: &str) -> Result<Decimal, String> {
+    let t = text.trim();
+    let (mantissa, exp) = match t.find(['e', 'E']) {
+        Some(i) => {
+            let exp: i32 = t[i + 1..].parse().map_err(|_| format!("bad exponent in `{t}`"))?;
+            (&t[..i], exp)
+        }
+        None => (t, 0),
+    };
+    let (neg, digits) = match mantissa.as_bytes().first() {
+        Some(b'-') => (true, &mantissa[1..]),
+        Some(b'+') => (false, &mantissa[1..]),
+        _ => (false, mantissa),
+    };
+    let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
+    if int_part.is_empty() && frac_part.is_empty() {
+        return Err(format!("`{t}` is not a decimal number"));
+    }
+    let mut unscaled: i128 = 0;
+    for b in int_part.bytes().chain(frac_part.bytes()) {
+        if !b.is_ascii_digit() {
+            return Err(format!("`{t}` is not a decimal number"));
+        }
+        unscaled = unscaled
+            .checked_mul(10)
+            .and_then(|v| v.checked_add((b - b'0') as i128))
+            .ok_or_else(|| format!("`{t}` has more than {MAX_DECIMAL_DIGITS} digits"))?;
+    }
+    let mut scale = frac_part.len() as i64 - exp as i64;
+    if scale < 0 {
+        unscaled = unscaled
+            .checked_mul(10i128.checked_pow((-scale) as u32).ok_or_else(|| format!("`{t}` is out of range"))?)
+            .ok_or_else(|| format!("`{t}` is out of range"))?;
+        scale = 0;
+    }
+    if scale > MAX_DECIMAL_DIGITS as i64 {
+        return Err(format!("`{t}` has a scale above {MAX_DECIMAL_DIGITS}"));
+    }
+    Ok(Decimal { unscaled: if neg { -unscaled } else { unscaled }, scale: scale as u32 })
+}
+
+/// A double (Avro `double`, or decimal.handling.mode=double) as the shortest decimal that reads
+/// back as the same double: the value Debezium meant, not the binary expansion.
+pub fn decimal_from_f64(v: f64) -> Result<Decimal, String> {
+    if !v.is_finite() {
+        return Err(format!("{v} is not a finite number"));
+    }
+    parse_decimal(&format!("{v}"))
+}
+
+/// Big-endian two's-complement bytes (Kafka Connect's Decimal, `precise` mode) to an i128.
+pub fn unscaled_from_be_bytes(bytes: &[u8]) -> Result<i128, String> {
+    if bytes.is_empty() {
+        return Ok(0);
+    }
+    let negative = bytes[0] & 0x80 != 0;
+    let fill = if negative { 0xFF } else { 0x00 };
+    // Longer than 16 bytes is fine only when the extra leading bytes are pure sign extension.
+    let (extra, rest) = bytes.split_at(bytes.len().saturating_sub(16));
+    if extra.iter().any(|b| *b != fill) || (!extra.is_empty() && (rest[0] & 0x80 != 0) != negative) {
+        return Err(format!("decimal of {} bytes does not fit in 128 bits", bytes.len()));
+    }
+    let mut buf = [fill; 16];
+    buf[16 - rest.len()..].copy_from_slice(rest);
+    Ok(i128::from_be_bytes(buf))
+}
+
+/// Base64 text of a precise decimal to its unscaled value.
+pub fn unscaled_from_base64(text: &str) -> Result<i128, String> {
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("`{text}` is not base64 ({e})"))?;
+    unscaled_from_be_bytes(&bytes)
+}
+
+/// Brings a decimal to `scale` without losing digits; fails when it would have to round.
+pub fn rescale(d: Decimal, scale: u32) -> Result<i128, String> {
+    if d.scale == scale {
+        return Ok(d.unscaled);
+    }
+    if d.scale < scale {
+        let f = 10i128.checked_pow(scale - d.scale).ok_or("scale out of range")?;
+        return d.unscaled.checked_mul(f).ok_or_else(|| format!("value does not fit a decimal with scale {scale}"));
+    }
+    let f = 10i128.checked_pow(d.scale - scale).ok_or("scale out of range")?;
+    if d.unscaled % f != 0 {
+        return Err(format!("value has more than {scale} fraction digits"));
+    }
+    Ok(d.unscaled / f)
+}
+
+/// Decimal text of an unscaled value, for messages and tests.
+pub fn format_decimal(unscaled: i128, scale: u32) -> String {
+    let digits = unscaled.unsigned_abs().to_string();
+    let sign = if unscaled < 0 { "-" } else { "" };
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let scale = scale as usize;
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (i, f) = padded.split_at(padded.len() - scale);
+    format!("{sign}{i}.{f}")
+}
+
+/// An integer timestamp in the unit `mode` gives it to microseconds.
+pub fn timestamp_from_int(v: i64, mode: TimeMode) -> Result<i64, String> {
+    let us = match mode {
+        TimeMode::Adaptive => Some(v),
+        TimeMode::Connect | TimeMode::Milliseconds => v.checked_mul(1000),
+        TimeMode::Nanoseconds => Some(v.div_euclid(1000)),
+    };
+    us.ok_or_else(|| format!("timestamp {v} is out of range"))
+}
+
+/// `io.debezium.time.Date` (days since the epoch) to microseconds at midnight UTC.
+pub fn timestamp_from_days(days: i64) -> Result<i64, String> {
+    days.checked_mul(86_400_000_000).ok_or_else(|| format!("date {days} is out of range"))
+}
+
+/// ISO-8601 text to µs since the epoch, UTC: ZonedTimestamp (`2024-03-01T10:00:00.1234Z`, any
+/// fraction length, `Z` or an offset) and isostring/local forms without an offset (read as UTC).
+pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    let err = || format!("`{t}` is not an ISO-8601 timestamp");
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
+        return micros(dt.timestamp(), dt.timestamp_subsec_nanos()).ok_or_else(err);
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(t, fmt) {
+            let dt = dt.and_utc();
+            return micros(dt.timestamp(), dt.timestamp_subsec_nanos()).ok_or_else(err);
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        let dt = d.and_hms_opt(0, 0, 0).ok_or_else(err)?.and_utc();
+        return micros(dt.timestamp(), 0).ok_or_else(err);
+    }
+    Err(err())
+}
+
+fn micros(secs: i64, nanos: u32) -> Option<i64> {
+    secs.checked_mul(1_000_000)?.checked_add((nanos / 1000) as i64)
+}
+
+/// µs since the epoch to `YYYY-MM-DD` (UTC), for the lake's `date=` partitions.
+pub fn date_of(us: i64) -> String {
+    match chrono::DateTime::from_timestamp_micros(us) {
+        Some(dt) => dt.format("%Y-%m-%d").to_string(),
+        None => "1970-01-01".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(u: i128, s: u32) -> Decimal {
+        Decimal { unscaled: u, scale: s }
+    }
+
+    #[test]
+    fn decimal_text_forms() {
+        assert_eq!(parse_decimal("12.340"), Ok(dec(12340, 3)));
+        assert_eq!(parse_decimal("-0.5"), Ok(dec(-5, 1)));
+        assert_eq!(parse_decimal("1.5E+3"), Ok(dec(1500, 0)));
+        assert_eq!(parse_decimal("2.5e-3"), Ok(dec(25, 4)));
+        assert_eq!(parse_decimal("42"), Ok(dec(42, 0)));
+        assert!(parse_decimal("abc").is_err());
+        assert!(parse_decimal("1.2.3").is_err());
+        assert!(parse_decimal("").is_err());
+        assert!(parse_decimal("123456789012345678901234567890123456789012").is_err());
+    }
+
+    #[test]
+    fn doubles_keep_their_written_value() {
+        assert_eq!(decimal_from_f64(12.34), Ok(dec(1234, 2)));
+        assert_eq!(decimal_from_f64(0.1), Ok(dec(1, 1)));
+        assert!(decimal_from_f64(f64::NAN).is_err());
+    }
+
+    #[test]
+    fn precise_bytes_are_twos_complement() {
+        // Debezium's example: 1.23 with scale 2 is "AHs=" (0x00 0x7B).
+        assert_eq!(unscaled_from_base64("AHs="), Ok(123));
+        assert_eq!(unscaled_from_be_bytes(&[0xFF, 0x85]), Ok(-123));
+        assert_eq!(unscaled_from_be_bytes(&[]), Ok(0));
+        let mut long = vec![0xFF; 4];
+        long.extend_from_slice(&(-5i128).to_be_bytes());
+        assert_eq!(unscaled_from_be_bytes(&long), Ok(-5));
+        assert!(unscaled_from_be_bytes(&[0x01; 17]).is_err());
+        assert!(unscaled_from_base64("!!").is_err());
+    }
+
+    #[test]
+    fn rescaling_never_rounds() {
+        assert_eq!(rescale(dec(1234, 2), 4), Ok(123400));
+        assert_eq!(rescale(dec(123400, 4), 2), Ok(1234));
+        assert!(rescale(dec(12345, 4), 2).is_err());
+        assert_eq!(format_decimal(-123400, 4), "-12.3400");
+        assert_eq!(format_decimal(5, 3), "0.005");
+    }
+
+    #[test]
+    fn timestamps_in_every_form() {
+        let base = 1_709_287_200_000_000; // 2024-03-01T10:00:00Z
+        assert_eq!(parse_timestamp("2024-03-01T10:00:00Z"), Ok(base));
+        assert_eq!(parse_timestamp("2024-03-01T10:00:00.1Z"), Ok(base + 100_000));
+        assert_eq!(parse_timestamp("2024-03-01T10:00:00.123456789Z"), Ok(base + 123_456));
+        assert_eq!(parse_timestamp("2024-03-01T12:00:00.5+02:00"), Ok(base + 500_000));
+        assert_eq!(parse_timestamp("2024-03-01T10:00:00.25"), Ok(base + 250_000));
+        assert_eq!(parse_timestamp("2024-03-01 10:00:00"), Ok(base));
+        assert_eq!(parse_timestamp("2024-03-01"), Ok(base - 36_000_000_000));
+        assert!(parse_timestamp("yesterday").is_err());
+        assert_eq!(timestamp_from_int(base, TimeMode::Adaptive), Ok(base));
+        assert_eq!(timestamp_from_int(base / 1000, TimeMode::Connect), Ok(base));
+        assert_eq!(timestamp_from_int(base * 1000 + 999, TimeMode::Nanoseconds), Ok(base));
+        assert_eq!(timestamp_from_days(19783), Ok(base - 36_000_000_000));
+        assert_eq!(date_of(base), "2024-03-01");
+    }
+}

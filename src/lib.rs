@@ -1,0 +1,38 @@
+//! eavlake: Debezium change events of a PostgreSQL EAV store → wide, typed Parquet lake.
+//!
+//! # Layout
+//! Data flows one way, top to bottom; no module reaches back up.
+//! - [`config`]: the typed TOML configuration, checked at start.
+//! - [`position`]: LSNs, commit positions and stream positions, the orders everything uses.
+//! - [`source`]: where records come from (a file of Debezium JSON values; Kafka).
+//! - [`decode`]: Debezium records (JSON with and without schemas, Avro + schema registry) →
+//!   typed [`decode::Event`]s of the three EAV tables.
+//! - [`dedup`]: drops Debezium's re-sends by commit position.
+//! - [`catalog`]: the attribute catalog that types the columns.
+//! - [`pivot`]: narrow EAV changes → one wide row per entity per transaction → Arrow batches.
+//! - [`columns`]: the lake's column names, types and metadata, shared by writers and readers.
+//! - [`sink`]: the lake on an object store: layout, Parquet encoding, durable puts.
+//! - [`dead_letter`]: unusable records, kept byte for byte with why and where.
+//! - [`progress`]: per-stream progress stored in the lake, the basis of exactly-once.
+//! - [`pipeline`]: one stream through all of the above, flushes included.
+//! - [`compact`]: change rows → the current state per entity type, tenant and id range.
+//! - [`metrics`]: what a run did, counted.
+//! - [`run`]: the `eavlake run` file job (the embedded default).
+//! - [`workload`]: a generator of realistic Debezium traffic with its own ground truth
+//!   (samples, tests, benchmarks).
+pub mod catalog;
+pub mod columns;
+pub mod compact;
+pub mod config;
+pub mod dead_letter;
+pub mod decode;
+pub mod dedup;
+pub mod metrics;
+pub mod pipeline;
+pub mod pivot;
+pub mod position;
+pub mod progress;
+pub mod run;
+pub mod sink;
+pub mod source;
+pub mod workload;

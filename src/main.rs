@@ -1,0 +1,174 @@
+//! The `eavlake` command: wires configuration, sources and the lake together.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use eavlake::config::Config;
+use eavlake::sink::Lake;
+use eavlake::workload::{generate, WorkloadFormat, WorkloadSpec};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "eavlake", version, about = "Debezium changes of a PostgreSQL EAV store → a typed Parquet lake")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume Debezium events and write the lake.
+    Run {
+        /// Where events come from: `file:<PATH>` (Debezium JSON values, one per line).
+        #[arg(long)]
+        source: String,
+        /// The lake: a folder, file://…, s3://bucket/prefix. Overrides `lake.url`.
+        #[arg(long)]
+        lake: Option<String>,
+        /// TOML configuration (see config/).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Do not compact the current state at the end of a file run.
+        #[arg(long)]
+        no_compact: bool,
+    },
+    /// Fold the change rows into the current state (`current/`).
+    Compact {
+        #[arg(long)]
+        lake: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Write a realistic workload of Debezium events (a sample, or benchmark input).
+    Generate {
+        /// Change events to write.
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        #[arg(long, default_value_t = 8)]
+        tenants: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Embed JSON schemas and encode decimals `precise` (default: no schemas, string decimals).
+        #[arg(long)]
+        with_schemas: bool,
+        /// Leave out the deliberately bad lines.
+        #[arg(long)]
+        no_poison: bool,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>, lake: Option<&String>) -> anyhow::Result<Config> {
+    let mut config = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(l) = lake {
+        config.lake.url = l.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn main_inner(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { source, lake, config, no_compact } => {
+            let mut config = load_config(config.as_ref(), lake.as_ref())?;
+            if no_compact {
+                config.lake.compact_after_run = false;
+            }
+            let Some(path) = source.strip_prefix("file:") else {
+                bail!("--source `{source}`: only `file:<PATH>` is supported by this build");
+            };
+            if config.decode.format != eavlake::config::Format::Json {
+                bail!("config key `decode.format`: a file source holds JSON values");
+            }
+            let report = eavlake::run::run_file(&config, std::path::Path::new(path)).await?;
+            let s = &report.stats;
+            eprintln!(
+                "eavlake: {} records from {} in {:.2}s: {} changes, {} duplicates dropped, {} rows in {} files ({} bytes), {} dead letters",
+                s.records,
+                report.stream,
+                report.seconds,
+                s.changes,
+                s.duplicates,
+                s.rows_written,
+                s.files_written,
+                s.bytes_written,
+                s.dead_letter_total()
+            );
+            if s.dead_letter_total() > 0 {
+                eprintln!("eavlake: dead letters by reason {:?}, in {}/dead_letters/", s.dead_letters, config.lake.url);
+            }
+            if let Some(c) = &report.compaction {
+                eprintln!(
+                    "eavlake: current state: {} live entities in {} range objects updated",
+                    c.live_entities, c.ranges_written
+                );
+            }
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Compact { lake, config } => {
+            let config = load_config(config.as_ref(), lake.as_ref())?;
+            let store = Lake::open(&config.lake.url, &config.s3_options())?;
+            let stats = eavlake::run::compact(&config, &store).await?;
+            println!("{}", serde_json::to_string(&stats)?);
+        }
+        Command::Generate { events, tenants, seed, with_schemas, no_poison, out } => {
+            let spec = WorkloadSpec {
+                events,
+                tenants,
+                seed,
+                format: if with_schemas { WorkloadFormat::WithSchemas } else { WorkloadFormat::Plain },
+                poison: !no_poison,
+                ..WorkloadSpec::default()
+            };
+            let file = std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            let truth = generate(&spec, &mut w).with_context(|| format!("writing {}", out.display()))?;
+            std::io::Write::flush(&mut w)?;
+            eprintln!(
+                "eavlake: wrote {} lines ({} change events, {} re-sent, {} bad lines, {} live entities) to {}",
+                truth.lines,
+                truth.change_events,
+                truth.duplicates,
+                truth.dead_letters.len(),
+                truth.current.len(),
+                out.display()
+            );
+            if !with_schemas {
+                eprintln!("eavlake: decimals are strings: run with decode.decimal_handling_mode = \"string\" (config/file-run.toml)");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("eavlake: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(main_inner(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eavlake: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

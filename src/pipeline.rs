@@ -1,0 +1,406 @@
+//! One stream through the pipeline: decode → drop duplicates → catalog / pivot → batches →
+//! lake, with dead letters and progress.
+//!
+//! Contract with the source: records are fed in stream order with [`StreamPipeline::process`];
+//! [`StreamPipeline::flush`] makes everything up to [`StreamPipeline::durable_seq`] durable
+//! (change files, dead letters, catalog, then the progress record, in that order), so after a
+//! crash the stream resumes after the recorded position and redoes at most one flush, writing the
+//! same object names again.
+//!
+//! A change whose attribute the catalog does not know yet waits (parked) for up to
+//! `unknown_attribute_wait` further records; if the catalog learns the attribute meanwhile the
+//! change is applied (as a row of its own), otherwise it becomes a dead letter.
+
+use crate::catalog::{Catalog, CatalogChange};
+use crate::dead_letter::DeadLetter;
+use crate::decode::json::JsonDecoder;
+use crate::decode::{DecodeOptions, Event, Op, RowChange, SourceMeta, TableNames};
+use crate::dedup::{Dedup, Verdict};
+use crate::metrics::RunStats;
+use crate::pivot::{FinishedBatch, Origin, Pivot, PivotError};
+use crate::position::{SourcePosition, StreamId};
+use crate::progress::{self, ProgressError, StreamProgress};
+use crate::sink::parquet::encode;
+use crate::sink::{Lake, SinkError};
+use crate::source::Record;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::collections::VecDeque;
+
+/// Settings of a stream pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    pub decode: DecodeOptions,
+    pub tables: TableNames,
+    /// Flush when this many rows are buffered.
+    pub flush_rows: usize,
+    /// Flush when about this many bytes are buffered.
+    pub flush_bytes: usize,
+    /// Entities of one transaction folded at once (bounds memory on huge transactions).
+    pub max_pending_entities: usize,
+    /// Records a change with an unknown attribute waits for the catalog.
+    pub unknown_attribute_wait: u64,
+    /// Changes that may wait at once; beyond, they become dead letters at once.
+    pub max_parked: usize,
+    /// Parquet objects encoded in parallel during a flush.
+    pub encode_parallelism: usize,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            decode: DecodeOptions::default(),
+            tables: TableNames::default(),
+            flush_rows: 250_000,
+            flush_bytes: 64 << 20,
+            max_pending_entities: 100_000,
+            unknown_attribute_wait: 10_000,
+            max_parked: 10_000,
+            encode_parallelism: 2,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Progress(#[from] ProgressError),
+    #[error("catalog in the lake: {0}")]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error("encoding task failed: {0}")]
+    Task(String),
+}
+
+/// A change waiting for the catalog.
+struct Parked {
+    value: Option<Vec<u8>>,
+    origin: Origin,
+    op: Op,
+    source: SourceMeta,
+    tx: Option<String>,
+    row: RowChange,
+    /// Record count at which it gives up.
+    deadline: u64,
+    /// Duplicate mark before it: what progress may record while it is not durable.
+    mark_before: Option<SourcePosition>,
+    error: PivotError,
+}
+
+/// The pipeline of one stream.
+pub struct StreamPipeline {
+    stream: StreamId,
+    name: String,
+    lake: Lake,
+    options: PipelineOptions,
+    decoder: JsonDecoder,
+    dedup: Dedup,
+    catalog: Catalog,
+    catalog_saved: u64,
+    pivot: Pivot,
+    dead: Vec<DeadLetter>,
+    parked: VecDeque<Parked>,
+    /// Duplicate mark before the oldest change still in the pivot's open transaction.
+    mark_before_pending: Option<SourcePosition>,
+    /// Last position whose records are durable.
+    durable: i64,
+    /// Last position processed.
+    seen: i64,
+    newest_source_ts: Option<i64>,
+    pub stats: RunStats,
+}
+
+impl StreamPipeline {
+    /// Opens the pipeline of `stream`, resuming from the lake's progress record and catalog.
+    pub async fn open(
+        lake: Lake,
+        stream: StreamId,
+        options: PipelineOptions,
+        bootstrap: Option<Catalog>,
+    ) -> Result<StreamPipeline, PipelineError> {
+        let name = stream.object_name();
+        let recorded = progress::load(&lake, &name).await?;
+        let mut catalog = match lake.get(&Lake::meta_path("catalog.json")).await? {
+            Some(bytes) => Catalog::from_json(&bytes)?,
+            None => Catalog::default(),
+        };
+        if let Some(boot) = bootstrap {
+            for attr in boot.all() {
+                catalog.upsert(attr.clone());
+            }
+        }
+        let (durable, mark) = match &recorded {
+            Some(p) => (p.last_seq, p.mark()),
+            None => (0, None),
+        };
+        if recorded.is_some() {
+            tracing::info!(stream = %stream, after = durable, "resuming from the lake's progress record");
+        }
+        Ok(StreamPipeline {
+            decoder: JsonDecoder::new(options.decode, options.tables.clone()),
+            pivot: Pivot::new(options.decode.decimal_scale, options.max_pending_entities),
+            stream,
+            name,
+            lake,
+            options,
+            dedup: Dedup::resume(mark),
+            catalog_saved: u64::MAX,
+            catalog,
+            dead: Vec::new(),
+            parked: VecDeque::new(),
+            mark_before_pending: None,
+            durable,
+            seen: durable,
+            newest_source_ts: recorded.and_then(|p| p.source_ts_us),
+            stats: RunStats::default(),
+        })
+    }
+
+    /// First stream position not yet durable: where a source resumes.
+    pub fn resume_seq(&self) -> i64 {
+        self.durable + 1
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Processes one record. Never fails on bad input: that becomes a dead letter.
+    pub fn process(&mut self, rec: &Record) {
+        self.stats.records += 1;
+        self.seen = rec.seq;
+        let origin = Origin { seq: rec.seq, kafka: rec.kafka.cloned() };
+        match self.decoder.decode(rec.value) {
+            Err(e) => {
+                tracing::debug!(stream = %self.stream, seq = rec.seq, error = %e, "dead letter");
+                self.stats.count_dead_letter(e.reason());
+                self.dead.push(DeadLetter::from_failed_decode(rec.value, rec.seq, origin.kafka, &e).with_key(rec.key));
+            }
+            Ok(Event::Change { op, source, tx, row }) => {
+                let mark_before = self.dedup.mark();
+                if let Verdict::Duplicate { .. } = self.dedup.check(&source) {
+                    self.stats.duplicates += 1;
+                    return;
+                }
+                if let Some(ts) = source.commit_time_us {
+                    self.newest_source_ts = Some(self.newest_source_ts.map_or(ts, |n| n.max(ts)));
+                }
+                if let RowChange::Attribute { before, after } = &row {
+                    self.apply_catalog(op, before.as_ref(), after.as_ref());
+                    return;
+                }
+                let was_idle = self.pivot.pending_first_seq().is_none();
+                match self.pivot.apply(&self.catalog, op, &source, tx.as_deref(), &row, &origin) {
+                    Ok(()) => {
+                        self.stats.changes += 1;
+                        if was_idle {
+                            self.mark_before_pending = mark_before;
+                        }
+                    }
+                    Err(e) if e.may_resolve() && self.parked.len() < self.options.max_parked => {
+                        self.parked.push_back(Parked {
+                            value: rec.value.map(<[u8]>::to_vec),
+                            origin,
+                            op,
+                            source,
+                            tx,
+                            row,
+                            deadline: self.stats.records + self.options.unknown_attribute_wait,
+                            mark_before,
+                            error: e,
+                        });
+                    }
+                    Err(e) => self.dead_letter_pivot(rec.value, origin, &e),
+                }
+            }
+            Ok(Event::Transaction { begin, .. }) => {
+                self.stats.transaction_markers += 1;
+                if !begin {
+                    self.pivot.end_transaction(&self.catalog);
+                }
+            }
+            Ok(Event::Truncate { table, .. }) => {
+                // A truncate has no rows to fold; applying it to the current state needs a fresh
+                // snapshot of the table. It is kept, visibly, rather than dropped.
+                let e = PivotError::MissingImage {
+                    table: match table {
+                        crate::decode::Table::Attributes => "attributes",
+                        crate::decode::Table::Entities => "entities",
+                        crate::decode::Table::EntityValues => "entity_values",
+                    },
+                    op: "t",
+                    message: "TRUNCATE is not applied to the lake; re-snapshot the table".into(),
+                };
+                self.stats.count_dead_letter("truncate");
+                let mut dl = DeadLetter::from_failed_pivot(rec.value, rec.seq, origin.kafka, &e);
+                dl.reason = "truncate";
+                self.dead.push(dl);
+            }
+            Ok(Event::Heartbeat) => self.stats.heartbeats += 1,
+            Ok(Event::Tombstone) => self.stats.tombstones += 1,
+            Ok(Event::Message) => self.stats.messages += 1,
+            Ok(Event::OtherTable { .. }) => self.stats.other_tables += 1,
+        }
+        self.expire_parked(false);
+    }
+
+    fn dead_letter_pivot(&mut self, value: Option<&[u8]>, origin: Origin, e: &PivotError) {
+        tracing::debug!(stream = %self.stream, seq = origin.seq, error = %e, "dead letter");
+        self.stats.count_dead_letter(e.reason());
+        self.dead.push(DeadLetter::from_failed_pivot(value, origin.seq, origin.kafka, e));
+    }
+
+    fn apply_catalog(
+        &mut self,
+        op: Op,
+        before: Option<&crate::decode::AttributeRow>,
+        after: Option<&crate::decode::AttributeRow>,
+    ) {
+        self.stats.catalog_changes += 1;
+        // Rows folded so far were typed by the catalog as it was: they go to the batches
+        // before a changed type could meet them.
+        if let Some(a) = after {
+            if self.catalog.get(a.attribute_id).is_some_and(|old| old.data_type != a.data_type || *old.name != *a.name)
+            {
+                self.pivot.end_transaction(&self.catalog);
+            }
+        }
+        if let CatalogChange::Added | CatalogChange::Altered { .. } = self.catalog.apply(op, before, after) {
+            self.retry_parked();
+        }
+    }
+
+    /// Applies the parked changes the catalog can now place.
+    fn retry_parked(&mut self) {
+        let mut still = VecDeque::new();
+        while let Some(p) = self.parked.pop_front() {
+            match self.pivot.apply(&self.catalog, p.op, &p.source, p.tx.as_deref(), &p.row, &p.origin) {
+                Ok(()) => {
+                    self.stats.changes += 1;
+                    // Its row stands on its own: close it so it is not mixed with the open
+                    // transaction's rows.
+                    self.pivot.end_transaction(&self.catalog);
+                }
+                Err(e) if e.may_resolve() => still.push_back(Parked { error: e, ..p }),
+                Err(e) => self.dead_letter_pivot(p.value.as_deref(), p.origin, &e),
+            }
+        }
+        self.parked = still;
+    }
+
+    /// Turns parked changes past their deadline (or all, at the end) into dead letters.
+    fn expire_parked(&mut self, all: bool) {
+        while let Some(p) = self.parked.front() {
+            if !all && p.deadline > self.stats.records {
+                break;
+            }
+            let Some(p) = self.parked.pop_front() else { break };
+            self.dead_letter_pivot(p.value.as_deref(), p.origin, &p.error);
+        }
+    }
+
+    /// Whether buffered rows call for a flush.
+    pub fn should_flush(&self) -> bool {
+        self.pivot.batches.rows() >= self.options.flush_rows || self.pivot.batches.bytes() >= self.options.flush_bytes
+    }
+
+    /// Last position whose records would be durable after a flush now: everything seen, less
+    /// the open transaction and the parked changes.
+    pub fn durable_seq(&self) -> i64 {
+        let mut d = self.seen;
+        if let Some(s) = self.pivot.pending_first_seq() {
+            d = d.min(s - 1);
+        }
+        if let Some(p) = self.parked.front() {
+            d = d.min(p.origin.seq - 1);
+        }
+        d.max(self.durable)
+    }
+
+    /// The duplicate mark that goes with [`Self::durable_seq`].
+    fn durable_mark(&self) -> Option<SourcePosition> {
+        let mut mark = self.dedup.mark();
+        if self.pivot.pending_first_seq().is_some() {
+            mark = self.mark_before_pending;
+        }
+        if let Some(p) = self.parked.front() {
+            mark = mark.min(p.mark_before);
+        }
+        mark
+    }
+
+    /// Ends the input: closes the open transaction, gives up on parked changes, flushes.
+    pub async fn finish(&mut self) -> Result<(), PipelineError> {
+        self.pivot.end_transaction(&self.catalog);
+        self.expire_parked(true);
+        self.flush().await
+    }
+
+    /// Makes everything up to [`Self::durable_seq`] durable, then records the progress.
+    pub async fn flush(&mut self) -> Result<(), PipelineError> {
+        let last = self.durable_seq();
+        let batches = self.pivot.batches.finish();
+        let first = self.durable + 1;
+        let max_row_seq = batches.iter().map(|b| max_seq(&b.batch)).max().unwrap_or(last);
+        // Normally `last`; past it only when a huge transaction was folded in slices.
+        let name_last = last.max(max_row_seq);
+        if batches.is_empty() && self.dead.is_empty() && last == self.durable {
+            return Ok(());
+        }
+        let file = format!("{}-{first:012}-{name_last:012}.parquet", self.name);
+        self.write_batches(batches, &file).await?;
+        if !self.dead.is_empty() {
+            let mut text = String::new();
+            for d in &self.dead {
+                text.push_str(&d.to_json_line(&self.name));
+                text.push('\n');
+            }
+            self.lake.put(&Lake::dead_letter_path(&self.name, first, name_last), Bytes::from(text)).await?;
+            self.dead.clear();
+        }
+        if self.catalog.version() != self.catalog_saved {
+            self.lake.put(&Lake::meta_path("catalog.json"), Bytes::from(self.catalog.to_json())).await?;
+            self.catalog_saved = self.catalog.version();
+        }
+        let record = StreamProgress::new(self.name.clone(), last, self.durable_mark(), self.newest_source_ts);
+        progress::save(&self.lake, &record).await?;
+        self.durable = last;
+        self.stats.flushes += 1;
+        Ok(())
+    }
+
+    async fn write_batches(&mut self, batches: Vec<FinishedBatch>, file: &str) -> Result<(), PipelineError> {
+        let jobs = batches.into_iter().map(|b| {
+            let path = Lake::changes_path(&b.entity_type, b.tenant_id, &b.date, file);
+            let lake = self.lake.clone();
+            async move {
+                let rows = b.batch.num_rows();
+                let p = path.to_string();
+                let bytes = tokio::task::spawn_blocking(move || encode(&p, &[b.batch], vec![]))
+                    .await
+                    .map_err(|e| PipelineError::Task(e.to_string()))??;
+                let len = bytes.len();
+                lake.put(&path, bytes).await?;
+                Ok::<_, PipelineError>((rows, len))
+            }
+        });
+        let mut results = futures::stream::iter(jobs).buffer_unordered(self.options.encode_parallelism.max(1));
+        while let Some(r) = results.next().await {
+            let (rows, len) = r?;
+            self.stats.rows_written += rows as u64;
+            self.stats.files_written += 1;
+            self.stats.bytes_written += len as u64;
+        }
+        Ok(())
+    }
+}
+
+fn max_seq(batch: &arrow::record_batch::RecordBatch) -> i64 {
+    use arrow::array::AsArray;
+    batch
+        .column_by_name(crate::columns::SEQ)
+        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+        .and_then(|a| arrow::compute::max(a))
+        .unwrap_or(0)
+}

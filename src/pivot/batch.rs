@@ -1,0 +1,365 @@
+//! Wide rows → Arrow record batches, one open batch per (entity type, tenant).
+//!
+//! Columns follow the catalog: a new attribute adds a column (earlier rows of the batch get
+//! nulls) without a restart. A batch never mixes two types in one column: when the catalog
+//! changes an attribute's type or name, [`BatchSet::push`] closes the open batch of that entity
+//! type first (it stays in [`BatchSet`] as finished) and starts a new one.
+
+use super::{RowOp, WideRow};
+use crate::catalog::Catalog;
+use crate::columns::{self, Value};
+use crate::decode::value::date_of;
+use crate::decode::DataType;
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Decimal128Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    StringDictionaryBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType as ArrowType, Field, Int32Type, Schema};
+use arrow::record_batch::RecordBatch;
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+
+/// A closed batch of change rows of one entity type, tenant and date, sorted by entity_id.
+#[derive(Debug, Clone)]
+pub struct FinishedBatch {
+    pub entity_type: Arc<str>,
+    pub tenant_id: i64,
+    /// `YYYY-MM-DD` of the rows' source commit time.
+    pub date: String,
+    pub batch: RecordBatch,
+}
+
+enum Column {
+    Int(Int64Builder),
+    Decimal(Decimal128Builder),
+    Bool(BooleanBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Text(StringBuilder),
+}
+
+struct AttrColumn {
+    attribute_id: i64,
+    name: Arc<str>,
+    data_type: DataType,
+    builder: Column,
+}
+
+impl AttrColumn {
+    fn new(attribute_id: i64, name: Arc<str>, data_type: DataType, scale: u32, rows: usize) -> AttrColumn {
+        let mut builder = match data_type {
+            DataType::Int => Column::Int(Int64Builder::new()),
+            DataType::Decimal => Column::Decimal(
+                Decimal128Builder::new()
+                    .with_precision_and_scale(columns::DECIMAL_PRECISION, scale as i8)
+                    .unwrap_or_default(),
+            ),
+            DataType::Bool => Column::Bool(BooleanBuilder::new()),
+            DataType::Timestamp => Column::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+            DataType::Text | DataType::Json => Column::Text(StringBuilder::new()),
+        };
+        match &mut builder {
+            Column::Int(b) => b.append_nulls(rows),
+            Column::Decimal(b) => b.append_nulls(rows),
+            Column::Bool(b) => b.append_nulls(rows),
+            Column::Timestamp(b) => b.append_nulls(rows),
+            Column::Text(b) => b.append_nulls(rows),
+        }
+        AttrColumn { attribute_id, name, data_type, builder }
+    }
+
+    /// Appends a value, or null. The pivot typed values by the same catalog entry as this
+    /// column, so a mismatch cannot happen; were it to, null is appended rather than panicking.
+    fn append(&mut self, value: Option<&Value>) {
+        match (&mut self.builder, value) {
+            (Column::Int(b), Some(Value::Int(v))) => b.append_value(*v),
+            (Column::Decimal(b), Some(Value::Decimal(v))) => b.append_value(*v),
+            (Column::Bool(b), Some(Value::Bool(v))) => b.append_value(*v),
+            (Column::Timestamp(b), Some(Value::Timestamp(v))) => b.append_value(*v),
+            (Column::Text(b), Some(Value::Text(v))) => b.append_value(v),
+            (Column::Int(b), _) => b.append_null(),
+            (Column::Decimal(b), _) => b.append_null(),
+            (Column::Bool(b), _) => b.append_null(),
+            (Column::Timestamp(b), _) => b.append_null(),
+            (Column::Text(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match &mut self.builder {
+            Column::Int(b) => Arc::new(b.finish()),
+            Column::Decimal(b) => Arc::new(b.finish()),
+            Column::Bool(b) => Arc::new(b.finish()),
+            Column::Timestamp(b) => Arc::new(b.finish()),
+            Column::Text(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// The open batch of one (entity type, tenant).
+struct TableBuilder {
+    entity_type: Arc<str>,
+    tenant_id: i64,
+    catalog_version: u64,
+    attrs: Vec<AttrColumn>,
+    index: FxHashMap<i64, usize>,
+    entity_id: Int64Builder,
+    op: StringDictionaryBuilder<Int32Type>,
+    changed: ListBuilder<StringDictionaryBuilder<Int32Type>>,
+    entity_changed: BooleanBuilder,
+    commit_lsn: Int64Builder,
+    lsn: Int64Builder,
+    tx_id: Int64Builder,
+    source_ts: TimestampMicrosecondBuilder,
+    seq: Int64Builder,
+    kafka_topic: StringDictionaryBuilder<Int32Type>,
+    kafka_partition: Int32Builder,
+    kafka_offset: Int64Builder,
+    rows: usize,
+}
+
+impl TableBuilder {
+    fn new(entity_type: Arc<str>, tenant_id: i64) -> TableBuilder {
+        TableBuilder {
+            entity_type,
+            tenant_id,
+            catalog_version: u64::MAX,
+            attrs: Vec::new(),
+            index: FxHashMap::default(),
+            entity_id: Int64Builder::new(),
+            op: StringDictionaryBuilder::new(),
+            changed: ListBuilder::new(StringDictionaryBuilder::new()),
+            entity_changed: BooleanBuilder::new(),
+            commit_lsn: Int64Builder::new(),
+            lsn: Int64Builder::new(),
+            tx_id: Int64Builder::new(),
+            source_ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            seq: Int64Builder::new(),
+            kafka_topic: StringDictionaryBuilder::new(),
+            kafka_partition: Int32Builder::new(),
+            kafka_offset: Int64Builder::new(),
+            rows: 0,
+        }
+    }
+
+    /// Brings the columns in line with the catalog. Returns false when an existing column would
+    /// change type or name: the batch must be closed first.
+    fn sync(&mut self, catalog: &Catalog, scale: u32) -> bool {
+        if self.catalog_version == catalog.version() {
+            return true;
+        }
+        for attr in catalog.attributes_of(self.tenant_id, &self.entity_type) {
+            match self.index.get(&attr.attribute_id) {
+                Some(&i) => {
+                    let col = &self.attrs[i];
+                    if col.data_type != attr.data_type || col.name != attr.name {
+                        return false;
+                    }
+                }
+                None => {
+                    // Two attributes can share a name only after a rename or a delete and
+                    // re-create; a batch keeps one column per name, so close it.
+                    if self.attrs.iter().any(|c| c.name == attr.name) {
+                        return false;
+                    }
+                    self.index.insert(attr.attribute_id, self.attrs.len());
+                    self.attrs.push(AttrColumn::new(
+                        attr.attribute_id,
+                        attr.name.clone(),
+                        attr.data_type,
+                        scale,
+                        self.rows,
+                    ));
+                }
+            }
+        }
+        self.catalog_version = catalog.version();
+        true
+    }
+
+    fn push(&mut self, row: &WideRow) -> usize {
+        let mut bytes = 80;
+        self.entity_id.append_value(row.entity_id);
+        self.op.append_value(row.op.code());
+        for col in &mut self.attrs {
+            let cell = row.cells.iter().find(|(id, _)| *id == col.attribute_id);
+            let value = cell.and_then(|(_, v)| v.as_ref());
+            bytes += value.map_or(1, Value::size);
+            col.append(value);
+        }
+        let changed = self.changed.values();
+        for (id, _) in &row.cells {
+            if let Some(&i) = self.index.get(id) {
+                changed.append_value(&*self.attrs[i].name);
+            }
+        }
+        self.changed.append(row.op != RowOp::Delete || !row.cells.is_empty());
+        self.entity_changed.append_value(row.entity_changed);
+        let m = &row.meta;
+        self.commit_lsn.append_value(m.commit_lsn);
+        self.lsn.append_value(m.lsn);
+        self.tx_id.append_option(m.tx_id);
+        self.source_ts.append_option(m.source_ts);
+        self.seq.append_value(m.origin.seq);
+        match &m.origin.kafka {
+            Some(k) => {
+                self.kafka_topic.append_value(&*k.topic);
+                self.kafka_partition.append_value(k.partition);
+                self.kafka_offset.append_value(k.offset);
+            }
+            None => {
+                self.kafka_topic.append_null();
+                self.kafka_partition.append_null();
+                self.kafka_offset.append_null();
+            }
+        }
+        self.rows += 1;
+        bytes
+    }
+
+    fn finish(&mut self, scale: u32) -> RecordBatch {
+        let dict = |name: &str, nullable| {
+            Field::new(name, ArrowType::Dictionary(Box::new(ArrowType::Int32), Box::new(ArrowType::Utf8)), nullable)
+        };
+        let mut fields = vec![
+            Field::new(columns::TENANT_ID, ArrowType::Int64, false),
+            Field::new(columns::ENTITY_ID, ArrowType::Int64, false),
+        ];
+        let mut arrays: Vec<ArrayRef> = vec![
+            Arc::new(arrow::array::Int64Array::from(vec![self.tenant_id; self.rows])),
+            Arc::new(self.entity_id.finish()),
+        ];
+        for col in &mut self.attrs {
+            fields.push(columns::attribute_field(&col.name, col.attribute_id, col.data_type, scale));
+            arrays.push(col.finish());
+        }
+        fields.extend([
+            dict(columns::OP, false),
+            Field::new(columns::CHANGED, ArrowType::List(Arc::new(dict("item", true))), true),
+            Field::new(columns::ENTITY_CHANGED, ArrowType::Boolean, false),
+            Field::new(columns::COMMIT_LSN, ArrowType::Int64, false),
+            Field::new(columns::LSN, ArrowType::Int64, false),
+            Field::new(columns::TX_ID, ArrowType::Int64, true),
+            Field::new(columns::SOURCE_TS, columns::timestamp_type(), true),
+            Field::new(columns::SEQ, ArrowType::Int64, false),
+            dict(columns::KAFKA_TOPIC, true),
+            Field::new(columns::KAFKA_PARTITION, ArrowType::Int32, true),
+            Field::new(columns::KAFKA_OFFSET, ArrowType::Int64, true),
+        ]);
+        arrays.extend([
+            Arc::new(self.op.finish()) as ArrayRef,
+            Arc::new(self.changed.finish()),
+            Arc::new(self.entity_changed.finish()),
+            Arc::new(self.commit_lsn.finish()),
+            Arc::new(self.lsn.finish()),
+            Arc::new(self.tx_id.finish()),
+            Arc::new(self.source_ts.finish()),
+            Arc::new(self.seq.finish()),
+            Arc::new(self.kafka_topic.finish()),
+            Arc::new(self.kafka_partition.finish()),
+            Arc::new(self.kafka_offset.finish()),
+        ]);
+        self.rows = 0;
+        // Every column was appended once per row above, so the lengths agree; a failure here
+        // would be a bug in this file, reported instead of hidden.
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("change batch columns have equal lengths")
+    }
+}
+
+/// The open batches of all (entity type, tenant) pairs, plus batches already closed by a type
+/// change, waiting for the next flush.
+pub struct BatchSet {
+    scale: u32,
+    tables: FxHashMap<(Arc<str>, i64), TableBuilder>,
+    closed: Vec<(Arc<str>, i64, RecordBatch)>,
+    rows: usize,
+    bytes: usize,
+}
+
+impl BatchSet {
+    pub fn new(scale: u32) -> BatchSet {
+        BatchSet { scale, tables: FxHashMap::default(), closed: Vec::new(), rows: 0, bytes: 0 }
+    }
+
+    /// Rows buffered (open and closed batches).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Approximate bytes buffered.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn push(&mut self, catalog: &Catalog, row: WideRow) {
+        let key = (row.entity_type.clone(), row.tenant_id);
+        let scale = self.scale;
+        let table = self.tables.entry(key).or_insert_with(|| TableBuilder::new(row.entity_type.clone(), row.tenant_id));
+        if !table.sync(catalog, scale) {
+            if table.rows > 0 {
+                let batch = table.finish(scale);
+                self.closed.push((table.entity_type.clone(), table.tenant_id, batch));
+            }
+            *table = TableBuilder::new(row.entity_type.clone(), row.tenant_id);
+            table.sync(catalog, scale);
+        }
+        self.bytes += table.push(&row);
+        self.rows += 1;
+    }
+
+    /// Closes every batch: sorted by entity_id (then stream order), split by date.
+    pub fn finish(&mut self) -> Vec<FinishedBatch> {
+        let scale = self.scale;
+        let mut all = std::mem::take(&mut self.closed);
+        for table in self.tables.values_mut() {
+            if table.rows > 0 {
+                all.push((table.entity_type.clone(), table.tenant_id, table.finish(scale)));
+            }
+        }
+        // Builders of idle (type, tenant) pairs are dropped, so memory follows the live set.
+        self.tables.clear();
+        self.rows = 0;
+        self.bytes = 0;
+        let mut out = Vec::new();
+        for (entity_type, tenant_id, batch) in all {
+            for (date, batch) in sort_and_split(batch) {
+                out.push(FinishedBatch { entity_type: entity_type.clone(), tenant_id, date, batch });
+            }
+        }
+        out.sort_by(|a, b| (&a.entity_type, a.tenant_id, &a.date).cmp(&(&b.entity_type, b.tenant_id, &b.date)));
+        out
+    }
+}
+
+/// Sorts a batch by (entity_id, _seq) and splits it by the date of `_source_ts`.
+fn sort_and_split(batch: RecordBatch) -> Vec<(String, RecordBatch)> {
+    use arrow::array::{Array, AsArray, UInt32Array};
+    use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+    let col = |name: &str| batch.column_by_name(name).cloned();
+    let (Some(ids), Some(seqs), Some(ts)) = (col(columns::ENTITY_ID), col(columns::SEQ), col(columns::SOURCE_TS))
+    else {
+        return vec![];
+    };
+    let ids = ids.as_primitive::<Int64Type>();
+    let seqs = seqs.as_primitive::<Int64Type>();
+    let ts = ts.as_primitive::<TimestampMicrosecondType>();
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    order.sort_unstable_by_key(|&i| (ids.value(i as usize), seqs.value(i as usize)));
+    // Rows of one day are the common case: compute each day once per distinct day number.
+    let day = |i: u32| if ts.is_null(i as usize) { 0 } else { ts.value(i as usize).div_euclid(86_400_000_000) };
+    let mut by_day: Vec<(i64, Vec<u32>)> = Vec::new();
+    for i in order {
+        let d = day(i);
+        match by_day.iter_mut().find(|(k, _)| *k == d) {
+            Some((_, v)) => v.push(i),
+            None => by_day.push((d, vec![i])),
+        }
+    }
+    by_day
+        .into_iter()
+        .filter_map(|(d, idx)| {
+            let indices = UInt32Array::from(idx);
+            let taken = arrow::compute::take_record_batch(&batch, &indices).ok()?;
+            Some((date_of(d * 86_400_000_000), taken))
+        })
+        .collect()
+}

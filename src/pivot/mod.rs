@@ -1,0 +1,412 @@
+//! Pivot: narrow EAV changes → wide rows, one per entity per source transaction.
+//!
+//! All changes of one entity within one transaction (its `entities` row, hot attributes in
+//! `hot_attributes` JSONB, cold attributes as `entity_values` rows) fold into one row whose
+//! columns are the entity type's attributes, typed by the [`Catalog`]. The row remembers which
+//! attributes it changed, so "set to null" and "untouched" stay apart.
+//!
+//! Contract:
+//! - [`Pivot::apply`] takes one change and either folds all of it or none of it: a change that
+//!   violates the catalog returns a [`PivotError`] (its dead-letter reason) and leaves no trace.
+//! - Rows reach the [`BatchSet`] only when their transaction ends ([`Pivot::end_transaction`], or
+//!   the first change of the next transaction), so a batch never holds half a transaction. A
+//!   transaction touching more than `max_pending_entities` entities (a huge bulk load, a
+//!   snapshot) is folded in slices of that many entities to keep memory bounded.
+
+mod batch;
+mod hot;
+
+pub use batch::{BatchSet, FinishedBatch};
+
+use crate::catalog::{Attribute, Catalog};
+use crate::columns::Value;
+use crate::decode::value::rescale;
+use crate::decode::{DataType, EntityRow, Field, Op, RowChange, SourceMeta, ValueRow};
+use crate::position::KafkaCoords;
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+
+/// Why a change could not be pivoted. The variant names the dead-letter reason.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum PivotError {
+    #[error("attribute {attribute} is not in the catalog")]
+    UnknownAttribute { attribute: String },
+    #[error("attribute `{attribute}` is {expected} but the change carries {found}")]
+    TypeMismatch { attribute: String, expected: &'static str, found: String },
+    #[error("value of attribute `{attribute}`: {message}")]
+    OutOfRange { attribute: String, message: String },
+    #[error("row of tenant {row} refers to {what} of tenant {other}")]
+    TenantMismatch { row: i64, what: String, other: i64 },
+    #[error("{table} {op} without a full before-image (set REPLICA IDENTITY FULL): {message}")]
+    MissingImage { table: &'static str, op: &'static str, message: String },
+    #[error("hot_attributes: {0}")]
+    BadHotAttributes(String),
+}
+
+impl PivotError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PivotError::UnknownAttribute { .. } => "unknown_attribute",
+            PivotError::TypeMismatch { .. } => "type_mismatch",
+            PivotError::OutOfRange { .. } => "value_out_of_range",
+            PivotError::TenantMismatch { .. } => "tenant_mismatch",
+            PivotError::MissingImage { .. } => "missing_before_image",
+            PivotError::BadHotAttributes(_) => "bad_hot_attributes",
+        }
+    }
+
+    /// True when the catalog may still learn what is missing: the change should wait for it.
+    pub fn may_resolve(&self) -> bool {
+        matches!(self, PivotError::UnknownAttribute { .. })
+    }
+}
+
+/// Where the change came from: its place in the stream and, from Kafka, its coordinates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Origin {
+    pub seq: i64,
+    pub kafka: Option<KafkaCoords>,
+}
+
+/// Entity-level operation of a folded row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowOp {
+    Create,
+    Update,
+    Delete,
+    Read,
+}
+
+impl RowOp {
+    pub fn code(self) -> &'static str {
+        match self {
+            RowOp::Create => "c",
+            RowOp::Update => "u",
+            RowOp::Delete => "d",
+            RowOp::Read => "r",
+        }
+    }
+}
+
+/// Source metadata of the last change folded into a row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowMeta {
+    pub commit_lsn: i64,
+    pub lsn: i64,
+    pub tx_id: Option<i64>,
+    pub source_ts: Option<i64>,
+    pub origin: Origin,
+}
+
+/// A wide row being folded: the attributes it changed, by attribute id, `None` meaning set to
+/// null.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WideRow {
+    pub tenant_id: i64,
+    pub entity_type: Arc<str>,
+    pub entity_id: i64,
+    pub op: RowOp,
+    /// True when the entity's own `entities` row is part of the fold; a row of value changes
+    /// only never brings an entity into existence (see `columns::ENTITY_CHANGED`).
+    pub entity_changed: bool,
+    pub cells: Vec<(i64, Option<Value>)>,
+    pub meta: RowMeta,
+}
+
+impl WideRow {
+    fn set(&mut self, attribute_id: i64, value: Option<Value>) {
+        match self.cells.iter_mut().find(|(id, _)| *id == attribute_id) {
+            Some(cell) => cell.1 = value,
+            None => self.cells.push((attribute_id, value)),
+        }
+    }
+}
+
+/// What one change does to its entity's row, computed (and validated) before anything changes.
+enum Effect {
+    /// Entity-level op and the cells to set.
+    Entity { op: RowOp, cells: Vec<(i64, Option<Value>)> },
+    /// A cold value set (or set to null); `None` when the change leaves it untouched (TOAST).
+    Value { cell: Option<(i64, Option<Value>)> },
+}
+
+/// Identity of the transaction being folded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TxKey {
+    Id(String),
+    Position { tx_id: Option<i64>, commit_lsn: u64 },
+}
+
+/// The pivot: the open transaction's fold and the batches of finished rows.
+pub struct Pivot {
+    decimal_scale: u32,
+    max_pending_entities: usize,
+    tx: Option<TxKey>,
+    pending: FxHashMap<i64, usize>,
+    rows: Vec<WideRow>,
+    pub batches: BatchSet,
+}
+
+impl Pivot {
+    pub fn new(decimal_scale: u32, max_pending_entities: usize) -> Pivot {
+        Pivot {
+            decimal_scale,
+            max_pending_entities: max_pending_entities.max(1),
+            tx: None,
+            pending: FxHashMap::default(),
+            rows: Vec::new(),
+            batches: BatchSet::new(decimal_scale),
+        }
+    }
+
+    /// Stream position of the oldest change still in the fold (not yet in a batch).
+    pub fn pending_first_seq(&self) -> Option<i64> {
+        self.rows.iter().map(|r| r.meta.origin.seq).min()
+    }
+
+    /// Folds one change of `entities` or `entity_values`.
+    pub fn apply(
+        &mut self,
+        catalog: &Catalog,
+        op: Op,
+        source: &SourceMeta,
+        tx: Option<&str>,
+        row: &RowChange,
+        origin: &Origin,
+    ) -> Result<(), PivotError> {
+        let (tenant_id, entity_type, entity_id, effect) = match row {
+            RowChange::Entity { before, after } => self.entity_effect(catalog, op, before.as_ref(), after.as_ref())?,
+            RowChange::Value { before, after } => self.value_effect(catalog, op, before.as_ref(), after.as_ref())?,
+            // Catalog changes are the catalog's business.
+            RowChange::Attribute { .. } => return Ok(()),
+        };
+        let key = match tx {
+            Some(id) => TxKey::Id(id.to_string()),
+            None => TxKey::Position { tx_id: source.tx_id, commit_lsn: source.position.commit_lsn.0 },
+        };
+        if self.tx.as_ref() != Some(&key) {
+            self.end_transaction(catalog);
+            self.tx = Some(key);
+        }
+        if let Some(&at) = self.pending.get(&entity_id) {
+            let existing = &self.rows[at];
+            if existing.tenant_id != tenant_id {
+                return Err(PivotError::TenantMismatch {
+                    row: tenant_id,
+                    what: format!("entity {entity_id}"),
+                    other: existing.tenant_id,
+                });
+            }
+        } else if self.pending.len() >= self.max_pending_entities {
+            self.flush_fold(catalog);
+        }
+        let meta = RowMeta {
+            commit_lsn: source.position.commit_lsn.0 as i64,
+            lsn: source.position.lsn.0 as i64,
+            tx_id: source.tx_id,
+            source_ts: source.commit_time_us,
+            origin: origin.clone(),
+        };
+        let at = match self.pending.get(&entity_id) {
+            Some(&at) => at,
+            None => {
+                let initial = match (&effect, source.snapshot) {
+                    (Effect::Entity { op, .. }, _) => *op,
+                    (Effect::Value { .. }, true) => RowOp::Read,
+                    (Effect::Value { .. }, false) => RowOp::Update,
+                };
+                self.rows.push(WideRow {
+                    tenant_id,
+                    entity_type,
+                    entity_id,
+                    op: initial,
+                    entity_changed: false,
+                    cells: Vec::new(),
+                    meta: meta.clone(),
+                });
+                self.pending.insert(entity_id, self.rows.len() - 1);
+                self.rows.len() - 1
+            }
+        };
+        let row = &mut self.rows[at];
+        row.meta = meta;
+        if let Effect::Entity { .. } = effect {
+            row.entity_changed = true;
+        }
+        match effect {
+            Effect::Entity { op: RowOp::Delete, .. } => {
+                row.op = RowOp::Delete;
+                row.cells.clear();
+            }
+            Effect::Entity { op, cells } => {
+                if row.op == RowOp::Delete {
+                    // Re-created (or un-deleted) within the same transaction.
+                    row.op = if op == RowOp::Read { RowOp::Read } else { op };
+                } else if op == RowOp::Create {
+                    row.op = RowOp::Create;
+                }
+                for (id, v) in cells {
+                    row.set(id, v);
+                }
+            }
+            // Cascaded value deletes after an entity delete change nothing.
+            Effect::Value { .. } if row.op == RowOp::Delete => {}
+            Effect::Value { cell: Some((id, v)) } => row.set(id, v),
+            Effect::Value { cell: None } => {}
+        }
+        Ok(())
+    }
+
+    /// Ends the open transaction: its rows go to the batches.
+    pub fn end_transaction(&mut self, catalog: &Catalog) {
+        self.flush_fold(catalog);
+        self.tx = None;
+    }
+
+    fn flush_fold(&mut self, catalog: &Catalog) {
+        for row in self.rows.drain(..) {
+            self.batches.push(catalog, row);
+        }
+        self.pending.clear();
+    }
+
+    fn entity_effect(
+        &self,
+        catalog: &Catalog,
+        op: Op,
+        before: Option<&EntityRow>,
+        after: Option<&EntityRow>,
+    ) -> Result<(i64, Arc<str>, i64, Effect), PivotError> {
+        let missing =
+            |message: &str| PivotError::MissingImage { table: "entities", op: op.code(), message: message.to_string() };
+        let image = match op {
+            Op::Delete => before.ok_or_else(|| missing("no before image"))?,
+            _ => after.ok_or_else(|| missing("no after image"))?,
+        };
+        let tenant_id = image.tenant_id.ok_or_else(|| missing("tenant_id is missing"))?;
+        let entity_type: Arc<str> =
+            Arc::from(image.entity_type.as_deref().ok_or_else(|| missing("entity_type is missing"))?);
+        let row_op = match op {
+            Op::Delete => RowOp::Delete,
+            _ if image.is_deleted => RowOp::Delete,
+            Op::Create => RowOp::Create,
+            Op::Read => RowOp::Read,
+            Op::Update => RowOp::Update,
+        };
+        let cells = if row_op == RowOp::Delete {
+            Vec::new()
+        } else {
+            match &image.hot_attributes {
+                Field::Unavailable => Vec::new(),
+                Field::Null => hot::cells(catalog, tenant_id, &entity_type, "{}", None, self.decimal_scale)?,
+                Field::Value(json) => {
+                    // With the before image we can tell exactly which hot attributes changed; a
+                    // logically deleted entity coming back has all its attributes set anew.
+                    let before_json = match before {
+                        Some(b) if op == Op::Update && !b.is_deleted => match &b.hot_attributes {
+                            Field::Value(j) => Some(j.as_str()),
+                            Field::Null => Some("{}"),
+                            Field::Unavailable => None,
+                        },
+                        _ => None,
+                    };
+                    hot::cells(catalog, tenant_id, &entity_type, json, before_json, self.decimal_scale)?
+                }
+            }
+        };
+        Ok((tenant_id, entity_type, image.entity_id, Effect::Entity { op: row_op, cells }))
+    }
+
+    fn value_effect(
+        &self,
+        catalog: &Catalog,
+        op: Op,
+        before: Option<&ValueRow>,
+        after: Option<&ValueRow>,
+    ) -> Result<(i64, Arc<str>, i64, Effect), PivotError> {
+        let image = match op {
+            Op::Delete => before,
+            _ => after,
+        }
+        .ok_or_else(|| PivotError::MissingImage {
+            table: "entity_values",
+            op: op.code(),
+            message: "no row image".into(),
+        })?;
+        let attr = catalog
+            .get(image.attribute_id)
+            .ok_or_else(|| PivotError::UnknownAttribute { attribute: format!("id {}", image.attribute_id) })?;
+        if attr.is_hot {
+            // A hot attribute lives in hot_attributes; a row for it in entity_values is not
+            // something the lake can place without guessing which one wins.
+            return Err(PivotError::TypeMismatch {
+                attribute: attr.name.to_string(),
+                expected: "a hot attribute (in entities.hot_attributes)",
+                found: "an entity_values row".into(),
+            });
+        }
+        let tenant_id = image.tenant_id.unwrap_or(attr.tenant_id);
+        if tenant_id != attr.tenant_id {
+            return Err(PivotError::TenantMismatch {
+                row: tenant_id,
+                what: format!("attribute `{}` ({})", attr.name, attr.attribute_id),
+                other: attr.tenant_id,
+            });
+        }
+        let cell = match op {
+            Op::Delete => Some((attr.attribute_id, None)),
+            _ => cold_value(attr, image, self.decimal_scale)?.map(|v| (attr.attribute_id, v)),
+        };
+        Ok((tenant_id, attr.entity_type.clone(), image.entity_id, Effect::Value { cell }))
+    }
+}
+
+/// The value of a cold attribute from its typed column. `Ok(None)`: untouched (TOAST
+/// placeholder); `Ok(Some(None))`: null.
+fn cold_value(attr: &Attribute, row: &ValueRow, scale: u32) -> Result<Option<Option<Value>>, PivotError> {
+    let present: [(&'static str, bool); 6] = [
+        ("value_text", !row.value_text.is_null()),
+        ("value_int", row.value_int.is_some()),
+        ("value_decimal", row.value_decimal.is_some()),
+        ("value_bool", row.value_bool.is_some()),
+        ("value_timestamp", row.value_timestamp.is_some()),
+        ("value_json", !row.value_json.is_null()),
+    ];
+    let expected = match attr.data_type {
+        DataType::Text => "value_text",
+        DataType::Int => "value_int",
+        DataType::Decimal => "value_decimal",
+        DataType::Bool => "value_bool",
+        DataType::Timestamp => "value_timestamp",
+        DataType::Json => "value_json",
+    };
+    if let Some((other, _)) = present.iter().find(|(col, set)| *set && *col != expected) {
+        return Err(PivotError::TypeMismatch {
+            attribute: attr.name.to_string(),
+            expected: attr.data_type.as_str(),
+            found: format!("a value in {other}"),
+        });
+    }
+    let text = |f: &Field<String>| match f {
+        Field::Null => Some(None),
+        Field::Unavailable => None,
+        Field::Value(s) => Some(Some(Value::Text(s.clone()))),
+    };
+    Ok(match attr.data_type {
+        DataType::Text => text(&row.value_text),
+        DataType::Json => text(&row.value_json),
+        DataType::Int => Some(row.value_int.map(Value::Int)),
+        DataType::Bool => Some(row.value_bool.map(Value::Bool)),
+        DataType::Timestamp => Some(row.value_timestamp.map(Value::Timestamp)),
+        DataType::Decimal => match row.value_decimal {
+            None => Some(None),
+            Some(d) => Some(Some(Value::Decimal(
+                rescale(d, scale)
+                    .map_err(|message| PivotError::OutOfRange { attribute: attr.name.to_string(), message })?,
+            ))),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! Parquet encoding and decoding of lake objects: zstd, page statistics, row groups of
+//! [`ROW_GROUP_ROWS`], rows sorted by entity_id (declared as the sorting column so engines can
+//! prune), and eavlake's own key-value metadata (watermarks of current-state files).
+
+use super::SinkError;
+use crate::columns;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+/// Rows per row group: large enough for good compression and few footers, small enough that
+/// a reader of one entity range touches little more than it needs.
+pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// Encodes batches (all of one schema) into one Parquet object.
+pub fn encode(path: &str, batches: &[RecordBatch], metadata: Vec<(String, String)>) -> Result<Bytes, SinkError> {
+    let err = |e: parquet::errors::ParquetError| SinkError::Parquet { path: path.to_string(), message: e.to_string() };
+    let Some(first) = batches.first() else {
+        return Err(SinkError::Parquet { path: path.to_string(), message: "nothing to write".into() });
+    };
+    let schema = first.schema();
+    let sorting = schema
+        .index_of(columns::ENTITY_ID)
+        .ok()
+        .map(|i| vec![SortingColumn { column_idx: i as i32, descending: false, nulls_first: false }]);
+    let kv: Vec<KeyValue> = metadata.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(err)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_sorting_columns(sorting)
+        .set_key_value_metadata(if kv.is_empty() { None } else { Some(kv) })
+        .set_created_by(format!("eavlake {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut writer = ArrowWriter::try_new(Vec::with_capacity(1 << 20), schema, Some(props)).map_err(err)?;
+    for b in batches {
+        writer.write(b).map_err(err)?;
+    }
+    Ok(Bytes::from(writer.into_inner().map_err(err)?))
+}
+
+/// A Parquet object opened for reading: its metadata, and its rows on demand.
+pub struct ParquetObject {
+    path: String,
+    bytes: Bytes,
+    meta: ArrowReaderMetadata,
+}
+
+impl ParquetObject {
+    pub fn open(path: &str, bytes: Bytes) -> Result<ParquetObject, SinkError> {
+        let meta = ArrowReaderMetadata::load(&bytes, Default::default())
+            .map_err(|e| SinkError::Parquet { path: path.to_string(), message: e.to_string() })?;
+        Ok(ParquetObject { path: path.to_string(), bytes, meta })
+    }
+
+    pub fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.meta.schema().clone()
+    }
+
+    /// A key-value metadata entry of the file.
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        self.meta
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()?
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.clone())
+    }
+
+    /// Row groups whose entity_id statistics overlap `[lo, hi]` (all when there are none).
+    pub fn row_groups_for(&self, lo: i64, hi: i64) -> Vec<usize> {
+        use parquet::file::statistics::Statistics;
+        let md = self.meta.metadata();
+        let col = md.file_metadata().schema_descr().columns().iter().position(|c| c.name() == columns::ENTITY_ID);
+        (0..md.num_row_groups())
+            .filter(|&i| match col.and_then(|c| md.row_group(i).column(c).statistics()) {
+                Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                    (Some(min), Some(max)) => *max >= lo && *min <= hi,
+                    _ => true,
+                },
+                _ => true,
+            })
+            .collect()
+    }
+
+    /// Smallest and largest entity_id in the file, from statistics.
+    pub fn entity_id_bounds(&self) -> Option<(i64, i64)> {
+        use parquet::file::statistics::Statistics;
+        let md = self.meta.metadata();
+        let col = md.file_metadata().schema_descr().columns().iter().position(|c| c.name() == columns::ENTITY_ID)?;
+        let mut bounds: Option<(i64, i64)> = None;
+        for i in 0..md.num_row_groups() {
+            let Some(Statistics::Int64(s)) = md.row_group(i).column(col).statistics() else { return None };
+            let (Some(&min), Some(&max)) = (s.min_opt(), s.max_opt()) else { return None };
+            bounds = Some(match bounds {
+                None => (min, max),
+                Some((a, b)) => (a.min(min), b.max(max)),
+            });
+        }
+        bounds
+    }
+
+    /// Reads the given row groups.
+    pub fn read(&self, row_groups: Vec<usize>) -> Result<Vec<RecordBatch>, SinkError> {
+        let err = |m: String| SinkError::Parquet { path: self.path.clone(), message: m };
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.meta.clone())
+            .with_row_groups(row_groups)
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(e.to_string()))
+    }
+}

@@ -1,0 +1,19 @@
+//! Sources: where Debezium records come from. Each source is one or more ordered streams
+//! ([`crate::position::StreamId`]); a record carries its place in its stream.
+//!
+//! - [`file`]: Debezium record values, one JSON document per line (the embedded default).
+
+pub mod file;
+
+use crate::position::KafkaCoords;
+
+/// One record as read, borrowed from the source's buffer until the next read.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub key: Option<&'a [u8]>,
+    /// `None` is a tombstone.
+    pub value: Option<&'a [u8]>,
+    /// Place in the stream: Kafka offset, or 1-based file line.
+    pub seq: i64,
+    pub kafka: Option<&'a KafkaCoords>,
+}
