@@ -25,11 +25,11 @@ struct Envelope<'a> {
     #[serde(borrow, default)]
     schema: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
+    payload: Option<Box<Envelope<'a>>>,
     #[serde(borrow, default)]
-    before: Option<&'a RawValue>,
+    before: Option<RowImage<'a>>,
     #[serde(borrow, default)]
-    after: Option<&'a RawValue>,
+    after: Option<RowImage<'a>>,
     #[serde(borrow, default)]
     source: Option<Source<'a>>,
     #[serde(borrow, default)]
@@ -43,6 +43,59 @@ struct Envelope<'a> {
     id: Option<Cow<'a, str>>,
     #[serde(default)]
     ts_ms: Option<i64>,
+}
+
+/// A row image of any of the three tables, read in the same pass as the envelope (the table is
+/// only known from `source`, which comes after the images). Which fields must be present is
+/// checked once the table is known.
+#[derive(Deserialize, Default)]
+struct RowImage<'a> {
+    #[serde(default)]
+    entity_id: Option<i64>,
+    #[serde(default)]
+    attribute_id: Option<i64>,
+    #[serde(default)]
+    tenant_id: Option<i64>,
+    #[serde(borrow, default)]
+    entity_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data_type: Option<Cow<'a, str>>,
+    #[serde(default)]
+    is_hot: Option<bool>,
+    #[serde(borrow, default)]
+    hot_attributes: Option<Cow<'a, str>>,
+    #[serde(default)]
+    is_deleted: Option<bool>,
+    #[serde(borrow, default)]
+    value_text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    value_int: Option<i64>,
+    #[serde(borrow, default)]
+    value_decimal: Option<&'a RawValue>,
+    #[serde(default)]
+    value_bool: Option<bool>,
+    #[serde(borrow, default)]
+    value_timestamp: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    value_json: Option<Cow<'a, str>>,
+}
+
+/// Just enough of a record to name its table, for records whose images do not fit
+/// [`RowImage`] (tables eavlake does not read may have columns of other types).
+#[derive(Deserialize)]
+struct TableOnly<'a> {
+    #[serde(borrow, default)]
+    payload: Option<Box<TableOnly<'a>>>,
+    #[serde(borrow, default)]
+    source: Option<SourceTable<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SourceTable<'a> {
+    #[serde(borrow, default)]
+    table: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -64,66 +117,39 @@ struct Source<'a> {
 }
 
 /// `source.snapshot` is a string in Debezium 1.x+ (`"true"`, `"last"`, `"incremental"`, …) and
-/// a boolean in older versions.
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// a boolean in older versions. (A hand-written visitor: serde's untagged enums buffer the value
+/// first, which costs more than the rest of the envelope.)
 enum Snapshot<'a> {
     Bool(bool),
-    #[serde(borrow)]
     Text(Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Snapshot<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Snapshot<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a boolean")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Snapshot<'a>, E> {
+                Ok(Snapshot::Bool(v))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Snapshot<'a>, E> {
+                Ok(Snapshot::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Snapshot<'a>, E> {
+                Ok(Snapshot::Text(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
 struct TxBlock<'a> {
     #[serde(borrow, default)]
     id: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct AttributeJson<'a> {
-    attribute_id: i64,
-    tenant_id: i64,
-    #[serde(borrow)]
-    entity_type: Cow<'a, str>,
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    #[serde(borrow)]
-    data_type: Cow<'a, str>,
-    #[serde(default)]
-    is_hot: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct EntityJson<'a> {
-    entity_id: i64,
-    #[serde(default)]
-    tenant_id: Option<i64>,
-    #[serde(borrow, default)]
-    entity_type: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    hot_attributes: Option<Cow<'a, str>>,
-    #[serde(default)]
-    is_deleted: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct ValueJson<'a> {
-    entity_id: i64,
-    attribute_id: i64,
-    #[serde(default)]
-    tenant_id: Option<i64>,
-    #[serde(borrow, default)]
-    value_text: Option<Cow<'a, str>>,
-    #[serde(default)]
-    value_int: Option<i64>,
-    #[serde(borrow, default)]
-    value_decimal: Option<&'a RawValue>,
-    #[serde(default)]
-    value_bool: Option<bool>,
-    #[serde(borrow, default)]
-    value_timestamp: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    value_json: Option<Cow<'a, str>>,
 }
 
 /// How the typed value columns are encoded, from the embedded schema or, without one, from the
@@ -152,7 +178,6 @@ struct Codecs {
 
 /// Decodes Debezium JSON records. Holds a cache of embedded schemas, so keep one per stream.
 pub struct JsonDecoder {
-    options: DecodeOptions,
     tables: TableNames,
     defaults: Codecs,
     schema_cache: FxHashMap<u64, Codecs>,
@@ -166,34 +191,53 @@ impl JsonDecoder {
             DecimalMode::Double => DecimalCodec::Double,
         };
         let defaults = Codecs { decimal, timestamp: TimeCodec::Int(options.time_mode) };
-        JsonDecoder { options, tables, defaults, schema_cache: FxHashMap::default() }
+        JsonDecoder { tables, defaults, schema_cache: FxHashMap::default() }
     }
 
     /// Decodes one record value; `None` bytes is a tombstone.
     pub fn decode(&mut self, value: Option<&[u8]>) -> Result<Event, DecodeError> {
         let Some(bytes) = value else { return Ok(Event::Tombstone) };
-        let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Json(format!("invalid UTF-8: {e}")))?;
-        let trimmed = text.trim();
-        if trimmed.is_empty() || trimmed == "null" {
+        let trimmed = bytes.trim_ascii();
+        if trimmed.is_empty() || trimmed == b"null" {
             return Ok(Event::Tombstone);
         }
-        let env: Envelope = serde_json::from_str(trimmed).map_err(json_error)?;
-        match (env.schema, env.payload) {
-            (schema, Some(payload)) => {
-                let codecs = match schema {
+        let env: Envelope = match serde_json::from_slice(trimmed) {
+            Ok(env) => env,
+            Err(e) => {
+                return match self.other_table(trimmed) {
+                    Some(table) => Ok(Event::OtherTable { table }),
+                    None => Err(json_error(e)),
+                }
+            }
+        };
+        match env.payload {
+            Some(payload) => {
+                let codecs = match env.schema {
                     Some(s) => self.codecs_for_schema(s.get())?,
                     None => self.defaults,
                 };
-                if payload.get() == "null" {
-                    return Ok(Event::Tombstone);
-                }
-                let inner: Envelope = serde_json::from_str(payload.get()).map_err(json_error)?;
-                self.decode_envelope(inner, codecs)
+                self.decode_envelope(*payload, codecs)
             }
-            (_, None) => {
+            None if env.schema.is_some() => Ok(Event::Tombstone),
+            None => {
                 let codecs = self.defaults;
                 self.decode_envelope(env, codecs)
             }
+        }
+    }
+
+    /// For a record that failed to decode: `OtherTable` when it belongs to a table eavlake
+    /// does not read (its columns need not fit eavlake's row images).
+    fn other_table(&self, bytes: &[u8]) -> Option<String> {
+        let t: TableOnly = serde_json::from_slice(bytes).ok()?;
+        let table = match t.payload {
+            Some(p) => p.source,
+            None => t.source,
+        }?
+        .table?;
+        match self.tables.classify(&table) {
+            Some(_) => None,
+            None => Some(table.into_owned()),
         }
     }
 
@@ -252,8 +296,8 @@ impl JsonDecoder {
                 after: after.map(|a| entity_row(a, "after")).transpose()?,
             },
             Table::EntityValues => RowChange::Value {
-                before: before.map(|b| value_row(b, "before", codecs, &self.options)).transpose()?,
-                after: after.map(|a| value_row(a, "after", codecs, &self.options)).transpose()?,
+                before: before.map(|b| value_row(b, "before", codecs)).transpose()?,
+                after: after.map(|a| value_row(a, "after", codecs)).transpose()?,
             },
         };
         Ok(Event::Change { op, source: meta, tx, row })
@@ -326,11 +370,16 @@ impl JsonDecoder {
 }
 
 /// A row image, `None` when null or absent; an error when the op requires it.
-fn image<'a>(raw: Option<&'a RawValue>, which: &str, required: bool, op: Op) -> Result<Option<&'a str>, DecodeError> {
+fn image<'a>(
+    raw: Option<RowImage<'a>>,
+    which: &str,
+    required: bool,
+    op: Op,
+) -> Result<Option<RowImage<'a>>, DecodeError> {
     match raw {
-        Some(r) if r.get() != "null" => Ok(Some(r.get())),
-        _ if required => Err(DecodeError::NotDebezium(format!("op `{}` without `{which}` image", op.code()))),
-        _ => Ok(None),
+        Some(r) => Ok(Some(r)),
+        None if required => Err(DecodeError::NotDebezium(format!("op `{}` without `{which}` image", op.code()))),
+        None => Ok(None),
     }
 }
 
@@ -341,19 +390,19 @@ fn json_error(e: serde_json::Error) -> DecodeError {
     }
 }
 
-fn row_error(which: &str, e: serde_json::Error) -> DecodeError {
-    DecodeError::field(which, e.to_string())
+fn required<T>(v: Option<T>, which: &str, field: &str) -> Result<T, DecodeError> {
+    v.ok_or_else(|| DecodeError::field(&format!("{which}.{field}"), "missing"))
 }
 
-fn attribute_row(text: &str, which: &str) -> Result<AttributeRow, DecodeError> {
-    let a: AttributeJson = serde_json::from_str(text).map_err(|e| row_error(which, e))?;
-    let data_type = DataType::parse(&a.data_type)
-        .ok_or_else(|| DecodeError::field("data_type", format!("unknown data type `{}`", a.data_type)))?;
+fn attribute_row(a: RowImage, which: &str) -> Result<AttributeRow, DecodeError> {
+    let data_type = required(a.data_type, which, "data_type")?;
+    let data_type = DataType::parse(&data_type)
+        .ok_or_else(|| DecodeError::field("data_type", format!("unknown data type `{data_type}`")))?;
     Ok(AttributeRow {
-        attribute_id: a.attribute_id,
-        tenant_id: a.tenant_id,
-        entity_type: a.entity_type.into_owned(),
-        name: a.name.into_owned(),
+        attribute_id: required(a.attribute_id, which, "attribute_id")?,
+        tenant_id: required(a.tenant_id, which, "tenant_id")?,
+        entity_type: required(a.entity_type, which, "entity_type")?.into_owned(),
+        name: required(a.name, which, "name")?.into_owned(),
         data_type,
         is_hot: a.is_hot.unwrap_or(false),
     })
@@ -367,10 +416,9 @@ fn text_field(v: Option<Cow<str>>) -> Field<String> {
     }
 }
 
-fn entity_row(text: &str, which: &str) -> Result<EntityRow, DecodeError> {
-    let e: EntityJson = serde_json::from_str(text).map_err(|e| row_error(which, e))?;
+fn entity_row(e: RowImage, which: &str) -> Result<EntityRow, DecodeError> {
     Ok(EntityRow {
-        entity_id: e.entity_id,
+        entity_id: required(e.entity_id, which, "entity_id")?,
         tenant_id: e.tenant_id,
         entity_type: e.entity_type.map(Cow::into_owned),
         hot_attributes: text_field(e.hot_attributes),
@@ -378,8 +426,7 @@ fn entity_row(text: &str, which: &str) -> Result<EntityRow, DecodeError> {
     })
 }
 
-fn value_row(text: &str, which: &str, codecs: Codecs, options: &DecodeOptions) -> Result<ValueRow, DecodeError> {
-    let v: ValueJson = serde_json::from_str(text).map_err(|e| row_error(which, e))?;
+fn value_row(v: RowImage, which: &str, codecs: Codecs) -> Result<ValueRow, DecodeError> {
     let value_decimal = match v.value_decimal {
         Some(raw) if raw.get() != "null" => {
             Some(decimal_from_json(raw.get(), codecs.decimal).map_err(|m| DecodeError::field("value_decimal", m))?)
@@ -388,14 +435,13 @@ fn value_row(text: &str, which: &str, codecs: Codecs, options: &DecodeOptions) -
     };
     let value_timestamp = match v.value_timestamp {
         Some(raw) if raw.get() != "null" => Some(
-            timestamp_from_json(raw.get(), codecs.timestamp, options)
-                .map_err(|m| DecodeError::field("value_timestamp", m))?,
+            timestamp_from_json(raw.get(), codecs.timestamp).map_err(|m| DecodeError::field("value_timestamp", m))?,
         ),
         _ => None,
     };
     Ok(ValueRow {
-        entity_id: v.entity_id,
-        attribute_id: v.attribute_id,
+        entity_id: required(v.entity_id, which, "entity_id")?,
+        attribute_id: required(v.attribute_id, which, "attribute_id")?,
         tenant_id: v.tenant_id,
         value_text: text_field(v.value_text),
         value_int: v.value_int,
@@ -434,7 +480,7 @@ fn decimal_from_json(raw: &str, codec: DecimalCodec) -> Result<Decimal, String> 
     parse_decimal(raw).or_else(|_| raw.parse::<f64>().map_err(|e| e.to_string()).and_then(decimal_from_f64))
 }
 
-fn timestamp_from_json(raw: &str, codec: TimeCodec, _options: &DecodeOptions) -> Result<i64, String> {
+fn timestamp_from_json(raw: &str, codec: TimeCodec) -> Result<i64, String> {
     if raw.starts_with('"') {
         let text: Cow<str> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
         return parse_timestamp(&text);
@@ -453,7 +499,7 @@ pub fn hot_decimal(raw: &str) -> Result<Decimal, String> {
 
 /// A hot timestamp inside JSONB: ISO text, or integer microseconds.
 pub fn hot_timestamp(raw: &str) -> Result<i64, String> {
-    timestamp_from_json(raw, TimeCodec::Int(TimeMode::Adaptive), &DecodeOptions::default())
+    timestamp_from_json(raw, TimeCodec::Int(TimeMode::Adaptive))
 }
 
 #[cfg(test)]
