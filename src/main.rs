@@ -58,6 +58,9 @@ enum Command {
         /// Output file.
         #[arg(long)]
         out: PathBuf,
+        /// Also write the expected current state (JSON lines), to check a lake against.
+        #[arg(long)]
+        truth: Option<PathBuf>,
     },
 }
 
@@ -117,7 +120,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             let stats = eavlake::run::compact(&config, &store).await?;
             println!("{}", serde_json::to_string(&stats)?);
         }
-        Command::Generate { events, tenants, seed, with_schemas, no_poison, out } => {
+        Command::Generate { events, tenants, seed, with_schemas, no_poison, out, truth: truth_out } => {
             let spec = WorkloadSpec {
                 events,
                 tenants,
@@ -139,11 +142,44 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 truth.current.len(),
                 out.display()
             );
+            if let Some(path) = truth_out {
+                write_truth(&truth, &path).with_context(|| format!("writing {}", path.display()))?;
+            }
             if !with_schemas {
                 eprintln!("eavlake: decimals are strings: run with decode.decimal_handling_mode = \"string\" (config/file-run.toml)");
             }
         }
     }
+    Ok(())
+}
+
+/// The expected current state as JSON lines: one live entity per line, decimals as exact text
+/// (scale 9), timestamps as µs since the epoch, JSON values as JSON.
+fn write_truth(truth: &eavlake::workload::GroundTruth, path: &std::path::Path) -> anyhow::Result<()> {
+    use eavlake::workload::Expected;
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for ((entity_type, tenant_id, entity_id), attrs) in &truth.current {
+        let attributes: serde_json::Map<String, serde_json::Value> = attrs
+            .iter()
+            .map(|(name, v)| {
+                let v = match v {
+                    Expected::Text(s) => serde_json::json!(s),
+                    Expected::Int(i) => serde_json::json!(i),
+                    Expected::Decimal(d) => serde_json::json!(eavlake::decode::value::format_decimal(*d, 9)),
+                    Expected::Bool(b) => serde_json::json!(b),
+                    Expected::Timestamp(t) => serde_json::json!(t),
+                    Expected::Json(j) => j.clone(),
+                };
+                (name.clone(), v)
+            })
+            .collect();
+        let line = serde_json::json!({
+            "entity_type": entity_type, "tenant_id": tenant_id, "entity_id": entity_id, "attributes": attributes,
+        });
+        writeln!(w, "{line}")?;
+    }
+    w.flush()?;
     Ok(())
 }
 

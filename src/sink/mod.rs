@@ -87,7 +87,10 @@ impl Lake {
             if let Some(k) = &s3.secret_access_key {
                 b = b.with_secret_access_key(k);
             }
-            b = b.with_allow_http(s3.allow_http);
+            if s3.allow_http {
+                // Only when asked: otherwise AWS_ALLOW_HTTP from the environment stands.
+                b = b.with_allow_http(true);
+            }
             let store = b.build().map_err(|e| err(e.to_string()))?;
             let prefix = prefix.trim_matches('/');
             if prefix.is_empty() {

@@ -144,7 +144,7 @@ pub(crate) fn push_decimal_short(out: &mut Vec<u8>, unscaled: i128) {
     let mut frac = (mag % SCALE_FACTOR) as u64;
     if frac != 0 {
         let mut width = SCALE as usize;
-        while frac % 10 == 0 {
+        while frac.is_multiple_of(10) {
             frac /= 10;
             width -= 1;
         }
@@ -243,12 +243,25 @@ pub(crate) fn push_timestamp(out: &mut Vec<u8>, us: i64, style: TimeStyle) {
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
 
+/// Bytes that JSON strings must escape: control characters, `"` and `\\`.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 /// JSON string body escaping. `upper` picks Jackson's `\u001F` over PostgreSQL's `\u001f`.
 #[inline]
 fn push_escaped(out: &mut Vec<u8>, s: &[u8], upper: bool) {
     let mut start = 0;
     for (i, &b) in s.iter().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
+        if !NEEDS_ESCAPE[b as usize] {
             continue;
         }
         out.extend_from_slice(&s[start..i]);

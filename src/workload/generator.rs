@@ -69,13 +69,13 @@ const TOUR: &[Kind] = &[
 
 /// The mix after the tour (per mille), bulk loads and new attributes aside.
 const MIX: &[(Kind, u64)] = &[
-    (Kind::Update, 560),
+    (Kind::Update, 580),
     (Kind::Twice, 50),
     (Kind::Toast, 40),
     (Kind::ValueDelete, 60),
-    (Kind::Insert, 150),
-    (Kind::LogicalDelete, 35),
-    (Kind::PhysicalDelete, 35),
+    (Kind::Insert, 110),
+    (Kind::LogicalDelete, 45),
+    (Kind::PhysicalDelete, 45),
     (Kind::Interleaved, 70),
 ];
 
@@ -162,6 +162,8 @@ impl<'w> Generator<'w> {
 
     /// Decides how the streaming part is spread: poison, restarts, new attributes, pace.
     fn planned(mut self, spec: &WorkloadSpec) -> Generator<'w> {
+        // The snapshot holds the catalog and a tenth of the events (or as much of the catalog as
+        // a tiny workload allows).
         let catalog = self.db.tenants() as u64 * (Db::initial_def_count(0) + Db::initial_def_count(1)) as u64;
         let snapshot = self.events.min(catalog + self.events / 10);
         let streaming = self.events - snapshot;
@@ -182,11 +184,11 @@ impl<'w> Generator<'w> {
         }
         let additions = (2 + streaming / 5_000).min(self.db.tenants() as u64 * 6);
         self.add_attribute_at = at(additions, &mut self.rng);
-        // Bulk loads carry about 30% of the streamed events: a bulk of mean size n writes about
+        // Bulk loads carry about 20% of the streamed events: a bulk of mean size n writes about
         // 6n events, any other transaction about 4.
         let mb = self.max_bulk as f64;
         let mean_bulk = 0.3 * (mb + 1.0) / 2.0 + 0.7 * (mb.min(100.0) + 1.0) / 2.0;
-        let p = 0.3 * 4.0 / (0.7 * mean_bulk * 6.0 + 0.3 * 4.0);
+        let p = 0.2 * 4.0 / (0.8 * mean_bulk * 6.0 + 0.2 * 4.0);
         self.bulk_per_million = (p * 1e6) as u64;
         self
     }
@@ -216,8 +218,7 @@ impl<'w> Generator<'w> {
     /// The initial snapshot: the catalog, entities and their values as they were before the
     /// connector started, read table by table at one LSN.
     fn snapshot(&mut self) -> io::Result<()> {
-        let catalog = self.db.tenants() as u64 * (Db::initial_def_count(0) + Db::initial_def_count(1)) as u64;
-        let budget = self.events.min(catalog + self.events / 10);
+        let budget = self.snapshot_events;
         let start_us = self.clock_us - 10 * 60 * SEC;
         let mut used = 0;
         'catalog: for t in 0..self.db.tenants() {
@@ -433,8 +434,9 @@ impl<'w> Generator<'w> {
 
         let mut long = std::mem::take(&mut self.a);
         long.reset(start_long);
-        let kind_long = if self.rng.chance(500) { Kind::Bulk } else { Kind::UpdateMany };
-        let cap = self.max_bulk.min(200);
+        // The long one loads a few entities or updates several.
+        let kind_long = if self.rng.chance(300) { Kind::Bulk } else { Kind::UpdateMany };
+        let cap = self.max_bulk.min(20);
         let n_long = build(&mut self.db, &mut self.rng, kind_long, &mut long, self.remaining, cap, &short.touched);
         self.remaining -= n_long;
 
@@ -560,7 +562,16 @@ impl<'w> Generator<'w> {
                 let (xid, commit_us) = self.next_commit();
                 let mut tx = std::mem::take(&mut self.a);
                 tx.reset(commit_us - self.duration(Kind::Update));
-                if reason == "unknown_attribute" || !self.db.poison_type_mismatch(&mut self.rng, &mut tx, idx) {
+                // A type mismatch needs an entity without a value of some cold int attribute.
+                let mut mismatched = false;
+                for _ in 0..16 {
+                    if reason == "unknown_attribute" || mismatched {
+                        break;
+                    }
+                    let other = self.db.pick_live(&mut self.rng, &[]).unwrap_or(idx);
+                    mismatched = self.db.poison_type_mismatch(&mut self.rng, &mut tx, other);
+                }
+                if !mismatched {
                     let attribute_id = 900_000_000 + self.rng.below(1_000_000) as i64;
                     self.db.poison_unknown_attribute(&mut tx, idx, attribute_id);
                 }
@@ -579,7 +590,7 @@ impl<'w> Generator<'w> {
                         r#"{"schema":{"type":"struct","fields":[{"type":"string","optional":false,"field":"hello"}],"optional":false,"name":"greeting"},"payload":{"hello":"world"}}"#,
                     ],
                 };
-                let text = *self.rng.pick(variants);
+                let text = self.rng.pick(variants);
                 let start = self.sink.start();
                 self.sink.buf.extend_from_slice(text.as_bytes());
                 let line = self.sink.end_line(start, false)?;

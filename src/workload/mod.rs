@@ -21,11 +21,18 @@
 //!   logical deletes, attributes added while running;
 //! - poison records that must go to dead letters without changing anything.
 //!
+//! Details follow PostgreSQL and Debezium rather than convenience: `txId`s are assigned when a
+//! transaction starts, so the long transaction of an interleaved pair has the smaller one and
+//! commits later (txId is not monotonic in commit order); the snapshot marks its records
+//! `first`, `first_in_data_collection`, `true`, `last_in_data_collection` and `last` as Debezium
+//! 2.x does; `now()` (created_at/updated_at) is the transaction's start time; jsonb keys come
+//! out ordered by length, then bytes.
+//!
 //! The stream is written as it is produced: only live entities are kept in memory (plus the one
 //! transaction being written), never the events.
 //!
-//! Layout: [`model`] is the simulated database, [`generator`] the traffic and its scheduling
-//! into the WAL, [`debezium`] the record writer, [`rng`] the seeded PRNG.
+//! Layout: `model` is the simulated database (and so the ground truth), `generator` the traffic
+//! and its scheduling into the WAL, `debezium` the record writer, `rng` the seeded PRNG.
 
 mod debezium;
 mod generator;
@@ -112,7 +119,7 @@ pub struct GroundTruth {
     pub change_events: u64,
     /// Re-sent change events (Debezium restarts) that must be dropped as duplicates.
     pub duplicates: u64,
-    /// Streamed transactions (each framed by BEGIN and END records).
+    /// Streamed transactions (each framed by BEGIN and END records), the poison ones included.
     pub transactions: u64,
 }
 

@@ -254,7 +254,7 @@ impl Db {
             let extra = def - INITIAL_DEFS[e].len();
             let (name, dtype, hot) = match EXTRA_DEFS[e].get(extra) {
                 Some(&(n, t, h)) => (n.to_string(), t, h),
-                None => (format!("custom_{extra}"), ALL_TYPES[extra % 6], extra % 5 == 0),
+                None => (format!("custom_{extra}"), ALL_TYPES[extra % 6], extra.is_multiple_of(5)),
             };
             self.defs[e].push(AttrDef { name: name.into(), dtype, hot });
         }
@@ -649,7 +649,7 @@ impl Db {
         let Some(d) = self.pick_def(rng, idx, free) else { return false };
         let attr = self.attr_id(e.tenant, e.etype, d);
         let (id, tenant, precise, now) = (e.id, e.tenant_id(), self.precise, tx.now_us);
-        let text = *rng.pick(&["42", "forty-two", "12 apples", "1.5"]);
+        let text = rng.pick(&["42", "forty-two", "12 apples", "1.5"]);
         let after =
             render(&mut tx.arena, |o| dbz::value_row(o, precise, id, attr, tenant, ValueCols::TextOnly(text), now));
         tx.push(Table::EntityValues, b'c', None, Some(after));
@@ -752,7 +752,7 @@ fn push_words(rng: &mut Rng, n: u64, out: &mut String) {
         if i > 0 {
             out.push(' ');
         }
-        out.push_str(if rng.chance(60) { *rng.pick(ODD) } else { *rng.pick(WORDS) });
+        out.push_str(if rng.chance(60) { rng.pick(ODD) } else { rng.pick(WORDS) });
     }
 }
 
@@ -772,9 +772,9 @@ pub(crate) fn gen_val(rng: &mut Rng, def: &AttrDef, hot: bool) -> Val {
             }
             match &*def.name {
                 "full_name" | "nickname" => {
-                    s.push_str(*rng.pick(FIRST));
+                    s.push_str(rng.pick(FIRST));
                     s.push(' ');
-                    s.push_str(*rng.pick(LAST));
+                    s.push_str(rng.pick(LAST));
                 }
                 "email" => {
                     s.push_str(&rng.pick(FIRST).to_lowercase());
@@ -782,8 +782,8 @@ pub(crate) fn gen_val(rng: &mut Rng, def: &AttrDef, hot: bool) -> Val {
                     s.push_str(&rng.below(100_000).to_string());
                     s.push_str("@example.com");
                 }
-                "currency" => s.push_str(*rng.pick(CURRENCIES)),
-                "carrier" => s.push_str(*rng.pick(CARRIERS)),
+                "currency" => s.push_str(rng.pick(CURRENCIES)),
+                "carrier" => s.push_str(rng.pick(CARRIERS)),
                 "order_number" => s.push_str(&format!("ORD-{:07}", rng.below(10_000_000))),
                 "notes" | "comment" => {
                     let n = 3 + rng.below(28);
@@ -803,7 +803,7 @@ pub(crate) fn gen_val(rng: &mut Rng, def: &AttrDef, hot: bool) -> Val {
             "priority" => rng.between(0, 9),
             "weight_grams" => rng.between(50, 30_000),
             "loyalty_points" => rng.between(0, 100_000),
-            _ if !hot && rng.chance(30) => *rng.pick(&[i64::MIN, i64::MAX, 0, -1]),
+            _ if !hot && rng.chance(30) => rng.pick(&[i64::MIN, i64::MAX, 0, -1]),
             _ if hot => rng.between(-(1 << 53), 1 << 53),
             _ => rng.between(-1_000, 1_000_000),
         }),
@@ -855,7 +855,7 @@ const JSON_KEYS: &[&str] = &[
 /// A JSON object as `jsonb_out` prints it: keys unique, ordered by length then bytes.
 fn gen_json_object(rng: &mut Rng, out: &mut Vec<u8>, depth: u32) {
     let n = if rng.chance(50) { 0 } else { 1 + rng.below(4) };
-    let mut keys: Vec<&str> = (0..n).map(|_| *rng.pick(JSON_KEYS)).collect();
+    let mut keys: Vec<&str> = (0..n).map(|_| rng.pick(JSON_KEYS)).collect();
     keys.sort_by(|a, b| dbz::jsonb_key_cmp(a, b));
     keys.dedup();
     out.push(b'{');
@@ -884,7 +884,7 @@ fn gen_json_array(rng: &mut Rng, out: &mut Vec<u8>, depth: u32) {
 fn gen_json_value(rng: &mut Rng, out: &mut Vec<u8>, depth: u32) {
     match rng.below(10) {
         0..=2 => {
-            let w = if rng.chance(200) { *rng.pick(ODD) } else { *rng.pick(WORDS) };
+            let w = if rng.chance(200) { rng.pick(ODD) } else { rng.pick(WORDS) };
             dbz::push_pg_str(out, w)
         }
         3 => dbz::push_i64(out, rng.between(-1_000_000, 1_000_000)),

@@ -377,7 +377,7 @@ fn records_look_like_debezium() {
         first["source"].as_object().map(|o| o.keys().map(|k| k.as_str()).collect()).unwrap_or_default();
     assert_eq!(source_keys.len(), 14);
     let snapshot_lsn = &first["source"]["lsn"];
-    let last_snap = parsed.iter().flatten().filter(|v| v["op"] == "r").last().expect("snapshot");
+    let last_snap = parsed.iter().flatten().rfind(|v| v["op"] == "r").expect("snapshot");
     assert_eq!(last_snap["source"]["snapshot"], "last");
     assert_eq!(&last_snap["source"]["lsn"], snapshot_lsn);
     assert_eq!(first["source"]["sequence"], format!("[null,\"{}\"]", snapshot_lsn));
@@ -458,11 +458,13 @@ fn schemas_travel_with_every_record() {
 }
 
 /// `cargo test --release --lib workload::tests::speed -- --ignored --nocapture`
+/// (`WORKLOAD_EVENTS=10000000` for another size).
 #[test]
 #[ignore]
 fn speed() {
+    let events = std::env::var("WORKLOAD_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     for format in FORMATS {
-        let s = WorkloadSpec { events: 1_000_000, format, ..WorkloadSpec::default() };
+        let s = WorkloadSpec { events, format, ..WorkloadSpec::default() };
         let mut sink = CountingSink(0);
         let t = std::time::Instant::now();
         let truth = generate(&s, &mut sink).expect("generate");
@@ -488,4 +490,17 @@ impl std::io::Write for CountingSink {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Writes a sample to `WORKLOAD_OUT` for inspection.
+#[test]
+#[ignore]
+fn sample() {
+    let events = std::env::var("WORKLOAD_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let path = std::env::var("WORKLOAD_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir().join("workload.jsonl"));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let truth = generate(&WorkloadSpec { events, ..WorkloadSpec::default() }, &mut f).expect("generate");
+    println!("{:?}", (truth.lines, truth.change_events, truth.duplicates, truth.transactions, truth.dead_letters));
 }
