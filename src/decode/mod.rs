@@ -11,6 +11,7 @@
 pub mod avro;
 pub mod json;
 pub mod registry;
+pub mod scan;
 pub mod value;
 
 use crate::position::{Lsn, SourcePosition};
@@ -169,6 +170,8 @@ pub enum RowChange {
 
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq)]
+// Changes are nearly every event; boxing them would add an allocation to the common case.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// An insert, update, delete or snapshot read of a row.
     Change { op: Op, source: SourceMeta, tx: Option<String>, row: RowChange },
@@ -328,16 +331,20 @@ pub(crate) fn source_meta(
 }
 
 /// Parses Debezium's `source.sequence`, a JSON array of two strings, `["<last commit lsn>",
-/// "<lsn>"]`, either of which may be null. Returns the first element. Hand-parsed: it is on
-/// every event, and its fixed shape does not need a JSON parser's allocations.
-fn parse_sequence(seq: &str) -> Result<Option<Lsn>, DecodeError> {
-    let bad = || DecodeError::field("source.sequence", format!("`{seq}` is not [\"<lsn>\", \"<lsn>\"]"));
+/// "<lsn>"]`, either of which may be null. Returns the first element. Hand-parsed (it is on every
+/// event), and it accepts the text still JSON-escaped (`[\"1\",\"2\"]`) so that decoders need
+/// not unescape it first.
+pub(crate) fn parse_sequence(seq: &str) -> Result<Option<Lsn>, DecodeError> {
+    let bad = || {
+        let shown = seq.replace("\\\"", "\"");
+        DecodeError::field("source.sequence", format!("`{shown}` is not [\"<lsn>\", \"<lsn>\"]"))
+    };
     let inner = seq.trim().strip_prefix('[').ok_or_else(bad)?.trim_start();
     if inner.starts_with("null") || inner.starts_with(']') {
         return Ok(None);
     }
-    let rest = inner.strip_prefix('"').ok_or_else(bad)?;
-    let end = rest.find('"').ok_or_else(bad)?;
+    let rest = inner.strip_prefix("\\\"").or_else(|| inner.strip_prefix('"')).ok_or_else(bad)?;
+    let end = rest.find(['"', '\\']).ok_or_else(bad)?;
     Lsn::parse(&rest[..end]).map(Some).ok_or_else(bad)
 }
 

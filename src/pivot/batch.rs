@@ -12,9 +12,9 @@ use crate::decode::value::date_of;
 use crate::decode::DataType;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Decimal128Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
-    StringDictionaryBuilder, TimestampMicrosecondBuilder,
+    TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType as ArrowType, Field, Int32Type, Schema};
+use arrow::datatypes::{DataType as ArrowType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -103,15 +103,16 @@ struct TableBuilder {
     attrs: Vec<AttrColumn>,
     index: FxHashMap<i64, usize>,
     entity_id: Int64Builder,
-    op: StringDictionaryBuilder<Int32Type>,
-    changed: ListBuilder<StringDictionaryBuilder<Int32Type>>,
+    // Plain strings: Parquet dictionary-encodes them anyway, and appending skips a hash.
+    op: StringBuilder,
+    changed: ListBuilder<StringBuilder>,
     entity_changed: BooleanBuilder,
     commit_lsn: Int64Builder,
     lsn: Int64Builder,
     tx_id: Int64Builder,
     source_ts: TimestampMicrosecondBuilder,
     seq: Int64Builder,
-    kafka_topic: StringDictionaryBuilder<Int32Type>,
+    kafka_topic: StringBuilder,
     kafka_partition: Int32Builder,
     kafka_offset: Int64Builder,
     rows: usize,
@@ -126,15 +127,15 @@ impl TableBuilder {
             attrs: Vec::new(),
             index: FxHashMap::default(),
             entity_id: Int64Builder::new(),
-            op: StringDictionaryBuilder::new(),
-            changed: ListBuilder::new(StringDictionaryBuilder::new()),
+            op: StringBuilder::new(),
+            changed: ListBuilder::new(StringBuilder::new()),
             entity_changed: BooleanBuilder::new(),
             commit_lsn: Int64Builder::new(),
             lsn: Int64Builder::new(),
             tx_id: Int64Builder::new(),
             source_ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
             seq: Int64Builder::new(),
-            kafka_topic: StringDictionaryBuilder::new(),
+            kafka_topic: StringBuilder::new(),
             kafka_partition: Int32Builder::new(),
             kafka_offset: Int64Builder::new(),
             rows: 0,
@@ -217,9 +218,7 @@ impl TableBuilder {
     }
 
     fn finish(&mut self, scale: u32) -> RecordBatch {
-        let dict = |name: &str, nullable| {
-            Field::new(name, ArrowType::Dictionary(Box::new(ArrowType::Int32), Box::new(ArrowType::Utf8)), nullable)
-        };
+        let text = |name: &str, nullable| Field::new(name, ArrowType::Utf8, nullable);
         let mut fields = vec![
             Field::new(columns::TENANT_ID, ArrowType::Int64, false),
             Field::new(columns::ENTITY_ID, ArrowType::Int64, false),
@@ -233,15 +232,15 @@ impl TableBuilder {
             arrays.push(col.finish());
         }
         fields.extend([
-            dict(columns::OP, false),
-            Field::new(columns::CHANGED, ArrowType::List(Arc::new(dict("item", true))), true),
+            text(columns::OP, false),
+            Field::new(columns::CHANGED, ArrowType::List(Arc::new(text("item", true))), true),
             Field::new(columns::ENTITY_CHANGED, ArrowType::Boolean, false),
             Field::new(columns::COMMIT_LSN, ArrowType::Int64, false),
             Field::new(columns::LSN, ArrowType::Int64, false),
             Field::new(columns::TX_ID, ArrowType::Int64, true),
             Field::new(columns::SOURCE_TS, columns::timestamp_type(), true),
             Field::new(columns::SEQ, ArrowType::Int64, false),
-            dict(columns::KAFKA_TOPIC, true),
+            text(columns::KAFKA_TOPIC, true),
             Field::new(columns::KAFKA_PARTITION, ArrowType::Int32, true),
             Field::new(columns::KAFKA_OFFSET, ArrowType::Int64, true),
         ]);

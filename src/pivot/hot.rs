@@ -108,10 +108,13 @@ pub(super) fn cells(
         }
         let value = match new {
             None => None,
-            Some(raw) => typed(raw.get(), attr.data_type, scale).map_err(|found| PivotError::TypeMismatch {
-                attribute: attr.name.to_string(),
-                expected: attr.data_type.as_str(),
-                found,
+            Some(raw) => typed(raw.get(), attr.data_type, scale).map_err(|e| match e {
+                Typed::Mismatch(found) => PivotError::TypeMismatch {
+                    attribute: attr.name.to_string(),
+                    expected: attr.data_type.as_str(),
+                    found,
+                },
+                Typed::OutOfRange(message) => PivotError::OutOfRange { attribute: attr.name.to_string(), message },
             })?,
         };
         out.push((attr.attribute_id, value));
@@ -119,8 +122,16 @@ pub(super) fn cells(
     Ok(out)
 }
 
-/// One JSON value as `data_type`; `Err` describes what was found instead.
-fn typed(raw: &str, data_type: DataType, scale: u32) -> Result<Option<Value>, String> {
+/// Why a JSON value is not a value of its attribute.
+enum Typed {
+    /// Another kind of value: what was found.
+    Mismatch(String),
+    /// The right kind, but it does not fit the column.
+    OutOfRange(String),
+}
+
+/// One JSON value as `data_type`.
+fn typed(raw: &str, data_type: DataType, scale: u32) -> Result<Option<Value>, Typed> {
     if raw == "null" {
         return Ok(None);
     }
@@ -129,7 +140,7 @@ fn typed(raw: &str, data_type: DataType, scale: u32) -> Result<Option<Value>, St
         if raw.len() > s.len() {
             s.push('…');
         }
-        format!("`{s}`")
+        Typed::Mismatch(format!("`{s}`"))
     };
     Ok(Some(match data_type {
         DataType::Json => Value::Text(raw.to_string()),
@@ -138,7 +149,7 @@ fn typed(raw: &str, data_type: DataType, scale: u32) -> Result<Option<Value>, St
         DataType::Bool => Value::Bool(serde_json::from_str::<bool>(raw).map_err(|_| shown())?),
         DataType::Decimal => {
             let d = hot_decimal(raw).map_err(|_| shown())?;
-            Value::Decimal(rescale(d, scale).map_err(|m| format!("{} ({m})", shown()))?)
+            Value::Decimal(rescale(d, scale).map_err(Typed::OutOfRange)?)
         }
         DataType::Timestamp => Value::Timestamp(hot_timestamp(raw).map_err(|_| shown())?),
     }))

@@ -144,6 +144,8 @@ pub struct Pivot {
     tx: Option<TxKey>,
     pending: FxHashMap<i64, usize>,
     rows: Vec<WideRow>,
+    /// Stream position of the first change in the fold (rows keep their last change's).
+    first_seq: Option<i64>,
     pub batches: BatchSet,
 }
 
@@ -155,13 +157,14 @@ impl Pivot {
             tx: None,
             pending: FxHashMap::default(),
             rows: Vec::new(),
+            first_seq: None,
             batches: BatchSet::new(decimal_scale),
         }
     }
 
     /// Stream position of the oldest change still in the fold (not yet in a batch).
     pub fn pending_first_seq(&self) -> Option<i64> {
-        self.rows.iter().map(|r| r.meta.origin.seq).min()
+        self.first_seq
     }
 
     /// Folds one change of `entities` or `entity_values`.
@@ -197,6 +200,13 @@ impl Pivot {
                     other: existing.tenant_id,
                 });
             }
+            if existing.entity_type != entity_type {
+                return Err(PivotError::TypeMismatch {
+                    attribute: format!("of entity type `{entity_type}`"),
+                    expected: "an attribute of the entity's own type",
+                    found: format!("entity {entity_id} of type `{}`", existing.entity_type),
+                });
+            }
         } else if self.pending.len() >= self.max_pending_entities {
             self.flush_fold(catalog);
         }
@@ -228,6 +238,7 @@ impl Pivot {
                 self.rows.len() - 1
             }
         };
+        self.first_seq = Some(self.first_seq.map_or(origin.seq, |f| f.min(origin.seq)));
         let row = &mut self.rows[at];
         row.meta = meta;
         if let Effect::Entity { .. } = effect {
@@ -268,6 +279,7 @@ impl Pivot {
             self.batches.push(catalog, row);
         }
         self.pending.clear();
+        self.first_seq = None;
     }
 
     fn entity_effect(
