@@ -25,8 +25,10 @@ def run_once(binary, events_file, lake, config):
     # A fresh process per run, so that ru_maxrss of the child is this run's peak.
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, binary, events_file, lake, config],
-        check=True, capture_output=True, text=True,
+        capture_output=True, text=True,
     )
+    if out.returncode != 0:
+        sys.exit(f"bench: eavlake run failed:\n{out.stderr}")
     wall = time.perf_counter() - start
     return wall, json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -57,6 +59,8 @@ def main():
         os.environ.get("CARGO_TARGET_DIR", "target"), "release", "eavlake"))
     ap.add_argument("--keep", help="folder to keep the generated file in (reused when present)")
     args = ap.parse_args()
+    if not os.path.exists(args.bin):
+        sys.exit(f"bench: no eavlake binary at {args.bin}: run `cargo build --release` or pass --bin")
 
     work = args.keep or tempfile.mkdtemp(prefix="eavlake-bench-")
     os.makedirs(work, exist_ok=True)

@@ -14,11 +14,12 @@ mkdir -p "$CACHE"
 command -v cargo >/dev/null || { echo "run.sh: cargo (Rust 1.88+) is required" >&2; exit 2; }
 command -v python3 >/dev/null || { echo "run.sh: python3 is required" >&2; exit 2; }
 
-echo "== Python venv with DuckDB (for the readability check)"
+echo "== Python venv with DuckDB (readability check) and moto (an S3-compatible server on loopback)"
 if [ ! -x "$CACHE/venv/bin/python" ]; then
     python3 -m venv "$CACHE/venv"
 fi
-"$CACHE/venv/bin/python" -c "import duckdb" 2>/dev/null || "$CACHE/venv/bin/pip" install --quiet "duckdb==2.0.1"
+"$CACHE/venv/bin/python" -c "import duckdb, moto.server, boto3" 2>/dev/null \
+    || "$CACHE/venv/bin/pip" install --quiet "duckdb==2.0.1" "moto[server]==5.*" boto3
 
 echo "== Unit, component and golden tests"
 cargo test --release --locked 2>&1
@@ -35,4 +36,8 @@ for variant in plain with-schemas; do
     "$bin" run --source "file:$tmp/$variant.jsonl" --lake "$tmp/lake-$variant" --config "$config" >/dev/null
     "$CACHE/venv/bin/python" integration-tests/duckdb_check.py "$tmp/lake-$variant" "$tmp/$variant.truth.jsonl"
 done
-echo "duckdb: 2 passed, 0 failed"
+
+echo "== The same run into an S3-compatible server, read back value for value"
+"$CACHE/venv/bin/python" integration-tests/s3_check.py "$bin" "$tmp/plain.jsonl" "$tmp/plain.truth.jsonl" config/file-run.toml
+
+echo "lake checks: 3 passed, 0 failed"

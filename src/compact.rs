@@ -130,11 +130,19 @@ async fn compact_tenant(
     };
     changes.retain(|f| f.last > oldest(&f.stream));
 
-    // Which ranges each new change file touches, from its entity_id statistics.
+    // Which ranges each new change file touches, from its entity_id statistics. Opened files
+    // are kept for the ranges while they fit CACHE_BYTES, so most are fetched once.
     let mut touched: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    let mut cache: Vec<Option<Arc<ParquetObject>>> = vec![None; changes.len()];
+    let mut cached_bytes = 0usize;
     for (i, f) in changes.iter().enumerate() {
         let Some(bytes) = lake.get(&f.path).await? else { continue };
-        let obj = ParquetObject::open(f.path.as_ref(), bytes)?;
+        let len = bytes.len();
+        let obj = Arc::new(ParquetObject::open(f.path.as_ref(), bytes)?);
+        if cached_bytes + len <= CACHE_BYTES {
+            cached_bytes += len;
+            cache[i] = Some(obj.clone());
+        }
         let Some((min, max)) = obj.entity_id_bounds() else { continue };
         let (a, b) = (min.div_euclid(opts.range_size), max.div_euclid(opts.range_size));
         for r in a..=b {
@@ -147,13 +155,17 @@ async fn compact_tenant(
     }
     for (lo, files) in touched {
         let hi = lo + opts.range_size - 1;
-        let files: Vec<&ChangeFile> = files.iter().map(|&i| &changes[i]).collect();
+        let files: Vec<(&ChangeFile, Option<Arc<ParquetObject>>)> =
+            files.iter().map(|&i| (&changes[i], cache[i].clone())).collect();
         compact_range(lake, entity_type, tenant_id, lo, hi, &files, opts, stats).await?;
     }
     Ok(())
 }
 
 type Watermarks = BTreeMap<String, i64>;
+
+/// Compressed bytes of change files kept open across the ranges of one tenant.
+const CACHE_BYTES: usize = 8 << 20;
 
 fn parse_range(path: &Path) -> Option<i64> {
     let name = path.filename()?.strip_prefix("entities-")?.strip_suffix(".parquet")?;
@@ -222,7 +234,7 @@ async fn compact_range(
     tenant_id: i64,
     lo: i64,
     hi: i64,
-    files: &[&ChangeFile],
+    files: &[(&ChangeFile, Option<Arc<ParquetObject>>)],
     opts: CompactOptions,
     stats: &mut CompactStats,
 ) -> Result<(), CompactError> {
@@ -239,15 +251,20 @@ async fn compact_range(
         }
     }
 
-    let mut streams: Vec<&str> = files.iter().map(|f| f.stream.as_str()).collect();
+    let mut streams: Vec<&str> = files.iter().map(|(f, _)| f.stream.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
     let mut rows: Vec<ChangeRow> = Vec::new();
-    for f in files {
+    for (f, cached) in files {
         let si = streams.binary_search(&f.stream.as_str()).unwrap_or(0);
         let since = watermarks.get(&f.stream).copied().unwrap_or(i64::MIN);
-        let Some(bytes) = lake.get(&f.path).await? else { continue };
-        let obj = ParquetObject::open(f.path.as_ref(), bytes)?;
+        let obj = match cached {
+            Some(obj) => obj.clone(),
+            None => {
+                let Some(bytes) = lake.get(&f.path).await? else { continue };
+                Arc::new(ParquetObject::open(f.path.as_ref(), bytes)?)
+            }
+        };
         stats.change_files_read += 1;
         for batch in obj.read(obj.row_groups_for(lo, hi))? {
             read_changes(&batch, lo, hi, since, si, &mut cols, &mut rows, &f.path)?;
@@ -302,7 +319,7 @@ async fn compact_range(
     }
     stats.values_not_convertible += lost;
 
-    for f in files {
+    for (f, _) in files {
         let w = watermarks.entry(f.stream.clone()).or_insert(i64::MIN);
         *w = (*w).max(f.last);
     }
@@ -396,6 +413,9 @@ fn read_changes(
         .column_by_name(columns::ENTITY_CHANGED)
         .and_then(|c| c.as_boolean_opt())
         .ok_or_else(|| bad(path, "no _entity_changed column"))?;
+    // The names inside `_changed`, read once for the whole batch (not a slice per row).
+    let changed_names = string_values(changed.values()).ok_or_else(|| bad(path, "_changed items are not text"))?;
+    let offsets = changed.value_offsets();
     let attrs = attribute_columns(batch, cols);
     // Name → batch column, for reading `_changed`.
     let schema = batch.schema();
@@ -409,10 +429,8 @@ fn read_changes(
         let delete = ops(row) == Some("d");
         let mut cells = Vec::new();
         if !delete && changed.is_valid(row) {
-            let names = changed.value(row);
-            let names = string_values(&names).ok_or_else(|| bad(path, "_changed items are not text"))?;
-            for k in 0..changed.value_length(row) as usize {
-                let Some(name) = names(k) else { continue };
+            for k in offsets[row] as usize..offsets[row + 1] as usize {
+                let Some(name) = changed_names(k) else { continue };
                 let Some(&(bi, ci)) = by_name.get(name) else {
                     return Err(bad(path, format!("_changed names `{name}`, which is not a column")));
                 };

@@ -29,27 +29,28 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     pub fn from_failed_decode(value: Option<&[u8]>, seq: i64, kafka: Option<KafkaCoords>, err: &DecodeError) -> Self {
-        DeadLetter {
-            seq,
-            kafka,
-            key: None,
-            value: value.map(<[u8]>::to_vec),
-            reason: err.reason(),
-            class: "eavlake::decode::DecodeError",
-            message: err.to_string(),
-        }
+        Self::new(value, seq, kafka, err.reason(), "eavlake::decode::DecodeError", err.to_string())
     }
 
     pub fn from_failed_pivot(value: Option<&[u8]>, seq: i64, kafka: Option<KafkaCoords>, err: &PivotError) -> Self {
-        DeadLetter {
-            seq,
-            kafka,
-            key: None,
-            value: value.map(<[u8]>::to_vec),
-            reason: err.reason(),
-            class: "eavlake::pivot::PivotError",
-            message: err.to_string(),
-        }
+        Self::new(value, seq, kafka, err.reason(), "eavlake::pivot::PivotError", err.to_string())
+    }
+
+    /// A truncate: valid, but nothing the change rows can represent (see `pipeline`).
+    pub fn from_truncate(value: Option<&[u8]>, seq: i64, kafka: Option<KafkaCoords>, table: &str) -> Self {
+        let message = format!("TRUNCATE of {table} is not applied to the lake; re-snapshot the table");
+        Self::new(value, seq, kafka, "truncate", "eavlake::pipeline::Truncate", message)
+    }
+
+    fn new(
+        value: Option<&[u8]>,
+        seq: i64,
+        kafka: Option<KafkaCoords>,
+        reason: &'static str,
+        class: &'static str,
+        message: String,
+    ) -> Self {
+        DeadLetter { seq, kafka, key: None, value: value.map(<[u8]>::to_vec), reason, class, message }
     }
 
     /// Returns the same dead letter with the record key attached.

@@ -183,7 +183,19 @@ fn write_truth(truth: &eavlake::workload::GroundTruth, path: &std::path::Path) -
     Ok(())
 }
 
+/// glibc gives each thread that allocates its own arena and keeps their peaks: Parquet
+/// encoding on the blocking pool's threads made a 10M-event run peak at 142 MiB instead of
+/// 95 MiB. Two arenas are enough for two cores.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

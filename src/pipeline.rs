@@ -172,6 +172,7 @@ impl StreamPipeline {
     pub fn process(&mut self, rec: &Record) {
         self.stats.records += 1;
         self.seen = rec.seq;
+        self.expire_parked(false);
         let origin = Origin { seq: rec.seq, kafka: rec.kafka.cloned() };
         match self.decoder.decode(rec.value) {
             Err(e) => {
@@ -192,11 +193,12 @@ impl StreamPipeline {
                     self.apply_catalog(op, before.as_ref(), after.as_ref());
                     return;
                 }
-                let was_idle = self.pivot.pending_first_seq().is_none();
                 match self.pivot.apply(&self.catalog, op, &source, tx.as_deref(), &row, &origin) {
                     Ok(()) => {
                         self.stats.changes += 1;
-                        if was_idle {
+                        // This change opened the fold (possibly closing the previous one): the
+                        // mark before it is what progress may record while the fold is open.
+                        if self.pivot.pending_first_seq() == Some(rec.seq) {
                             self.mark_before_pending = mark_before;
                         }
                     }
@@ -225,18 +227,13 @@ impl StreamPipeline {
             Ok(Event::Truncate { table, .. }) => {
                 // A truncate has no rows to fold; applying it to the current state needs a fresh
                 // snapshot of the table. It is kept, visibly, rather than dropped.
-                let e = PivotError::MissingImage {
-                    table: match table {
-                        crate::decode::Table::Attributes => "attributes",
-                        crate::decode::Table::Entities => "entities",
-                        crate::decode::Table::EntityValues => "entity_values",
-                    },
-                    op: "t",
-                    message: "TRUNCATE is not applied to the lake; re-snapshot the table".into(),
+                let table = match table {
+                    crate::decode::Table::Attributes => &self.options.tables.attributes,
+                    crate::decode::Table::Entities => &self.options.tables.entities,
+                    crate::decode::Table::EntityValues => &self.options.tables.entity_values,
                 };
-                self.stats.count_dead_letter("truncate");
-                let mut dl = DeadLetter::from_failed_pivot(rec.value, rec.seq, origin.kafka, &e);
-                dl.reason = "truncate";
+                let dl = DeadLetter::from_truncate(rec.value, rec.seq, origin.kafka, table).with_key(rec.key);
+                self.stats.count_dead_letter(dl.reason);
                 self.dead.push(dl);
             }
             Ok(Event::Heartbeat) => self.stats.heartbeats += 1,
@@ -244,7 +241,6 @@ impl StreamPipeline {
             Ok(Event::Message) => self.stats.messages += 1,
             Ok(Event::OtherTable { .. }) => self.stats.other_tables += 1,
         }
-        self.expire_parked(false);
     }
 
     fn dead_letter_pivot(&mut self, value: Option<&[u8]>, origin: Origin, e: &PivotError) {

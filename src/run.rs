@@ -27,6 +27,7 @@ pub async fn run_file(config: &Config, path: &Path) -> anyhow::Result<RunReport>
     use anyhow::Context;
     let started = std::time::Instant::now();
     let lake = Lake::open(&config.lake.url, &config.s3_options())?;
+    lake.ensure_settings(config.lake.range_size, config.lake.decimal_scale).await?;
     let mut source = FileSource::open(path)?;
     let bootstrap = match &config.catalog.bootstrap_postgres_url {
         Some(url) => Some(
@@ -58,6 +59,7 @@ pub async fn run_file(config: &Config, path: &Path) -> anyhow::Result<RunReport>
 
 /// Compacts the lake's current state.
 pub async fn compact(config: &Config, lake: &Lake) -> anyhow::Result<CompactStats> {
+    lake.ensure_settings(config.lake.range_size, config.lake.decimal_scale).await?;
     let opts = CompactOptions { range_size: config.lake.range_size, decimal_scale: config.lake.decimal_scale };
     Ok(compact_all(lake, opts).await?)
 }

@@ -23,8 +23,21 @@ use object_store::{ObjectMeta, ObjectStore, PutPayload};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Settings a lake keeps for its whole life (`_eavlake/lake.json`): changing them would put an
+/// entity in two current-state objects or rescale decimals under readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LakeSettings {
+    pub format_version: u32,
+    pub range_size: i64,
+    pub decimal_scale: u32,
+}
+
+const LAKE_FORMAT_VERSION: u32 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    #[error("lake `{url}` was created with {key} = {recorded}; the configuration says {configured}")]
+    Settings { url: String, key: &'static str, recorded: String, configured: String },
     #[error("lake location `{url}`: {message}")]
     Location { url: String, message: String },
     #[error("object store, {op} `{path}`: {source}")]
@@ -116,6 +129,40 @@ impl Lake {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Records the lake's settings on first use and refuses a configuration that disagrees with
+    /// them later.
+    pub async fn ensure_settings(&self, range_size: i64, decimal_scale: u32) -> Result<LakeSettings, SinkError> {
+        let path = Lake::meta_path("lake.json");
+        let wanted = LakeSettings { format_version: LAKE_FORMAT_VERSION, range_size, decimal_scale };
+        let Some(bytes) = self.get(&path).await? else {
+            let text = serde_json::to_vec_pretty(&wanted).unwrap_or_default();
+            self.put(&path, Bytes::from(text)).await?;
+            return Ok(wanted);
+        };
+        let recorded: LakeSettings = serde_json::from_slice(&bytes)
+            .map_err(|e| SinkError::Location { url: self.url.clone(), message: format!("{path}: {e}") })?;
+        let mismatch = |key, recorded: String, configured: String| SinkError::Settings {
+            url: self.url.clone(),
+            key,
+            recorded,
+            configured,
+        };
+        if recorded.format_version != LAKE_FORMAT_VERSION {
+            return Err(mismatch(
+                "format_version",
+                recorded.format_version.to_string(),
+                LAKE_FORMAT_VERSION.to_string(),
+            ));
+        }
+        if recorded.range_size != range_size {
+            return Err(mismatch("lake.range_size", recorded.range_size.to_string(), range_size.to_string()));
+        }
+        if recorded.decimal_scale != decimal_scale {
+            return Err(mismatch("lake.decimal_scale", recorded.decimal_scale.to_string(), decimal_scale.to_string()));
+        }
+        Ok(recorded)
     }
 
     pub fn changes_prefix(entity_type: &str, tenant_id: Option<i64>) -> Path {
@@ -246,6 +293,11 @@ mod tests {
         assert_eq!(lake.get(&p).await.unwrap().as_deref(), Some(&b"{}"[..]));
         assert!(dir.path().join("lake/_eavlake/x.json").exists());
         assert!(Lake::open("ftp://x", &S3Options::default()).is_err());
+
+        lake.ensure_settings(1000, 9).await.unwrap();
+        lake.ensure_settings(1000, 9).await.unwrap();
+        let err = lake.ensure_settings(500, 9).await.unwrap_err().to_string();
+        assert!(err.ends_with("was created with lake.range_size = 1000; the configuration says 500"), "{err}");
         assert!(Lake::open("s3://", &S3Options::default()).is_err());
     }
 }
