@@ -335,7 +335,10 @@ fn int64_column(batch: &RecordBatch, name: &str) -> Vec<i64> {
 /// (tenant, entity) → attribute → value, without nulls.
 type State = BTreeMap<(i64, i64), BTreeMap<String, Cell>>;
 
-fn state(entries: &[(i64, i64, &[(&str, Cell)])]) -> State {
+/// Expected attribute values of one entity.
+type Attrs<'a> = &'a [(&'a str, Cell)];
+
+fn state(entries: &[(i64, i64, Attrs)]) -> State {
     entries
         .iter()
         .map(|(tenant, id, attrs)| {
@@ -543,12 +546,39 @@ async fn value_of_an_attribute_that_stays_unknown_becomes_a_dead_letter() {
     );
 }
 
+/// The bound is inclusive: with `catalog.unknown_attribute_wait = 3`, a value waits for 3
+/// further records, so an attribute arriving as the 3rd record after the value still places it.
+#[tokio::test]
+async fn value_waits_for_exactly_unknown_attribute_wait_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mut cfg = config(&lake);
+    cfg.catalog.unknown_attribute_wait = 3;
+    let mut w = Wal::new();
+    let lines = vec![
+        attribute("c", None, Some(&attr(1, "name", "text")), w.tx()),
+        entity("c", None, Some(&ent(1)), w.tx()),
+        value("c", None, Some(&val(1, 1, V::Text("Ada"))), w.same()),
+        // Line 4 waits for records 5, 6 and 7.
+        value("c", None, Some(&val(1, 99, V::Int(7))), w.tx()),
+        entity("c", None, Some(&ent(2)), w.tx()),
+        value("c", None, Some(&val(2, 1, V::Text("Bob"))), w.same()),
+        attribute("c", None, Some(&attr(99, "score", "int")), w.tx()),
+    ];
+    let report = run(&cfg, &dir.path().join("events.jsonl"), &lines).await;
+
+    assert_eq!(report.stats.dead_letters, BTreeMap::new());
+    assert_eq!(
+        read_current(&lake),
+        state(&[(1, 1, &[("name", t("Ada")), ("score", n(7))]), (1, 2, &[("name", t("Bob"))])])
+    );
+}
+
 /// A new entity and a value of a not-yet-known attribute in one transaction, the entity's own
 /// row folding a later change too, and the transaction over before the catalog learns the
 /// attribute: the waiting value must still land on the new entity (it exists: its insert is in
 /// the very same transaction).
 #[tokio::test]
-#[ignore = "BUG: a parked value whose transaction creates the entity with a later change is dropped by compaction"]
 async fn parked_value_of_an_entity_created_in_the_same_transaction_lands() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
@@ -569,10 +599,9 @@ async fn parked_value_of_an_entity_created_in_the_same_transaction_lands() {
 
     assert_eq!(report.stats.dead_letter_total(), 0);
     assert_eq!(report.stats.changes, 4);
-    // The waiting value becomes a row of its own with `_seq` 3, the entity's row has `_seq` 4
-    // (its last change): compaction meets a value change of an entity that does not exist yet
-    // and skips it.
-    assert_eq!(change_keys(&lake), [(7, 3), (7, 4), (8, 5)]);
+    // The waiting value becomes a row of its own with `_seq` 3; the entity's row has `_seq` 2
+    // (a row sorts by its first change), so compaction creates the entity before the value.
+    assert_eq!(change_keys(&lake), [(7, 2), (7, 3), (8, 5)]);
     assert_eq!(read_current(&lake), state(&[(1, 7, &[("name", t("Eve")), ("score", n(5))]), (1, 8, &[])]));
 }
 
@@ -638,7 +667,7 @@ async fn new_attribute_mid_stream_becomes_a_new_column() {
     assert_eq!(files[0].column_type("age"), None);
     assert_eq!(
         files[0].rows,
-        [ChangeRow { entity: 1, seq: 3, op: "c".into(), cells: cells_of(&[("name", t("Ada"))]) }]
+        [ChangeRow { entity: 1, seq: 2, op: "c".into(), cells: cells_of(&[("name", t("Ada"))]) }]
     );
     // Entity 2's row reached its batch after line 6 (its transaction ended at line 7).
     for f in &files[1..] {
@@ -741,7 +770,6 @@ async fn attribute_type_change_keeps_old_files_and_converts_current() {
 /// change are flushed together: they need two files (a file never mixes two types in one
 /// column), and every row must land in one of them.
 #[tokio::test]
-#[ignore = "BUG: a type change inside one flush writes two batches to the same change-file name; one overwrites the other"]
 async fn attribute_type_change_inside_one_flush_keeps_every_row() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
@@ -751,7 +779,7 @@ async fn attribute_type_change_inside_one_flush_keeps_every_row() {
     assert_eq!(report.stats.rows_written, 3);
 
     let keys = change_keys(&lake);
-    assert_eq!(keys, [(1, 5), (2, 8), (3, 13)], "one change row per entity");
+    assert_eq!(keys, [(1, 3), (2, 6), (3, 11)], "one change row per entity");
     assert_eq!(read_current(&lake), type_change_current());
 }
 
@@ -826,7 +854,7 @@ async fn toast_placeholder_keeps_the_earlier_value() {
         files.iter().flat_map(|f| f.rows.iter().map(|r| (f.name.clone(), r.entity, r.seq))).collect();
     assert_eq!(
         rows,
-        [(flush_name(1, 4), 1, 4), (flush_name(5, 5), 1, 5), (flush_name(6, 6), 1, 6), (flush_name(7, 7), 2, 7)]
+        [(flush_name(1, 4), 1, 3), (flush_name(5, 5), 1, 5), (flush_name(6, 6), 1, 6), (flush_name(7, 7), 2, 7)]
     );
     assert_eq!(files[1].rows[0].cells, BTreeMap::new(), "the TOAST update sets nothing");
     assert_eq!(files[2].rows[0].cells, BTreeMap::new(), "the TOAST update sets nothing");
@@ -862,7 +890,7 @@ async fn debezium_resend_spanning_two_runs_is_dropped() {
     let first = run(&cfg, &file, &lines).await;
     assert_eq!((first.stats.changes, first.stats.duplicates), (5, 0));
     let after_first = change_keys(&lake);
-    assert_eq!(after_first, [(1, 3), (1, 6), (2, 5)]);
+    assert_eq!(after_first, [(1, 2), (1, 6), (2, 4)]);
 
     // Lines 7-9: the re-send of lines 4-6; then new changes.
     let resent: Vec<String> = lines[3..6].to_vec();
@@ -877,7 +905,7 @@ async fn debezium_resend_spanning_two_runs_is_dropped() {
     assert_eq!(second.stats.duplicates, 3);
     assert_eq!(second.stats.changes, 3);
     assert_eq!(second.stats.dead_letter_total(), 0);
-    assert_eq!(change_keys(&lake), [(1, 3), (1, 6), (2, 5), (2, 12), (3, 11)], "nothing from lines 7-9");
+    assert_eq!(change_keys(&lake), [(1, 2), (1, 6), (2, 4), (2, 12), (3, 10)], "nothing from lines 7-9");
     assert_eq!(
         read_current(&lake),
         state(&[(1, 1, &[("name", t("Ada L."))]), (1, 2, &[("name", t("Bob B."))]), (1, 3, &[("name", t("Cy"))])])
@@ -1133,7 +1161,6 @@ async fn crash_after_a_slice_flush_resumes_to_the_same_state() {
 /// durable files up to line 7. Once everything is durable, the first value must be in the
 /// current state, as it is when the lake is compacted only at the end.
 #[tokio::test]
-#[ignore = "BUG: compaction watermarks skip a parked row whose _seq is below a watermark set by an overlapping earlier file"]
 async fn parked_value_survives_compaction_between_flushes() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = Wal::new();
@@ -1183,7 +1210,6 @@ async fn parked_value_survives_compaction_between_flushes() {
 /// durable position (`batch.max_rows = 2`): the restart resumes before the waiting value and
 /// folds those changes again. Every change row must still be in `changes/` exactly once.
 #[tokio::test]
-#[ignore = "BUG: a flush writes rows past the durable position (after a parked change); after a crash they are written again"]
 async fn crash_with_a_parked_value_writes_each_change_row_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = Wal::new();
@@ -1204,9 +1230,11 @@ async fn crash_with_a_parked_value_writes_each_change_row_once() {
     cfg.batch.max_rows = 2;
 
     let mut d = Driver::open(&cfg, &file).await;
-    // Line 7 ends entity 2's transaction: 2 rows, a flush; the value of line 4 still waits.
+    // Line 7 ends entity 2's transaction: 2 rows, past the flush limit; but the value of line 4
+    // still waits, and rows after it are held back rather than written past the durable
+    // position.
     d.step(7).await;
-    assert_eq!(d.pipeline.resume_seq(), 4);
+    assert_eq!(d.pipeline.resume_seq(), 1);
     drop(d);
 
     let d = Driver::open(&cfg, &file).await;
@@ -1217,5 +1245,5 @@ async fn crash_with_a_parked_value_writes_each_change_row_once() {
         read_current(&lake),
         state(&[(1, 1, &[("name", t("Ada")), ("score", n(7))]), (1, 2, &[("name", t("Bob"))]), (1, 3, &[])])
     );
-    assert_eq!(change_keys(&lake), [(1, 3), (1, 4), (2, 6), (3, 7)], "each change row once");
+    assert_eq!(change_keys(&lake), [(1, 2), (1, 4), (2, 5), (3, 7)], "each change row once");
 }

@@ -30,7 +30,7 @@ pub const LSN: &str = "_lsn";
 pub const TX_ID: &str = "_tx_id";
 /// Source commit time.
 pub const SOURCE_TS: &str = "_source_ts";
-/// Place in the source stream (Kafka offset or file line) of the last change folded into the
+/// Place in the source stream (Kafka offset or file line) of the first change folded into the
 /// row: the order in which the rows of one entity apply.
 pub const SEQ: &str = "_seq";
 pub const KAFKA_TOPIC: &str = "_kafka_topic";

@@ -58,22 +58,30 @@ pub enum CompactError {
     BadFile { path: String, message: String },
 }
 
-/// A change file, from its name: `<stream>-<first seq>-<last seq>.parquet`.
+/// A change file, from its name: `<stream>-<first seq>-<last seq>[.<part>].parquet`.
 #[derive(Debug, Clone, PartialEq)]
 struct ChangeFile {
     path: Path,
     stream: String,
     first: i64,
     last: i64,
+    /// Batches of one flush in the order they were closed (a type change closes one).
+    part: u32,
 }
 
 fn parse_change_file(path: &Path) -> Option<ChangeFile> {
     let name = path.filename()?.strip_suffix(".parquet")?;
     let mut parts = name.rsplitn(3, '-');
-    let last = parts.next()?.parse().ok()?;
+    // A second batch of one flush (a type changed within it) carries a part number.
+    let tail = parts.next()?;
+    let (last, part) = match tail.split_once('.') {
+        Some((last, part)) => (last, part.parse().ok()?),
+        None => (tail, 0),
+    };
+    let last = last.parse().ok()?;
     let first = parts.next()?.parse().ok()?;
     let stream = parts.next()?.to_string();
-    Some(ChangeFile { path: path.clone(), stream, first, last })
+    Some(ChangeFile { path: path.clone(), stream, first, last, part })
 }
 
 /// Compacts every entity type and tenant of the lake.
@@ -112,7 +120,8 @@ async fn compact_tenant(
     if changes.is_empty() {
         return Ok(());
     }
-    changes.sort_by(|a, b| (a.first, &a.stream).cmp(&(b.first, &b.stream)));
+    // Oldest first, so that the newest file's type of a column wins.
+    changes.sort_by(|a, b| (a.first, a.part, &a.stream).cmp(&(b.first, b.part, &b.stream)));
 
     // Watermarks of the existing ranges decide which change files are new to which range.
     let mut ranges: BTreeMap<i64, Watermarks> = BTreeMap::new();
@@ -562,6 +571,8 @@ mod tests {
         let f = parse_change_file(&p).unwrap();
         assert_eq!((f.stream.as_str(), f.first, f.last), ("file-a-b.jsonl", 1, 90));
         assert!(parse_change_file(&Path::from("x/y.parquet")).is_none());
+        let p = Path::from("changes/c/tenant_id=1/date=2024-01-01/file-a-000000000001-000000000090.1.parquet");
+        assert_eq!(parse_change_file(&p).map(|f| (f.first, f.last, f.part)), Some((1, 90, 1)));
         assert_eq!(
             parse_range(&Path::from("current/t/tenant_id=1/entities-000000100000-000000199999.parquet")),
             Some(100000)

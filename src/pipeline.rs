@@ -290,7 +290,8 @@ impl StreamPipeline {
     /// Turns parked changes past their deadline (or all, at the end) into dead letters.
     fn expire_parked(&mut self, all: bool) {
         while let Some(p) = self.parked.front() {
-            if !all && p.deadline > self.stats.records {
+            // `deadline` is the last record it may wait through; expiry runs before each record.
+            if !all && p.deadline >= self.stats.records {
                 break;
             }
             let Some(p) = self.parked.pop_front() else { break };
@@ -298,9 +299,14 @@ impl StreamPipeline {
         }
     }
 
-    /// Whether buffered rows call for a flush.
+    /// Whether buffered rows call for a flush. While a change waits for the catalog, rows after
+    /// it are held back (a flush would write rows past the position progress can record, and a
+    /// restart would write them again), up to four times the limits; the wait is bounded by
+    /// `unknown_attribute_wait` records.
     pub fn should_flush(&self) -> bool {
-        self.pivot.batches.rows() >= self.options.flush_rows || self.pivot.batches.bytes() >= self.options.flush_bytes
+        let factor = if self.parked.is_empty() { 1 } else { 4 };
+        self.pivot.batches.rows() >= self.options.flush_rows * factor
+            || self.pivot.batches.bytes() >= self.options.flush_bytes * factor
     }
 
     /// Last position whose records would be durable after a flush now: everything seen, less
@@ -346,7 +352,7 @@ impl StreamPipeline {
         if batches.is_empty() && self.dead.is_empty() && last == self.durable {
             return Ok(());
         }
-        let file = format!("{}-{first:012}-{name_last:012}.parquet", self.name);
+        let file = format!("{}-{first:012}-{name_last:012}", self.name);
         self.write_batches(batches, &file).await?;
         if !self.dead.is_empty() {
             let mut text = String::new();
@@ -368,9 +374,18 @@ impl StreamPipeline {
         Ok(())
     }
 
+    /// Writes a flush's batches as `<file>.parquet`; a second batch of the same entity type,
+    /// tenant and date (an attribute changed type within the flush) as `<file>.1.parquet`, …
     async fn write_batches(&mut self, batches: Vec<FinishedBatch>, file: &str) -> Result<(), PipelineError> {
-        let jobs = batches.into_iter().map(|b| {
-            let path = Lake::changes_path(&b.entity_type, b.tenant_id, &b.date, file);
+        let mut parts: Vec<usize> = Vec::with_capacity(batches.len());
+        for (i, b) in batches.iter().enumerate() {
+            let same =
+                |o: &FinishedBatch| o.entity_type == b.entity_type && o.tenant_id == b.tenant_id && o.date == b.date;
+            parts.push(batches[..i].iter().filter(|o| same(o)).count());
+        }
+        let jobs = batches.into_iter().zip(parts).map(|(b, part)| {
+            let name = if part == 0 { format!("{file}.parquet") } else { format!("{file}.{part}.parquet") };
+            let path = Lake::changes_path(&b.entity_type, b.tenant_id, &b.date, &name);
             let lake = self.lake.clone();
             async move {
                 let rows = b.batch.num_rows();

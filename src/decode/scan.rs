@@ -1,5 +1,5 @@
 //! A small JSON cursor for the hot path: Debezium envelopes are read field by field, straight
-//! from the record's bytes, skipping what eavlake does not use with `memchr` instead of
+//! from the record's bytes, skipping what eavlake does not use eight bytes at a time instead of
 //! building it. Profiling showed serde's derived visitors (key matching, moves of large
 //! structs, per-string UTF-8 checks) costing three times a plain scan of the same bytes.
 //!
@@ -133,17 +133,11 @@ impl<'a> Cursor<'a> {
             Some(_) => return Err(self.syntax("expected a JSON value")),
         }
         let start = self.pos + 1;
-        // Keys and most values are short: a plain loop beats memchr's set-up cost.
-        let mut i = start;
-        while let Some(&c) = self.b.get(i) {
-            if c == b'"' {
+        if let Some(i) = quote_or_backslash(self.b, start) {
+            if self.b[i] == b'"' {
                 self.pos = i + 1;
                 return Ok(Cow::Borrowed(&self.src[start..i]));
             }
-            if c == b'\\' {
-                break;
-            }
-            i += 1;
         }
         let end = self.skip_string_from(start)?;
         // Escapes are rare (JSON inside JSON: hot_attributes, sequence): let serde_json do them.
@@ -302,23 +296,34 @@ impl<'a> Cursor<'a> {
 }
 
 /// Index after the closing quote of a string whose content starts at `i`, or `None` if it is
-/// not terminated. Short strings are walked byte by byte; long ones handed to memchr.
+/// not terminated.
 fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
-    let short_end = (i + 32).min(b.len());
-    while i < short_end {
-        match b[i] {
-            b'"' => return Some(i + 1),
-            b'\\' => i += 2,
-            _ => i += 1,
-        }
-    }
     loop {
-        i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        i = quote_or_backslash(b, i)?;
         if b[i] == b'"' {
             return Some(i + 1);
         }
         i += 2;
     }
+}
+
+/// First `"` or `\\` at or after `i`, eight bytes at a time (most strings here are 5 to 40
+/// bytes: shorter than memchr's set-up pays for, longer than a byte loop is quick for).
+fn quote_or_backslash(b: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` equal to `c` leaves a high bit in `zero(x ^ c·ONES)`; bytes above the first
+    // match may be flagged too, but the lowest flag is always exact.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().ok()?);
+        let m = zero(x ^ (ONES * b'"' as u64)) | zero(x ^ (ONES * b'\\' as u64));
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b.get(i..)?.iter().position(|&c| c == b'"' || c == b'\\').map(|p| i + p)
 }
 
 fn preview(s: &str) -> String {
@@ -354,6 +359,25 @@ mod tests {
         .unwrap();
         c.end().unwrap();
         assert_eq!(seen, ["a", "b", "e", "f", "g", "h"]);
+    }
+
+    #[test]
+    fn finds_quotes_and_backslashes_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..len {
+                for c in [b'"', b'\\'] {
+                    let mut v = vec![b'a'; len];
+                    v[at] = c;
+                    // A second match later must not hide the first.
+                    if at + 3 < len {
+                        v[at + 3] = b'"';
+                    }
+                    assert_eq!(quote_or_backslash(&v, 0), Some(at), "len {len} at {at}");
+                }
+            }
+            assert_eq!(quote_or_backslash(&vec![b'x'; len], 0), None);
+        }
+        assert_eq!(string_end(br#"ab\"c"d"#, 0), Some(6));
     }
 
     #[test]

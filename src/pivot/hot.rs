@@ -8,63 +8,27 @@ use super::PivotError;
 use crate::catalog::Catalog;
 use crate::columns::Value;
 use crate::decode::json::{hot_decimal, hot_timestamp};
+use crate::decode::scan::Cursor;
 use crate::decode::value::rescale;
 use crate::decode::DataType;
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::fmt;
 
 /// The entries of a JSON object with borrowed keys and raw values, in document order.
-struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for Entries<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Entries<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<'de>, A::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some((k, v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-                    out.push((k.0, v));
-                }
-                Ok(Entries(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
+struct Entries<'a>(Vec<(Cow<'a, str>, &'a str)>);
 
 fn parse(json: &str) -> Result<Entries<'_>, PivotError> {
-    serde_json::from_str(json).map_err(|e| PivotError::BadHotAttributes(e.to_string()))
+    let mut entries = Vec::with_capacity(8);
+    let mut c = Cursor::new(json);
+    c.object(|c, key| {
+        entries.push((key, c.raw()?));
+        Ok(())
+    })
+    .and_then(|()| c.end())
+    .map_err(|e| PivotError::BadHotAttributes(e.to_string()))?;
+    Ok(Entries(entries))
 }
 
-fn find<'a>(entries: &'a Entries, name: &str) -> Option<&'a RawValue> {
+fn find<'a>(entries: &Entries<'a>, name: &str) -> Option<&'a str> {
     entries.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
 }
 
@@ -98,7 +62,7 @@ pub(super) fn cells(
         let new = find(&after, &attr.name);
         if let Some(before) = &before {
             let old = find(before, &attr.name);
-            if old.map(|v| v.get()) == new.map(|v| v.get()) {
+            if old == new {
                 continue;
             }
         } else if new.is_none() {
@@ -108,7 +72,7 @@ pub(super) fn cells(
         }
         let value = match new {
             None => None,
-            Some(raw) => typed(raw.get(), attr.data_type, scale).map_err(|e| match e {
+            Some(raw) => typed(raw, attr.data_type, scale).map_err(|e| match e {
                 Typed::Mismatch(found) => PivotError::TypeMismatch {
                     attribute: attr.name.to_string(),
                     expected: attr.data_type.as_str(),
@@ -144,9 +108,16 @@ fn typed(raw: &str, data_type: DataType, scale: u32) -> Result<Option<Value>, Ty
     };
     Ok(Some(match data_type {
         DataType::Json => Value::Text(raw.to_string()),
-        DataType::Text => Value::Text(serde_json::from_str::<String>(raw).map_err(|_| shown())?),
+        DataType::Text => match Cursor::new(raw).string() {
+            Ok(text) => Value::Text(text.into_owned()),
+            Err(_) => return Err(shown()),
+        },
         DataType::Int => Value::Int(raw.parse::<i64>().map_err(|_| shown())?),
-        DataType::Bool => Value::Bool(serde_json::from_str::<bool>(raw).map_err(|_| shown())?),
+        DataType::Bool => match raw {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => return Err(shown()),
+        },
         DataType::Decimal => {
             let d = hot_decimal(raw).map_err(|_| shown())?;
             Value::Decimal(rescale(d, scale).map_err(Typed::OutOfRange)?)

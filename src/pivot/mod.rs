@@ -183,13 +183,22 @@ impl Pivot {
             // Catalog changes are the catalog's business.
             RowChange::Attribute { .. } => return Ok(()),
         };
-        let key = match tx {
-            Some(id) => TxKey::Id(id.to_string()),
-            None => TxKey::Position { tx_id: source.tx_id, commit_lsn: source.position.commit_lsn.0 },
-        };
-        if self.tx.as_ref() != Some(&key) {
+        // Snapshot reads are not transactions (a whole snapshot shares one txId): each read is
+        // its own row, so that progress can move during a snapshot of any size.
+        let same_tx = !source.snapshot
+            && match (&self.tx, tx) {
+                (Some(TxKey::Id(current)), Some(id)) => current == id,
+                (Some(TxKey::Position { tx_id, commit_lsn }), None) => {
+                    *tx_id == source.tx_id && *commit_lsn == source.position.commit_lsn.0
+                }
+                _ => false,
+            };
+        if !same_tx {
             self.end_transaction(catalog);
-            self.tx = Some(key);
+            self.tx = Some(match tx {
+                Some(id) => TxKey::Id(id.to_string()),
+                None => TxKey::Position { tx_id: source.tx_id, commit_lsn: source.position.commit_lsn.0 },
+            });
         }
         if let Some(&at) = self.pending.get(&entity_id) {
             let existing = &self.rows[at];
@@ -240,7 +249,12 @@ impl Pivot {
         };
         self.first_seq = Some(self.first_seq.map_or(origin.seq, |f| f.min(origin.seq)));
         let row = &mut self.rows[at];
+        // The row keeps the stream position of its first change (the order rows apply in: a
+        // change that waited for the catalog and lands later sorts after the row that created
+        // its entity) and the source metadata of its last.
+        let first_seq = row.meta.origin.seq.min(meta.origin.seq);
         row.meta = meta;
+        row.meta.origin.seq = first_seq;
         if let Effect::Entity { .. } = effect {
             row.entity_changed = true;
         }

@@ -309,7 +309,7 @@ fn one_transaction_folds_entity_and_values_into_one_row() {
         ["tenant_id=1, entity_id=1001, status=new, score=5, balance=null, vip=null, last_seen=null, prefs=null, \
           name=Ada L., age=30, credit=null, active=null, born=null, profile=null, _op=c, \
           _changed=[status, score, balance, vip, last_seen, prefs, name, age], _entity_changed=true, \
-          _commit_lsn=20000, _lsn=20004, _tx_id=771, _source_ts=2024-03-01T10:00:00Z, _seq=4, \
+          _commit_lsn=20000, _lsn=20004, _tx_id=771, _source_ts=2024-03-01T10:00:00Z, _seq=1, \
           _kafka_topic=null, _kafka_partition=null, _kafka_offset=null"]
     );
 }
@@ -325,7 +325,7 @@ fn two_transactions_give_two_rows() {
         show(&batch, &["entity_id", "name", "age", "_op", "_changed", "_entity_changed", "_tx_id", "_lsn", "_seq"]),
         [
             "entity_id=1001, name=Ada, age=null, _op=c, _changed=[status, score, balance, vip, last_seen, prefs, name], \
-             _entity_changed=true, _tx_id=771, _lsn=20002, _seq=2",
+             _entity_changed=true, _tx_id=771, _lsn=20002, _seq=1",
             "entity_id=1001, name=null, age=31, _op=u, _changed=[age], _entity_changed=false, _tx_id=772, \
              _lsn=20203, _seq=3",
         ]
@@ -495,7 +495,7 @@ fn logical_delete_is_op_d_without_cells() {
     let batch = f.single();
     assert_eq!(
         show(&batch, &["entity_id", "status", "name", "_op", "_changed", "_entity_changed", "_lsn", "_seq"]),
-        ["entity_id=1001, status=null, name=null, _op=d, _changed=null, _entity_changed=true, _lsn=20002, _seq=2"]
+        ["entity_id=1001, status=null, name=null, _op=d, _changed=null, _entity_changed=true, _lsn=20002, _seq=1"]
     );
 }
 
@@ -511,7 +511,7 @@ fn physical_delete_with_cascaded_value_deletes_stays_a_delete() {
     assert_eq!(
         show(&batch, &["entity_id", "status", "name", "age", "_op", "_changed", "_entity_changed", "_lsn", "_seq"]),
         ["entity_id=1001, status=null, name=null, age=null, _op=d, _changed=null, _entity_changed=true, _lsn=20004, \
-          _seq=4"]
+          _seq=1"]
     );
 }
 
@@ -535,10 +535,13 @@ fn snapshot_rows_are_reads() {
     // Values only: the entity's own row comes on another topic.
     f.ok(SNAP, Op::Read, value_set(text(2002, 10, "Cy")));
     let batch = f.single();
+    // Snapshot reads are not folded into one row per entity: a snapshot is one transaction of
+    // any size, and progress must be able to move during it.
     assert_eq!(
         show(&batch, &["entity_id", "score", "name", "_op", "_entity_changed", "_commit_lsn", "_tx_id"]),
         [
-            "entity_id=2001, score=1, name=Bo, _op=r, _entity_changed=true, _commit_lsn=19000, _tx_id=768",
+            "entity_id=2001, score=1, name=null, _op=r, _entity_changed=true, _commit_lsn=19000, _tx_id=768",
+            "entity_id=2001, score=null, name=Bo, _op=r, _entity_changed=false, _commit_lsn=19000, _tx_id=768",
             "entity_id=2002, score=null, name=Cy, _op=r, _entity_changed=false, _commit_lsn=19000, _tx_id=768",
         ]
     );
@@ -733,10 +736,7 @@ fn malformed_hot_attributes_is_bad_hot_attributes() {
     let mut f = Feed::new();
     let e = error_of(f.apply(T1, Op::Create, entity_insert(customer(1001, hot("[1, 2]")))));
     assert_eq!(e.reason(), "bad_hot_attributes");
-    assert_eq!(
-        e,
-        PivotError::BadHotAttributes("invalid type: sequence, expected a JSON object at line 1 column 0".into())
-    );
+    assert_eq!(e, PivotError::BadHotAttributes("expected an object at byte 0".into()));
 }
 
 /// Failed changes between good ones change nothing: the row is what the good ones make it.
@@ -758,7 +758,7 @@ fn failed_apply_leaves_no_trace() {
     assert_eq!(
         show(&batch, &["entity_id", "status", "score", "name", "age", "_op", "_changed", "_lsn", "_seq"]),
         ["entity_id=1001, status=new, score=null, name=Ada, age=null, _op=c, \
-          _changed=[status, score, balance, vip, last_seen, prefs, name], _lsn=20002, _seq=2"]
+          _changed=[status, score, balance, vip, last_seen, prefs, name], _lsn=20002, _seq=1"]
     );
 }
 
@@ -849,11 +849,11 @@ fn transactions_larger_than_max_pending_entities_are_folded_in_slices() {
     assert_eq!(
         show(&batch, &["entity_id", "score", "name", "_op", "_seq"]),
         [
-            "entity_id=1, score=1, name=n1, _op=c, _seq=2",
-            "entity_id=2, score=2, name=n2, _op=c, _seq=4",
-            "entity_id=3, score=3, name=n3, _op=c, _seq=6",
-            "entity_id=4, score=4, name=n4, _op=c, _seq=8",
-            "entity_id=5, score=5, name=n5, _op=c, _seq=10",
+            "entity_id=1, score=1, name=n1, _op=c, _seq=1",
+            "entity_id=2, score=2, name=n2, _op=c, _seq=3",
+            "entity_id=3, score=3, name=n3, _op=c, _seq=5",
+            "entity_id=4, score=4, name=n4, _op=c, _seq=7",
+            "entity_id=5, score=5, name=n5, _op=c, _seq=9",
         ]
     );
 }
