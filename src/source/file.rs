@@ -7,7 +7,7 @@
 use super::Record;
 use crate::position::StreamId;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,23 +19,25 @@ pub struct FileSourceError {
     pub source: std::io::Error,
 }
 
+/// Bytes read from the file at once. Lines are handed out from this buffer without copying.
+const CHUNK: usize = 4 << 20;
+
 #[derive(Debug)]
 pub struct FileSource {
     path: PathBuf,
-    reader: BufReader<File>,
-    line: i64,
+    file: File,
     buf: Vec<u8>,
+    /// Unread bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    eof: bool,
+    line: i64,
 }
 
 impl FileSource {
     pub fn open(path: &Path) -> Result<FileSource, FileSourceError> {
         let file = File::open(path).map_err(|source| FileSourceError { path: path.to_path_buf(), line: 0, source })?;
-        Ok(FileSource {
-            path: path.to_path_buf(),
-            reader: BufReader::with_capacity(1 << 20, file),
-            line: 0,
-            buf: Vec::with_capacity(4096),
-        })
+        Ok(FileSource { path: path.to_path_buf(), file, buf: vec![0; CHUNK], start: 0, end: 0, eof: false, line: 0 })
     }
 
     /// The stream this file is: named by the file name, so two files are two streams.
@@ -44,30 +46,57 @@ impl FileSource {
         StreamId::File { name }
     }
 
-    /// The next non-blank line at or after `from` (1-based), or `None` at end of file.
-    pub fn next_from(&mut self, from: i64) -> Result<Option<Record<'_>>, FileSourceError> {
+    /// The next line, without its end of line, or `None` at the end of the file.
+    fn next_line(&mut self) -> Result<Option<(usize, usize)>, FileSourceError> {
         loop {
-            self.buf.clear();
-            let n = self.reader.read_until(b'\n', &mut self.buf).map_err(|source| FileSourceError {
+            if let Some(nl) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
+                let line = (self.start, self.start + nl);
+                self.start += nl + 1;
+                return Ok(Some(line));
+            }
+            if self.eof {
+                if self.start == self.end {
+                    return Ok(None);
+                }
+                // The last line has no end of line.
+                let line = (self.start, self.end);
+                self.start = self.end;
+                return Ok(Some(line));
+            }
+            // Keep the partial line, make room (a line longer than the buffer grows it), read on.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = self.file.read(&mut self.buf[self.end..]).map_err(|source| FileSourceError {
                 path: self.path.clone(),
                 line: self.line + 1,
                 source,
             })?;
             if n == 0 {
-                return Ok(None);
+                self.eof = true;
             }
+            self.end += n;
+        }
+    }
+
+    /// The next non-blank line at or after `from` (1-based), or `None` at end of file.
+    pub fn next_from(&mut self, from: i64) -> Result<Option<Record<'_>>, FileSourceError> {
+        loop {
+            let Some((a, mut b)) = self.next_line()? else { return Ok(None) };
             self.line += 1;
             if self.line < from {
                 continue;
             }
-            let mut end = self.buf.len();
-            while end > 0 && matches!(self.buf[end - 1], b'\n' | b'\r' | b' ' | b'\t') {
-                end -= 1;
+            while b > a && matches!(self.buf[b - 1], b'\r' | b' ' | b'\t') {
+                b -= 1;
             }
-            if end == 0 {
+            if b == a {
                 continue;
             }
-            let line = &self.buf[..end];
+            let line = &self.buf[a..b];
             let value = if line == b"null" { None } else { Some(line) };
             return Ok(Some(Record { key: None, value, seq: self.line, kafka: None }));
         }
@@ -97,6 +126,16 @@ mod tests {
 
         let mut src = FileSource::open(&path).unwrap();
         assert_eq!(src.next_from(4).unwrap().unwrap().seq, 4);
+
+        // Lines longer than the buffer, and lines across reads.
+        let long = "x".repeat(CHUNK + 10);
+        let big = dir.path().join("big.jsonl");
+        std::fs::write(&big, format!("a\n{long}\nb")).unwrap();
+        let mut src = FileSource::open(&big).unwrap();
+        assert_eq!(src.next_from(1).unwrap().unwrap().value, Some(&b"a"[..]));
+        assert_eq!(src.next_from(1).unwrap().unwrap().value.map(<[u8]>::len), Some(long.len()));
+        assert_eq!(src.next_from(1).unwrap().unwrap().value, Some(&b"b"[..]));
+        assert!(src.next_from(1).unwrap().is_none());
         assert!(FileSource::open(&dir.path().join("missing")).unwrap_err().to_string().contains("missing"));
     }
 }
