@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# eavlake's whole test suite, on a fresh machine: installs what it needs (crates, a Python venv
-# with DuckDB from PyPI), builds, and runs every test. `.ci/run` calls exactly this.
+# eavlake's whole test suite, on a fresh machine: installs what it needs (crates, PostgreSQL from
+# Debian's packages, a Python venv with DuckDB and moto from PyPI), builds, and runs every test.
+# `.ci/run` calls exactly this.
 #
 # Builds and downloads are cached in $EAVLAKE_CACHE (default ~/.cache/eavlake), outside the
 # clone, so later runs are warm; a cold run works the same, only slower.
@@ -21,7 +22,13 @@ fi
 "$CACHE/venv/bin/python" -c "import duckdb, moto.server, boto3" 2>/dev/null \
     || "$CACHE/venv/bin/pip" install --quiet "duckdb==2.0.1" "moto[server]==5.*" boto3
 
-echo "== Unit, component and golden tests"
+if [ -z "${PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    echo "== PostgreSQL server from Debian's packages (for the schema and catalog tests)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+
+echo "== Unit, component, golden and PostgreSQL tests"
 cargo test --release --locked 2>&1
 
 echo "== DuckDB reads the lake written by a file run, value for value"
