@@ -349,19 +349,23 @@ impl StreamPipeline {
         let max_row_seq = batches.iter().map(|b| max_seq(&b.batch)).max().unwrap_or(last);
         // Normally `last`; past it only when a huge transaction was folded in slices.
         let name_last = last.max(max_row_seq);
-        if batches.is_empty() && self.dead.is_empty() && last == self.durable {
+        if batches.is_empty() && last == self.durable {
             return Ok(());
         }
         let file = format!("{}-{first:012}-{name_last:012}", self.name);
         self.write_batches(batches, &file).await?;
-        if !self.dead.is_empty() {
+        // Dead letters of records past the durable position stay for the next flush: a restart
+        // reads those records again and would write them twice.
+        let (durable_dead, later): (Vec<DeadLetter>, Vec<DeadLetter>) =
+            std::mem::take(&mut self.dead).into_iter().partition(|d| d.seq <= last);
+        self.dead = later;
+        if !durable_dead.is_empty() {
             let mut text = String::new();
-            for d in &self.dead {
+            for d in &durable_dead {
                 text.push_str(&d.to_json_line(&self.name));
                 text.push('\n');
             }
-            self.lake.put(&Lake::dead_letter_path(&self.name, first, name_last), Bytes::from(text)).await?;
-            self.dead.clear();
+            self.lake.put(&Lake::dead_letter_path(&self.name, first, last), Bytes::from(text)).await?;
         }
         if self.catalog.version() != self.catalog_saved {
             self.lake.put(&Lake::meta_path("catalog.json"), Bytes::from(self.catalog.to_json())).await?;
