@@ -125,9 +125,11 @@ async fn compact_tenant(
 
     // Watermarks of the existing ranges decide which change files are new to which range.
     let mut ranges: BTreeMap<i64, Watermarks> = BTreeMap::new();
+    let mut sizes: BTreeMap<i64, usize> = BTreeMap::new();
     for meta in lake.list(&Lake::current_prefix(entity_type, tenant_id)).await? {
         let Some(lo) = parse_range(&meta.location) else { continue };
         let Some(bytes) = lake.get(&meta.location).await? else { continue };
+        sizes.insert(lo, bytes.len());
         let obj = ParquetObject::open(meta.location.as_ref(), bytes)?;
         ranges.insert(lo, read_watermarks(&obj, &meta.location)?);
     }
@@ -162,11 +164,23 @@ async fn compact_tenant(
             }
         }
     }
+    // Neighbouring ranges are compacted together, so that each change file is read once per
+    // group rather than once per range; a group holds the state of its ranges in memory, so it
+    // is bounded by count and by the size of their current objects.
+    let mut group: Vec<(i64, Vec<usize>)> = Vec::new();
+    let mut group_bytes = 0usize;
     for (lo, files) in touched {
-        let hi = lo + opts.range_size - 1;
-        let files: Vec<(&ChangeFile, Option<Arc<ParquetObject>>)> =
-            files.iter().map(|&i| (&changes[i], cache[i].clone())).collect();
-        compact_range(lake, entity_type, tenant_id, lo, hi, &files, opts, stats).await?;
+        let size = sizes.get(&lo).copied().unwrap_or(0);
+        if !group.is_empty() && (group.len() >= GROUP_RANGES || group_bytes + size > GROUP_BYTES) {
+            let ranges = std::mem::take(&mut group);
+            compact_group(lake, entity_type, tenant_id, &ranges, &changes, &cache, opts, stats).await?;
+            group_bytes = 0;
+        }
+        group_bytes += size;
+        group.push((lo, files));
+    }
+    if !group.is_empty() {
+        compact_group(lake, entity_type, tenant_id, &group, &changes, &cache, opts, stats).await?;
     }
     Ok(())
 }
@@ -175,6 +189,12 @@ type Watermarks = BTreeMap<String, i64>;
 
 /// Compressed bytes of change files kept open across the ranges of one tenant.
 const CACHE_BYTES: usize = 8 << 20;
+
+/// Ranges compacted together at most, and the compressed size of their current objects.
+/// Measured on a 10M-event lake (144 ranges): 1 range per group read each change file 5
+/// times (10.8 s, 51 MiB peak), 4 ranges 7.2 s and 90 MiB, 8 ranges 5.8 s but 128 MiB.
+const GROUP_RANGES: usize = 4;
+const GROUP_BYTES: usize = 16 << 20;
 
 fn parse_range(path: &Path) -> Option<i64> {
     let name = path.filename()?.strip_prefix("entities-")?.strip_suffix(".parquet")?;
@@ -236,38 +256,68 @@ struct ChangeRow {
     source_ts: Option<i64>,
 }
 
+/// One range of a group being compacted.
+struct RangeWork {
+    lo: i64,
+    path: Path,
+    state: BTreeMap<i64, EntityState>,
+    watermarks: Watermarks,
+    /// Indexes (into the tenant's change files) of the files new to this range.
+    files: Vec<usize>,
+    rows: Vec<ChangeRow>,
+}
+
+/// Compacts neighbouring ranges of one tenant: each touched range's object is read, the
+/// change files new to any of them are read once, their rows routed to their range, and each
+/// range is written back with one PUT. The ranges share one column set, so they agree on
+/// their columns and types.
 #[allow(clippy::too_many_arguments)]
-async fn compact_range(
+async fn compact_group(
     lake: &Lake,
     entity_type: &str,
     tenant_id: i64,
-    lo: i64,
-    hi: i64,
-    files: &[(&ChangeFile, Option<Arc<ParquetObject>>)],
+    group: &[(i64, Vec<usize>)],
+    changes: &[ChangeFile],
+    cache: &[Option<Arc<ParquetObject>>],
     opts: CompactOptions,
     stats: &mut CompactStats,
 ) -> Result<(), CompactError> {
-    let path = Lake::current_path(entity_type, tenant_id, lo, hi);
     let mut cols = ColumnSet::default();
-    let mut state: BTreeMap<i64, EntityState> = BTreeMap::new();
-    let mut watermarks = Watermarks::new();
-    if let Some(bytes) = lake.get(&path).await? {
-        let obj = ParquetObject::open(path.as_ref(), bytes)?;
-        watermarks = read_watermarks(&obj, &path)?;
-        let groups = obj.row_groups_for(lo, hi);
-        for batch in obj.read(groups)? {
-            load_current(&batch, &mut cols, &mut state, &path)?;
+    let mut work: Vec<RangeWork> = Vec::with_capacity(group.len());
+    for (lo, files) in group {
+        let path = Lake::current_path(entity_type, tenant_id, *lo, lo + opts.range_size - 1);
+        let mut state = BTreeMap::new();
+        let mut watermarks = Watermarks::new();
+        if let Some(bytes) = lake.get(&path).await? {
+            let obj = ParquetObject::open(path.as_ref(), bytes)?;
+            watermarks = read_watermarks(&obj, &path)?;
+            for batch in obj.read(obj.row_groups_for(*lo, lo + opts.range_size - 1))? {
+                load_current(&batch, &mut cols, &mut state, &path)?;
+            }
         }
+        work.push(RangeWork { lo: *lo, path, state, watermarks, files: files.clone(), rows: Vec::new() });
     }
 
-    let mut streams: Vec<&str> = files.iter().map(|(f, _)| f.stream.as_str()).collect();
+    let mut streams: Vec<&str> = changes.iter().map(|f| f.stream.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
-    let mut rows: Vec<ChangeRow> = Vec::new();
-    for (f, cached) in files {
+    let mut all_files: Vec<usize> = work.iter().flat_map(|w| w.files.iter().copied()).collect();
+    // Oldest first (the order of `changes`), so that the newest file's type of a column wins.
+    all_files.sort_unstable();
+    all_files.dedup();
+    for fi in all_files {
+        let f = &changes[fi];
         let si = streams.binary_search(&f.stream.as_str()).unwrap_or(0);
-        let since = watermarks.get(&f.stream).copied().unwrap_or(i64::MIN);
-        let obj = match cached {
+        // The ranges this file is new to, and from which position on (their watermark).
+        let targets: Vec<(usize, i64)> = work
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.files.contains(&fi))
+            .map(|(i, w)| (i, w.watermarks.get(&f.stream).copied().unwrap_or(i64::MIN)))
+            .collect();
+        let (Some(first), Some(last)) = (targets.first(), targets.last()) else { continue };
+        let (lo, hi) = (work[first.0].lo, work[last.0].lo + opts.range_size - 1);
+        let obj = match &cache[fi] {
             Some(obj) => obj.clone(),
             None => {
                 let Some(bytes) = lake.get(&f.path).await? else { continue };
@@ -275,17 +325,46 @@ async fn compact_range(
             }
         };
         stats.change_files_read += 1;
+        let route = |entity_id: i64| -> Option<(usize, i64)> {
+            let range_lo = entity_id.div_euclid(opts.range_size) * opts.range_size;
+            targets.iter().find(|(i, _)| work[*i].lo == range_lo).copied()
+        };
+        let mut routed: Vec<(usize, ChangeRow)> = Vec::new();
         for batch in obj.read(obj.row_groups_for(lo, hi))? {
-            read_changes(&batch, lo, hi, since, si, &mut cols, &mut rows, &f.path)?;
+            read_changes(&batch, &route, si, &mut cols, &mut routed, &f.path)?;
+        }
+        for (i, row) in routed {
+            work[i].rows.push(row);
         }
     }
-    // Stream order per entity; the entity's changes all come from one stream.
-    rows.sort_by_key(|r| (r.entity_id, r.stream, r.seq));
-    stats.rows_applied += rows.len();
 
-    // Bring current values to the final column types (an attribute's type may have changed).
     let scale = opts.decimal_scale;
     let types: Vec<DataType> = cols.cols.iter().map(|c| c.2).collect();
+    for w in &mut work {
+        apply_rows(w, &types, scale, stats);
+        for &fi in &w.files {
+            let f = &changes[fi];
+            let mark = w.watermarks.entry(f.stream.clone()).or_insert(i64::MIN);
+            *mark = (*mark).max(f.last);
+        }
+        let batch = current_batch(tenant_id, &cols, &w.state, scale)?;
+        let wm = serde_json::to_string(&w.watermarks).unwrap_or_default();
+        let bytes = encode(w.path.as_ref(), &[batch], vec![(columns::META_WATERMARKS.to_string(), wm)])?;
+        lake.put(&w.path, bytes).await?;
+        stats.ranges_written += 1;
+        stats.live_entities += w.state.len();
+        tracing::debug!(path = %w.path, entities = w.state.len(), "range compacted");
+    }
+    Ok(())
+}
+
+/// Applies a range's change rows to its state, in stream order per entity, converting values
+/// to the columns' final types (an attribute's type may have changed).
+fn apply_rows(w: &mut RangeWork, types: &[DataType], scale: u32, stats: &mut CompactStats) {
+    let mut rows = std::mem::take(&mut w.rows);
+    // The entity's changes all come from one stream.
+    rows.sort_by_key(|r| (r.entity_id, r.stream, r.seq));
+    stats.rows_applied += rows.len();
     let mut lost = 0usize;
     let mut fit = |v: Option<Value>, i: usize| -> Option<Value> {
         let v = v?;
@@ -295,7 +374,7 @@ async fn compact_range(
         }
         converted
     };
-    for st in state.values_mut() {
+    for st in w.state.values_mut() {
         st.cells.resize(types.len(), None);
         for (i, c) in st.cells.iter_mut().enumerate() {
             if c.is_some() {
@@ -305,15 +384,15 @@ async fn compact_range(
     }
     for r in rows {
         if r.delete {
-            state.remove(&r.entity_id);
+            w.state.remove(&r.entity_id);
             continue;
         }
-        if !r.entity_changed && !state.contains_key(&r.entity_id) {
+        if !r.entity_changed && !w.state.contains_key(&r.entity_id) {
             // Value changes of an entity that is not live (deleted, or deleted later in a
             // transaction folded in slices) never create it.
             continue;
         }
-        let st = state.entry(r.entity_id).or_insert_with(|| EntityState {
+        let st = w.state.entry(r.entity_id).or_insert_with(|| EntityState {
             cells: vec![None; types.len()],
             commit_lsn: 0,
             lsn: 0,
@@ -327,19 +406,6 @@ async fn compact_range(
         st.source_ts = r.source_ts;
     }
     stats.values_not_convertible += lost;
-
-    for (f, _) in files {
-        let w = watermarks.entry(f.stream.clone()).or_insert(i64::MIN);
-        *w = (*w).max(f.last);
-    }
-    let batch = current_batch(tenant_id, &cols, &state, scale)?;
-    let wm = serde_json::to_string(&watermarks).unwrap_or_default();
-    let bytes = encode(path.as_ref(), &[batch], vec![(columns::META_WATERMARKS.to_string(), wm)])?;
-    lake.put(&path, bytes).await?;
-    stats.ranges_written += 1;
-    stats.live_entities += state.len();
-    tracing::debug!(path = %path, entities = state.len(), "range compacted");
-    Ok(())
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> CompactError {
@@ -393,15 +459,14 @@ fn load_current(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Reads the change rows of a batch that `route` sends to a range (with that range's
+/// watermark for this file's stream): `(range index, row)`.
 fn read_changes(
     batch: &RecordBatch,
-    lo: i64,
-    hi: i64,
-    since: i64,
+    route: &dyn Fn(i64) -> Option<(usize, i64)>,
     stream: usize,
     cols: &mut ColumnSet,
-    rows: &mut Vec<ChangeRow>,
+    rows: &mut Vec<(usize, ChangeRow)>,
     path: &Path,
 ) -> Result<(), CompactError> {
     let ids = int64(batch, columns::ENTITY_ID, path)?;
@@ -432,7 +497,8 @@ fn read_changes(
         attrs.iter().map(|&(bi, ci)| (schema.field(bi).name().as_str(), (bi, ci))).collect();
     for row in 0..batch.num_rows() {
         let id = ids.value(row);
-        if id < lo || id > hi || seqs.value(row) <= since {
+        let Some((target, since)) = route(id) else { continue };
+        if seqs.value(row) <= since {
             continue;
         }
         let delete = ops(row) == Some("d");
@@ -446,17 +512,20 @@ fn read_changes(
                 cells.push((ci, cell(batch.column(bi), row, path)?));
             }
         }
-        rows.push(ChangeRow {
-            entity_id: id,
-            seq: seqs.value(row),
-            stream,
-            delete,
-            entity_changed: entity_changed.value(row),
-            cells,
-            commit_lsn: commit.value(row),
-            lsn: lsn.value(row),
-            source_ts: ts.is_valid(row).then(|| ts.value(row)),
-        });
+        rows.push((
+            target,
+            ChangeRow {
+                entity_id: id,
+                seq: seqs.value(row),
+                stream,
+                delete,
+                entity_changed: entity_changed.value(row),
+                cells,
+                commit_lsn: commit.value(row),
+                lsn: lsn.value(row),
+                source_ts: ts.is_valid(row).then(|| ts.value(row)),
+            },
+        ));
     }
     Ok(())
 }
