@@ -47,7 +47,9 @@ pub async fn run_file(config: &Config, path: &Path) -> anyhow::Result<RunReport>
         }
     }
     pipeline.finish().await?;
-    let compaction = if config.lake.compact_after_run { Some(compact(config, &lake).await?) } else { None };
+    // The lake's settings were checked above: compact without checking them again.
+    let compaction =
+        if config.lake.compact_after_run { Some(compact_all(&lake, compact_options(config)).await?) } else { None };
     Ok(RunReport {
         stream: stream.to_string(),
         resumed_at_line: from,
@@ -60,6 +62,9 @@ pub async fn run_file(config: &Config, path: &Path) -> anyhow::Result<RunReport>
 /// Compacts the lake's current state.
 pub async fn compact(config: &Config, lake: &Lake) -> anyhow::Result<CompactStats> {
     lake.ensure_settings(config.lake.range_size, config.lake.decimal_scale).await?;
-    let opts = CompactOptions { range_size: config.lake.range_size, decimal_scale: config.lake.decimal_scale };
-    Ok(compact_all(lake, opts).await?)
+    Ok(compact_all(lake, compact_options(config)).await?)
+}
+
+fn compact_options(config: &Config) -> CompactOptions {
+    CompactOptions { range_size: config.lake.range_size, decimal_scale: config.lake.decimal_scale }
 }
