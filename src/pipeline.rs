@@ -227,11 +227,7 @@ impl StreamPipeline {
             Ok(Event::Truncate { table, .. }) => {
                 // A truncate has no rows to fold; applying it to the current state needs a fresh
                 // snapshot of the table. It is kept, visibly, rather than dropped.
-                let table = match table {
-                    crate::decode::Table::Attributes => &self.options.tables.attributes,
-                    crate::decode::Table::Entities => &self.options.tables.entities,
-                    crate::decode::Table::EntityValues => &self.options.tables.entity_values,
-                };
+                let table = self.options.tables.name(table);
                 let dl = DeadLetter::from_truncate(rec.value, rec.seq, origin.kafka, table).with_key(rec.key);
                 self.stats.count_dead_letter(dl.reason);
                 self.dead.push(dl);

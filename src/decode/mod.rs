@@ -256,6 +256,15 @@ impl Default for TableNames {
 }
 
 impl TableNames {
+    /// The source name of a table (the inverse of [`TableNames::classify`]).
+    pub fn name(&self, table: Table) -> &str {
+        match table {
+            Table::Attributes => &self.attributes,
+            Table::Entities => &self.entities,
+            Table::EntityValues => &self.entity_values,
+        }
+    }
+
     pub fn classify(&self, table: &str) -> Option<Table> {
         if table == self.entity_values {
             Some(Table::EntityValues)
