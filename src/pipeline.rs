@@ -3,23 +3,25 @@
 //!
 //! Contract with the source: records are fed in stream order with [`StreamPipeline::process`];
 //! [`StreamPipeline::flush`] makes everything up to [`StreamPipeline::durable_seq`] durable
-//! (change files, dead letters, catalog, then the progress record, in that order), so after a
-//! crash the stream resumes after the recorded position and redoes at most one flush, writing the
-//! same object names again.
+//! (intent, change files, dead letters, catalog, then the progress record, in that order; see
+//! `progress`), so after a crash the stream resumes after the recorded position and redoes at most
+//! one flush, whose unfinished objects the next writer removes first. Opening a pipeline takes
+//! the stream over ([`ProgressHandle::claim`]); a pipeline whose stream was taken over by another
+//! writer gets [`ProgressError::Fenced`] from its next flush and must be dropped.
 //!
 //! A change whose attribute the catalog does not know yet waits (parked) for up to
 //! `unknown_attribute_wait` further records; if the catalog learns the attribute meanwhile the
 //! change is applied (as a row of its own), otherwise it becomes a dead letter.
 
 use crate::catalog::{Catalog, CatalogChange};
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::{DeadLetter, DeadLetterTarget};
 use crate::decode::json::JsonDecoder;
 use crate::decode::{DecodeOptions, Event, Op, RowChange, SourceMeta, TableNames};
 use crate::dedup::{Dedup, Verdict};
 use crate::metrics::RunStats;
 use crate::pivot::{FinishedBatch, Origin, Pivot, PivotError};
 use crate::position::{SourcePosition, StreamId};
-use crate::progress::{self, ProgressError, StreamProgress};
+use crate::progress::{ProgressError, ProgressHandle, Timing};
 use crate::sink::parquet::encode;
 use crate::sink::{Lake, SinkError};
 use crate::source::Record;
@@ -44,6 +46,10 @@ pub struct PipelineOptions {
     pub max_parked: usize,
     /// Parquet objects encoded in parallel during a flush.
     pub encode_parallelism: usize,
+    /// Flush deadline and clock skew between writers (see `progress`).
+    pub timing: Timing,
+    /// Who writes: recorded as the stream's owner.
+    pub writer: String,
 }
 
 impl Default for PipelineOptions {
@@ -59,8 +65,16 @@ impl Default for PipelineOptions {
             unknown_attribute_wait: 10_000,
             max_parked: 10_000,
             encode_parallelism: 2,
+            timing: Timing::default(),
+            writer: default_writer_name(),
         }
     }
+}
+
+/// `<host>-<pid>`: tells an operator which process holds a stream.
+pub fn default_writer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    format!("{}-{}", if host.is_empty() { "eavlake" } else { &host }, std::process::id())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +87,16 @@ pub enum PipelineError {
     Catalog(#[from] crate::catalog::CatalogError),
     #[error("encoding task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    DeadLetter(#[from] crate::dead_letter::topic::DeadLetterError),
+}
+
+impl PipelineError {
+    /// The stream was taken over by another writer, or this one ran out of time: drop the
+    /// pipeline; a new one (after a new claim) redoes the work.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, PipelineError::Progress(ProgressError::Fenced { .. } | ProgressError::DeadlinePassed { .. }))
+    }
 }
 
 /// A change waiting for the catalog.
@@ -96,6 +120,10 @@ pub struct StreamPipeline {
     name: String,
     lake: Lake,
     options: PipelineOptions,
+    progress: ProgressHandle,
+    dead_letters: DeadLetterTarget,
+    /// Positions after the durable one whose dead letters a predecessor already delivered.
+    already_dead_lettered: std::collections::BTreeSet<i64>,
     decoder: JsonDecoder,
     dedup: Dedup,
     catalog: Catalog,
@@ -114,15 +142,28 @@ pub struct StreamPipeline {
 }
 
 impl StreamPipeline {
-    /// Opens the pipeline of `stream`, resuming from the lake's progress record and catalog.
+    /// Opens the pipeline of `stream`, taking it over and resuming from the lake's progress
+    /// record and catalog.
     pub async fn open(
         lake: Lake,
         stream: StreamId,
         options: PipelineOptions,
         bootstrap: Option<Catalog>,
     ) -> Result<StreamPipeline, PipelineError> {
+        Self::open_with(lake, stream, options, bootstrap, DeadLetterTarget::Lake).await
+    }
+
+    /// [`Self::open`] with dead letters going to `dead_letters`.
+    pub async fn open_with(
+        lake: Lake,
+        stream: StreamId,
+        options: PipelineOptions,
+        bootstrap: Option<Catalog>,
+        dead_letters: DeadLetterTarget,
+    ) -> Result<StreamPipeline, PipelineError> {
         let name = stream.object_name();
-        let recorded = progress::load(&lake, &name).await?;
+        let progress = ProgressHandle::claim(&lake, &name, &options.writer, stream.first_seq(), options.timing).await?;
+        let recorded = progress.record().clone();
         let mut catalog = match lake.get(&Lake::meta_path("catalog.json")).await? {
             Some(bytes) => Catalog::from_json(&bytes)?,
             None => Catalog::default(),
@@ -132,13 +173,16 @@ impl StreamPipeline {
                 catalog.upsert(attr.clone());
             }
         }
-        let (durable, mark) = match &recorded {
-            Some(p) => (p.last_seq, p.mark()),
-            None => (0, None),
-        };
-        if recorded.is_some() {
+        let durable = recorded.last_seq;
+        if durable >= stream.first_seq() {
             tracing::info!(stream = %stream, after = durable, "resuming from the lake's progress record");
         }
+        let already_dead_lettered = match (&dead_letters, &stream) {
+            (DeadLetterTarget::Topic(t), StreamId::Kafka { topic, partition }) => {
+                t.already_delivered(topic, *partition, durable, recorded.dead_letter_scan_from).await?
+            }
+            _ => Default::default(),
+        };
         Ok(StreamPipeline {
             decoder: JsonDecoder::new(options.decode, options.tables.clone()),
             pivot: Pivot::new(options.decode.decimal_scale, options.max_pending_entities),
@@ -146,7 +190,10 @@ impl StreamPipeline {
             name,
             lake,
             options,
-            dedup: Dedup::resume(mark),
+            progress,
+            dead_letters,
+            already_dead_lettered,
+            dedup: Dedup::resume(recorded.mark()),
             catalog_saved: u64::MAX,
             catalog,
             dead: Vec::new(),
@@ -154,7 +201,7 @@ impl StreamPipeline {
             mark_before_pending: None,
             durable,
             seen: durable,
-            newest_source_ts: recorded.and_then(|p| p.source_ts_us),
+            newest_source_ts: recorded.source_ts_us,
             stats: RunStats::default(),
         })
     }
@@ -348,44 +395,60 @@ impl StreamPipeline {
         if batches.is_empty() && last == self.durable {
             return Ok(());
         }
-        let file = format!("{}-{first:012}-{name_last:012}", self.name);
-        self.write_batches(batches, &file).await?;
         // Dead letters of records past the durable position stay for the next flush: a restart
-        // reads those records again and would write them twice.
+        // reads those records again and would deliver them twice.
         let (durable_dead, later): (Vec<DeadLetter>, Vec<DeadLetter>) =
             std::mem::take(&mut self.dead).into_iter().partition(|d| d.seq <= last);
         self.dead = later;
-        if !durable_dead.is_empty() {
-            let mut text = String::new();
-            for d in &durable_dead {
-                text.push_str(&d.to_json_line(&self.name));
-                text.push('\n');
-            }
-            self.lake.put(&Lake::dead_letter_path(&self.name, first, last), Bytes::from(text)).await?;
+        let file = format!("{}-{first:012}-{name_last:012}", self.name);
+        let paths = part_paths(&batches, &file);
+        let dead_letter_object = match (&self.dead_letters, durable_dead.is_empty()) {
+            (DeadLetterTarget::Lake, false) => Some(Lake::dead_letter_path(&self.name, first, last)),
+            _ => None,
+        };
+        let objects: Vec<String> = paths.iter().chain(dead_letter_object.iter()).map(|p| p.to_string()).collect();
+        if !objects.is_empty() {
+            self.progress.begin_flush(first, last, objects).await?;
         }
+        self.write_batches(batches, paths).await?;
+        let mut dead_letter_scan_from = None;
+        if !durable_dead.is_empty() {
+            self.progress.check_deadline()?;
+            match (&self.dead_letters, dead_letter_object) {
+                (DeadLetterTarget::Topic(topic), _) => {
+                    dead_letter_scan_from = topic.deliver(&durable_dead, &self.already_dead_lettered).await?;
+                }
+                (DeadLetterTarget::Lake, Some(path)) => {
+                    let mut text = String::new();
+                    for d in &durable_dead {
+                        text.push_str(&d.to_json_line(&self.name));
+                        text.push('\n');
+                    }
+                    self.lake.put(&path, Bytes::from(text)).await?;
+                }
+                (DeadLetterTarget::Lake, None) => {}
+            }
+        }
+        self.already_dead_lettered = self.already_dead_lettered.split_off(&(last + 1));
         if self.catalog.version() != self.catalog_saved {
             self.lake.put(&Lake::meta_path("catalog.json"), Bytes::from(self.catalog.to_json())).await?;
             self.catalog_saved = self.catalog.version();
         }
-        let record = StreamProgress::new(self.name.clone(), last, self.durable_mark(), self.newest_source_ts);
-        progress::save(&self.lake, &record).await?;
+        self.progress.complete_flush(last, self.durable_mark(), self.newest_source_ts, dead_letter_scan_from).await?;
         self.durable = last;
         self.stats.flushes += 1;
         Ok(())
     }
 
-    /// Writes a flush's batches as `<file>.parquet`; a second batch of the same entity type,
-    /// tenant and date (an attribute changed type within the flush) as `<file>.1.parquet`, …
-    async fn write_batches(&mut self, batches: Vec<FinishedBatch>, file: &str) -> Result<(), PipelineError> {
-        let mut parts: Vec<usize> = Vec::with_capacity(batches.len());
-        for (i, b) in batches.iter().enumerate() {
-            let same =
-                |o: &FinishedBatch| o.entity_type == b.entity_type && o.tenant_id == b.tenant_id && o.date == b.date;
-            parts.push(batches[..i].iter().filter(|o| same(o)).count());
-        }
-        let jobs = batches.into_iter().zip(parts).map(|(b, part)| {
-            let name = if part == 0 { format!("{file}.parquet") } else { format!("{file}.{part}.parquet") };
-            let path = Lake::changes_path(&b.entity_type, b.tenant_id, &b.date, &name);
+    /// Encodes and writes a flush's batches to `paths`, checking the flush's deadline before
+    /// each write.
+    async fn write_batches(
+        &mut self,
+        batches: Vec<FinishedBatch>,
+        paths: Vec<object_store::path::Path>,
+    ) -> Result<(), PipelineError> {
+        let progress = &self.progress;
+        let jobs = batches.into_iter().zip(paths).map(|(b, path)| {
             let lake = self.lake.clone();
             async move {
                 let rows = b.batch.num_rows();
@@ -394,6 +457,7 @@ impl StreamPipeline {
                     .await
                     .map_err(|e| PipelineError::Task(e.to_string()))??;
                 let len = bytes.len();
+                progress.check_deadline()?;
                 lake.put(&path, bytes).await?;
                 Ok::<_, PipelineError>((rows, len))
             }
@@ -407,6 +471,22 @@ impl StreamPipeline {
         }
         Ok(())
     }
+}
+
+/// A flush's object names: `<file>.parquet`; a second batch of the same entity type, tenant and
+/// date (an attribute changed type within the flush) `<file>.1.parquet`, …
+fn part_paths(batches: &[FinishedBatch], file: &str) -> Vec<object_store::path::Path> {
+    batches
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let same =
+                |o: &FinishedBatch| o.entity_type == b.entity_type && o.tenant_id == b.tenant_id && o.date == b.date;
+            let part = batches[..i].iter().filter(|o| same(o)).count();
+            let name = if part == 0 { format!("{file}.parquet") } else { format!("{file}.{part}.parquet") };
+            Lake::changes_path(&b.entity_type, b.tenant_id, &b.date, &name)
+        })
+        .collect()
 }
 
 fn max_seq(batch: &arrow::record_batch::RecordBatch) -> i64 {

@@ -80,6 +80,14 @@ pub enum StreamId {
 }
 
 impl StreamId {
+    /// The first position of the stream: Kafka offsets start at 0, file lines at 1.
+    pub fn first_seq(&self) -> i64 {
+        match self {
+            StreamId::Kafka { .. } => 0,
+            StreamId::File { .. } => 1,
+        }
+    }
+
     /// A name safe to use inside object names (`[A-Za-z0-9._-]`), unique per stream.
     pub fn object_name(&self) -> String {
         let raw = match self {

@@ -1,15 +1,26 @@
 //! Progress, stored with the data: per source stream, the last stream position whose changes
-//! are durable in the lake, and the duplicate filter's mark at that point.
+//! are durable in the lake, the duplicate filter's mark at that point, and who may write next.
 //!
-//! A stream's record is written only after every object of a flush is durable, and it only moves
-//! forward. Restarts resume after it; compaction never reads change files beyond it (a flush in
-//! progress may have written some of its objects but not all).
+//! The protocol of one flush (see `pipeline`), every step a compare-and-swap on this record:
+//! 1. [`ProgressHandle::begin_flush`] records the intent: the objects the flush will write and a
+//!    deadline after which the writer gives up.
+//! 2. The objects are written (their names are deterministic in the stream positions).
+//! 3. [`ProgressHandle::complete_flush`] moves `last_seq` forward and clears the intent.
+//!
+//! A writer that finds the intent of another ([`ProgressHandle::claim`]) waits for its deadline
+//! (plus the allowed clock skew), deletes the objects it names and takes the stream over with a
+//! higher epoch. Whatever the moment of a crash, the lake then holds each change once: in an
+//! object of a completed flush, or nowhere until the flush is redone. A writer whose stream was
+//! claimed by another meets a [`ProgressError::Fenced`] at its next step and writes nothing more:
+//! the epoch in the record is the fencing token. Compaction never reads change files beyond
+//! `last_seq`.
 
 use crate::position::{Lsn, SourcePosition};
-use crate::sink::{Lake, SinkError};
+use crate::sink::{Lake, SinkError, Version};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -25,6 +36,33 @@ pub struct StreamProgress {
     pub dedup_mark: Option<[u64; 2]>,
     /// Source commit time (µs) of the newest change durable, for lag.
     pub source_ts_us: Option<i64>,
+    /// The writer that holds the stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// A flush begun and not completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingFlush>,
+    /// Dead-letter topic offset from which dead letters of positions after `last_seq` may exist
+    /// (the Kafka worker reads from there on takeover so it never produces one twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_scan_from: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub worker: String,
+    /// Rises with every takeover: the fencing token.
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingFlush {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    /// Objects the flush writes (lake paths).
+    pub objects: Vec<String>,
+    /// Unix ms after which the writer stops writing them.
+    pub deadline_ms: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +73,10 @@ pub enum ProgressError {
     Corrupt { path: String, message: String },
     #[error("progress of {stream} would move back from {recorded} to {proposed}")]
     Backwards { stream: String, recorded: i64, proposed: i64 },
+    #[error("stream {stream} was taken over by {by} (epoch {epoch}); this writer stops writing it")]
+    Fenced { stream: String, by: String, epoch: u64 },
+    #[error("flush of {stream} up to {last_seq} passed its deadline before it was durable")]
+    DeadlinePassed { stream: String, last_seq: i64 },
 }
 
 impl StreamProgress {
@@ -45,6 +87,9 @@ impl StreamProgress {
             last_seq,
             dedup_mark: mark.map(|m| [m.commit_lsn.0, m.lsn.0]),
             source_ts_us,
+            owner: None,
+            pending: None,
+            dead_letter_scan_from: None,
         }
     }
 
@@ -84,21 +129,165 @@ pub async fn load_all(lake: &Lake) -> Result<BTreeMap<String, StreamProgress>, P
     Ok(out)
 }
 
-/// Records a stream's progress; refuses to move it backwards.
-pub async fn save(lake: &Lake, progress: &StreamProgress) -> Result<(), ProgressError> {
-    if let Some(existing) = load(lake, &progress.stream).await? {
-        if existing.last_seq > progress.last_seq {
-            return Err(ProgressError::Backwards {
-                stream: progress.stream.clone(),
-                recorded: existing.last_seq,
-                proposed: progress.last_seq,
-            });
+/// How long a flush may take, and how far apart writers' clocks may be.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub flush_deadline: Duration,
+    pub clock_skew: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing { flush_deadline: Duration::from_secs(30), clock_skew: Duration::from_secs(2) }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A writer's hold on one stream's progress record: the record as last written and its version.
+#[derive(Debug)]
+pub struct ProgressHandle {
+    lake: Lake,
+    record: StreamProgress,
+    version: Version,
+    timing: Timing,
+}
+
+impl ProgressHandle {
+    /// Takes the stream over for `worker`: finishes off a predecessor's incomplete flush (waits
+    /// for its deadline, deletes its objects) and records a higher epoch. A stream never written
+    /// starts with `last_seq = first_seq - 1`.
+    pub async fn claim(
+        lake: &Lake,
+        stream: &str,
+        worker: &str,
+        first_seq: i64,
+        timing: Timing,
+    ) -> Result<ProgressHandle, ProgressError> {
+        let p = path(stream);
+        loop {
+            let (bytes, version) = lake.get_versioned(&p).await?;
+            let mut record = match bytes {
+                Some(b) => parse(p.as_ref(), &b)?,
+                None => StreamProgress::new(stream.to_string(), first_seq - 1, None, None),
+            };
+            if let Some(pending) = &record.pending {
+                let wait_until = pending.deadline_ms + timing.clock_skew.as_millis() as i64;
+                let now = now_ms();
+                if now < wait_until {
+                    tracing::info!(
+                        stream,
+                        wait_ms = wait_until - now,
+                        "waiting for the deadline of another writer's flush"
+                    );
+                    tokio::time::sleep(Duration::from_millis((wait_until - now) as u64)).await;
+                    continue; // It may have completed meanwhile: read again.
+                }
+                for object in &pending.objects {
+                    lake.delete(&object_store::path::Path::from(object.as_str())).await?;
+                }
+                tracing::info!(
+                    stream,
+                    first = pending.first_seq,
+                    last = pending.last_seq,
+                    objects = pending.objects.len(),
+                    "removed the objects of an incomplete flush; it will be redone"
+                );
+            }
+            record.pending = None;
+            let epoch = record.owner.as_ref().map_or(0, |o| o.epoch) + 1;
+            record.owner = Some(Owner { worker: worker.to_string(), epoch });
+            match lake.put_if(&p, to_bytes(&record), &version).await {
+                Ok(version) => return Ok(ProgressHandle { lake: lake.clone(), record, version, timing }),
+                // Another writer moved first: look again.
+                Err(SinkError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
     }
+
+    /// The record as this writer last wrote it.
+    pub fn record(&self) -> &StreamProgress {
+        &self.record
+    }
+
+    /// Records the intent to write `objects` for positions `first_seq..=last_seq`; returns the
+    /// deadline (unix ms) by which they must be durable.
+    pub async fn begin_flush(
+        &mut self,
+        first_seq: i64,
+        last_seq: i64,
+        objects: Vec<String>,
+    ) -> Result<i64, ProgressError> {
+        let deadline_ms = now_ms() + self.timing.flush_deadline.as_millis() as i64;
+        let mut next = self.record.clone();
+        next.pending = Some(PendingFlush { first_seq, last_seq, objects, deadline_ms });
+        self.write(next).await?;
+        Ok(deadline_ms)
+    }
+
+    /// Fails once the pending flush's deadline has passed: its objects may be deleted by a
+    /// writer taking over, so writing more would leave strays.
+    pub fn check_deadline(&self) -> Result<(), ProgressError> {
+        match &self.record.pending {
+            Some(p) if now_ms() > p.deadline_ms => {
+                Err(ProgressError::DeadlinePassed { stream: self.record.stream.clone(), last_seq: p.last_seq })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Completes the pending flush (if any: a flush without objects has none): `last_seq`
+    /// moves to `last_seq`.
+    pub async fn complete_flush(
+        &mut self,
+        last_seq: i64,
+        mark: Option<SourcePosition>,
+        source_ts_us: Option<i64>,
+        dead_letter_scan_from: Option<i64>,
+    ) -> Result<(), ProgressError> {
+        self.check_deadline()?;
+        let mut next = self.record.clone();
+        next.pending = None;
+        if last_seq < next.last_seq {
+            return Err(ProgressError::Backwards {
+                stream: next.stream.clone(),
+                recorded: next.last_seq,
+                proposed: last_seq,
+            });
+        }
+        next.last_seq = last_seq;
+        next.dedup_mark = mark.map(|m| [m.commit_lsn.0, m.lsn.0]);
+        next.source_ts_us = source_ts_us;
+        if dead_letter_scan_from.is_some() {
+            next.dead_letter_scan_from = dead_letter_scan_from;
+        }
+        self.write(next).await
+    }
+
+    async fn write(&mut self, next: StreamProgress) -> Result<(), ProgressError> {
+        let p = path(&next.stream);
+        match self.lake.put_if(&p, to_bytes(&next), &self.version).await {
+            Ok(v) => {
+                self.version = v;
+                self.record = next;
+                Ok(())
+            }
+            Err(SinkError::Conflict { .. }) => {
+                let now = load(&self.lake, &next.stream).await?;
+                let owner = now.and_then(|r| r.owner).unwrap_or(Owner { worker: "unknown".into(), epoch: 0 });
+                Err(ProgressError::Fenced { stream: next.stream, by: owner.worker, epoch: owner.epoch })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn to_bytes(record: &StreamProgress) -> Bytes {
     // Plain owned data serialises without error.
-    let bytes = serde_json::to_vec_pretty(progress).unwrap_or_default();
-    lake.put(&path(&progress.stream), Bytes::from(bytes)).await?;
-    Ok(())
+    Bytes::from(serde_json::to_vec_pretty(record).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -106,16 +295,47 @@ mod tests {
     use super::*;
     use crate::sink::S3Options;
 
+    fn fast() -> Timing {
+        Timing { flush_deadline: Duration::from_millis(200), clock_skew: Duration::from_millis(10) }
+    }
+
     #[tokio::test]
-    async fn progress_only_moves_forward() {
+    async fn progress_moves_forward_through_intents() {
         let lake = Lake::open("memory://", &S3Options::default()).unwrap();
+        let mut h = ProgressHandle::claim(&lake, "s", "w1", 0, fast()).await.unwrap();
+        assert_eq!((h.record().last_seq, h.record().owner.as_ref().map(|o| o.epoch)), (-1, Some(1)));
         let mark = SourcePosition { commit_lsn: Lsn(5), lsn: Lsn(9) };
-        save(&lake, &StreamProgress::new("s".into(), 10, Some(mark), None)).await.unwrap();
+        h.begin_flush(0, 10, vec!["changes/a.parquet".into()]).await.unwrap();
+        h.complete_flush(10, Some(mark), Some(7), None).await.unwrap();
         let back = load(&lake, "s").await.unwrap().unwrap();
-        assert_eq!((back.last_seq, back.mark()), (10, Some(mark)));
-        let err = save(&lake, &StreamProgress::new("s".into(), 9, None, None)).await.unwrap_err();
-        assert_eq!(err.to_string(), "progress of s would move back from 10 to 9");
-        save(&lake, &StreamProgress::new("t".into(), 1, None, None)).await.unwrap();
+        assert_eq!((back.last_seq, back.mark(), back.pending), (10, Some(mark), None));
+        ProgressHandle::claim(&lake, "t", "w1", 1, fast()).await.unwrap();
         assert_eq!(load_all(&lake).await.unwrap().keys().collect::<Vec<_>>(), vec!["s", "t"]);
+    }
+
+    /// Two writers fight over one stream: the one taken over is fenced at its next step and
+    /// the objects of its unfinished flush are removed by the taker.
+    #[tokio::test]
+    async fn a_takeover_fences_the_old_writer_and_removes_its_strays() {
+        let lake = Lake::open("memory://", &S3Options::default()).unwrap();
+        let mut old = ProgressHandle::claim(&lake, "s", "old", 0, fast()).await.unwrap();
+        let stray = object_store::path::Path::from("changes/x/s-000-009.parquet");
+        old.begin_flush(0, 9, vec![stray.to_string()]).await.unwrap();
+        lake.put(&stray, Bytes::from_static(b"rows")).await.unwrap();
+
+        let started = std::time::Instant::now();
+        let mut new = ProgressHandle::claim(&lake, "s", "new", 0, fast()).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(150), "the taker waits for the old deadline");
+        assert_eq!(lake.get(&stray).await.unwrap(), None, "the unfinished flush's object is gone");
+        assert_eq!((new.record().last_seq, new.record().owner.as_ref().unwrap().epoch), (-1, 2));
+
+        let err = old.complete_flush(9, None, None, None).await.unwrap_err();
+        assert!(matches!(err, ProgressError::DeadlinePassed { .. }), "{err}");
+        old.record.pending = None; // even on time, the old writer is fenced:
+        let err = old.begin_flush(0, 9, vec![]).await.unwrap_err();
+        assert_eq!(err.to_string(), "stream s was taken over by new (epoch 2); this writer stops writing it");
+        new.begin_flush(0, 5, vec![]).await.unwrap();
+        new.complete_flush(5, None, None, Some(3)).await.unwrap();
+        assert_eq!(load(&lake, "s").await.unwrap().unwrap().dead_letter_scan_from, Some(3));
     }
 }

@@ -12,7 +12,10 @@
 //!
 //! Contract: [`Lake::put`] returns only once the object is durable (the store acknowledged it);
 //! transient store errors are retried with exponential backoff (100 ms doubling, 8 tries) before
-//! the error is returned.
+//! the error is returned. [`Lake::put_if`] writes only if the object is still the version that
+//! was read (compare-and-swap): S3 and memory stores do it with conditional requests, a local
+//! folder with a lock file per object (`_eavlake/locks/`), which serialises processes of one
+//! machine.
 
 pub mod parquet;
 
@@ -49,6 +52,27 @@ pub enum SinkError {
     },
     #[error("Parquet `{path}`: {message}")]
     Parquet { path: String, message: String },
+    #[error("`{path}` changed since it was read (another writer)")]
+    Conflict { path: String },
+}
+
+/// The version of an object as read, for [`Lake::put_if`]; `None` inside means it did not exist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Version(Option<VersionTag>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum VersionTag {
+    /// What the store reported (S3, memory).
+    Store(object_store::UpdateVersion),
+    /// A local folder: the content itself decides (its hash).
+    Content(u64),
+}
+
+impl Version {
+    /// The version of an object that does not exist yet.
+    pub fn absent() -> Version {
+        Version(None)
+    }
 }
 
 /// S3 settings beyond the URL. Credentials not given here come from the standard AWS
@@ -67,6 +91,8 @@ pub struct S3Options {
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
     url: String,
+    /// The folder of a local lake: compare-and-swap takes a lock file there.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -82,6 +108,7 @@ impl Lake {
     /// `memory://`). A local folder is created if missing.
     pub fn open(location: &str, s3: &S3Options) -> Result<Lake, SinkError> {
         let err = |message: String| SinkError::Location { url: location.to_string(), message };
+        let mut local_root = None;
         let store: Arc<dyn ObjectStore> = if let Some(rest) = location.strip_prefix("s3://") {
             if rest.trim_matches('/').is_empty() {
                 return Err(err("no bucket in the URL".into()));
@@ -119,12 +146,13 @@ impl Lake {
                 return Err(err("unsupported scheme (use a folder, file://, s3:// or memory://)".into()));
             }
             std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create the folder: {e}")))?;
+            local_root = Some(std::path::PathBuf::from(dir));
             let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
                 .map_err(|e| err(e.to_string()))?
                 .with_automatic_cleanup(true);
             Arc::new(store)
         };
-        Ok(Lake { store, url: location.to_string() })
+        Ok(Lake { store, url: location.to_string(), local_root })
     }
 
     pub fn url(&self) -> &str {
@@ -226,6 +254,94 @@ impl Lake {
         }
     }
 
+    /// Reads an object with its version, for a later [`Lake::put_if`].
+    pub async fn get_versioned(&self, path: &Path) -> Result<(Option<Bytes>, Version), SinkError> {
+        let store_err = |source| SinkError::Store { op: "get", path: path.to_string(), source };
+        let result = match self.store.get(path).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok((None, Version::absent())),
+            Err(e) => return Err(store_err(e)),
+        };
+        let tag =
+            object_store::UpdateVersion { e_tag: result.meta.e_tag.clone(), version: result.meta.version.clone() };
+        let bytes = result.bytes().await.map_err(store_err)?;
+        let tag =
+            if self.local_root.is_some() { VersionTag::Content(content_hash(&bytes)) } else { VersionTag::Store(tag) };
+        Ok((Some(bytes), Version(Some(tag))))
+    }
+
+    /// Writes an object only if it is still at `expected` (compare-and-swap); returns the new
+    /// version, or [`SinkError::Conflict`] if another writer changed it meanwhile.
+    pub async fn put_if(&self, path: &Path, bytes: Bytes, expected: &Version) -> Result<Version, SinkError> {
+        if let Some(root) = &self.local_root {
+            return self.put_if_local(root, path, bytes, expected).await;
+        }
+        let mode = match &expected.0 {
+            None => object_store::PutMode::Create,
+            Some(VersionTag::Store(v)) => object_store::PutMode::Update(v.clone()),
+            Some(VersionTag::Content(_)) => return Err(SinkError::Conflict { path: path.to_string() }),
+        };
+        let opts = object_store::PutOptions { mode, ..Default::default() };
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            match self.store.put_opts(path, PutPayload::from(bytes.clone()), opts.clone()).await {
+                Ok(r) => {
+                    let v = object_store::UpdateVersion { e_tag: r.e_tag, version: r.version };
+                    return Ok(Version(Some(VersionTag::Store(v))));
+                }
+                Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
+                    return Err(SinkError::Conflict { path: path.to_string() })
+                }
+                Err(e) if attempt < PUT_ATTEMPTS && transient(&e) => {
+                    tracing::warn!(path = %path, attempt, error = %e, "object store conditional put failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                    attempt += 1;
+                }
+                Err(source) => return Err(SinkError::Store { op: "put", path: path.to_string(), source }),
+            }
+        }
+    }
+
+    /// Compare-and-swap in a local folder: read, compare and write under an exclusive lock on
+    /// `_eavlake/locks/<path>.lock` (the object itself is replaced by a rename, so it cannot
+    /// carry the lock).
+    async fn put_if_local(
+        &self,
+        root: &std::path::Path,
+        path: &Path,
+        bytes: Bytes,
+        expected: &Version,
+    ) -> Result<Version, SinkError> {
+        let lock_path = root.join("_eavlake").join("locks").join(format!("{}.lock", path.as_ref().replace('/', "%")));
+        let io_err =
+            |e: std::io::Error| SinkError::Location { url: self.url.clone(), message: format!("lock file: {e}") };
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            if let Some(dir) = lock_path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor this function owns; released when the file closes.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(f)
+        })
+        .await
+        .map_err(|e| io_err(std::io::Error::other(e.to_string())))?
+        .map_err(io_err)?;
+        let (_, current) = self.get_versioned(path).await?;
+        if current != *expected {
+            return Err(SinkError::Conflict { path: path.to_string() });
+        }
+        let version = Version(Some(VersionTag::Content(content_hash(&bytes))));
+        self.put(path, bytes).await?;
+        drop(lock);
+        Ok(version)
+    }
+
     /// Every object under a prefix, recursively.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>, SinkError> {
         self.store.list(Some(prefix)).try_collect().await.map_err(|source| SinkError::Store {
@@ -251,6 +367,13 @@ impl Lake {
             Err(source) => Err(SinkError::Store { op: "delete", path: path.to_string(), source }),
         }
     }
+}
+
+fn content_hash(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(bytes);
+    h.finish()
 }
 
 /// Errors worth another try: everything but the ones a retry cannot change.
@@ -299,5 +422,25 @@ mod tests {
         let err = lake.ensure_settings(500, 9).await.unwrap_err().to_string();
         assert!(err.ends_with("was created with lake.range_size = 1000; the configuration says 500"), "{err}");
         assert!(Lake::open("s3://", &S3Options::default()).is_err());
+    }
+
+    /// Compare-and-swap: a writer holding an old version loses, on a folder and in memory.
+    #[tokio::test]
+    async fn put_if_refuses_a_stale_version() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in [dir.path().to_str().unwrap(), "memory://"] {
+            let lake = Lake::open(url, &S3Options::default()).unwrap();
+            let p = Lake::meta_path("progress/s.json");
+            let (none, absent) = lake.get_versioned(&p).await.unwrap();
+            assert_eq!((none, &absent), (None, &Version::absent()));
+            let v1 = lake.put_if(&p, Bytes::from_static(b"1"), &absent).await.unwrap();
+            let err = lake.put_if(&p, Bytes::from_static(b"x"), &absent).await.unwrap_err();
+            assert!(matches!(err, SinkError::Conflict { .. }), "{url}: {err}");
+            let (_, read) = lake.get_versioned(&p).await.unwrap();
+            let v2 = lake.put_if(&p, Bytes::from_static(b"2"), &read).await.unwrap();
+            assert!(matches!(lake.put_if(&p, Bytes::from_static(b"y"), &v1).await, Err(SinkError::Conflict { .. })));
+            lake.put_if(&p, Bytes::from_static(b"3"), &v2).await.unwrap();
+            assert_eq!(lake.get(&p).await.unwrap().as_deref(), Some(&b"3"[..]));
+        }
     }
 }

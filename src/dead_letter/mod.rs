@@ -5,11 +5,23 @@
 //! (`dead_letters/<stream>/<first>-<last>.jsonl`, one object per flush); the Kafka worker
 //! produces them to a dead-letter topic with Kafka Connect's error headers.
 
+pub mod topic;
+
 use crate::decode::DecodeError;
 use crate::pivot::PivotError;
 use crate::position::KafkaCoords;
 use base64::Engine;
 use serde::Serialize;
+
+/// Where a stream's dead letters go.
+#[derive(Clone, Default)]
+pub enum DeadLetterTarget {
+    /// Lake objects `dead_letters/<stream>/<first>-<last>.jsonl` (file runs).
+    #[default]
+    Lake,
+    /// A dead-letter topic (the Kafka worker).
+    Topic(std::sync::Arc<topic::DeadLetterTopic>),
+}
 
 /// One unusable record.
 #[derive(Debug, Clone, PartialEq)]
