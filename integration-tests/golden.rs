@@ -4,17 +4,14 @@
 //! --source file:`, and the current state read back from Parquet must equal the workload's own
 //! ground truth, value for value; the dead letters must be exactly the bad lines.
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Decimal128Type, Int64Type, TimestampMicrosecondType};
-use eavlake::columns;
 use eavlake::config::Config;
-use eavlake::decode::{DataType, DecimalMode};
-use eavlake::workload::{generate, Expected, GroundTruth, WorkloadFormat, WorkloadSpec};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use std::collections::BTreeMap;
+use eavlake::decode::DecimalMode;
+use eavlake::workload::{generate, GroundTruth, WorkloadFormat, WorkloadSpec};
 use std::path::{Path, PathBuf};
 
-type State = BTreeMap<(String, i64, i64), BTreeMap<String, Expected>>;
+#[path = "common/lake.rs"]
+mod lake;
+use lake::{assert_same_state, change_row_keys, read_current};
 
 fn write_workload(dir: &Path, spec: &WorkloadSpec) -> (PathBuf, GroundTruth) {
     let path = dir.join("events.jsonl");
@@ -36,73 +33,6 @@ fn config(lake: &Path, format: WorkloadFormat) -> Config {
         WorkloadFormat::WithSchemas => DecimalMode::Precise,
     };
     c
-}
-
-fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(parquet_files(&p));
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Reads `current/` back into (entity type, tenant, entity) → attribute → value.
-fn read_current(lake: &Path) -> State {
-    let mut state = State::new();
-    for path in parquet_files(&lake.join("current")) {
-        let entity_type = path.strip_prefix(lake.join("current")).unwrap().components().next().unwrap();
-        let entity_type = entity_type.as_os_str().to_str().unwrap().to_string();
-        let file = std::fs::File::open(&path).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let tenants = batch.column_by_name(columns::TENANT_ID).unwrap().as_primitive::<Int64Type>().clone();
-            let ids = batch.column_by_name(columns::ENTITY_ID).unwrap().as_primitive::<Int64Type>().clone();
-            for row in 0..batch.num_rows() {
-                let mut attrs = BTreeMap::new();
-                for (i, field) in batch.schema().fields().iter().enumerate() {
-                    let Some((_, dt)) = columns::attribute_of(field) else { continue };
-                    let col = batch.column(i);
-                    if col.is_null(row) {
-                        continue;
-                    }
-                    let v = match dt {
-                        DataType::Int => Expected::Int(col.as_primitive::<Int64Type>().value(row)),
-                        DataType::Decimal => Expected::Decimal(col.as_primitive::<Decimal128Type>().value(row)),
-                        DataType::Bool => Expected::Bool(col.as_boolean().value(row)),
-                        DataType::Timestamp => {
-                            Expected::Timestamp(col.as_primitive::<TimestampMicrosecondType>().value(row))
-                        }
-                        DataType::Text => Expected::Text(col.as_string::<i32>().value(row).to_string()),
-                        DataType::Json => {
-                            Expected::Json(serde_json::from_str(col.as_string::<i32>().value(row)).unwrap())
-                        }
-                    };
-                    attrs.insert(field.name().clone(), v);
-                }
-                let key = (entity_type.clone(), tenants.value(row), ids.value(row));
-                assert!(state.insert(key.clone(), attrs).is_none(), "entity {key:?} appears twice in current/");
-            }
-        }
-    }
-    state
-}
-
-fn assert_same_state(actual: &State, expected: &State) {
-    let missing: Vec<_> = expected.keys().filter(|k| !actual.contains_key(*k)).take(5).collect();
-    let extra: Vec<_> = actual.keys().filter(|k| !expected.contains_key(*k)).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing in lake: {missing:?}; extra in lake: {extra:?}");
-    for (key, want) in expected {
-        assert_eq!(&actual[key], want, "entity {key:?}");
-    }
-    assert_eq!(actual.len(), expected.len());
 }
 
 /// Reads every dead-letter file: (line, reason).
@@ -187,16 +117,7 @@ fn resumed_run_lands_each_change_once() {
     assert_eq!(read_dead_letters(&lake), expected_dead_letters(&truth));
 
     // Every (entity, stream position) appears in at most one change row.
-    let mut seen = std::collections::HashSet::new();
-    for path in parquet_files(&lake.join("changes")) {
-        let file = std::fs::File::open(&path).unwrap();
-        for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
-            let batch = batch.unwrap();
-            let ids = batch.column_by_name(columns::ENTITY_ID).unwrap().as_primitive::<Int64Type>().clone();
-            let seqs = batch.column_by_name(columns::SEQ).unwrap().as_primitive::<Int64Type>().clone();
-            for r in 0..batch.num_rows() {
-                assert!(seen.insert((ids.value(r), seqs.value(r))), "change row twice: {path:?}");
-            }
-        }
-    }
+    let keys = change_row_keys(&lake);
+    let unique: std::collections::BTreeSet<_> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "a change row landed twice");
 }

@@ -1,6 +1,12 @@
 //! Configuration: a TOML file (`--config`, examples in `config/`), typed, with unknown keys
 //! refused and every rule checked at start by [`Config::validate`], which names the key it
-//! rejects. Command-line flags override the file.
+//! rejects.
+//!
+//! Layers, later wins: the file; environment variables `EAVLAKE__<SECTION>__<KEY>` (for example
+//! `EAVLAKE__KAFKA__GROUP_ID=g`, `EAVLAKE__KAFKA__PROPERTIES__SASL_PASSWORD=…`, whose key becomes
+//! `sasl.password`: librdkafka's property names have dots where the variable has `_`); then
+//! `--set section.key=value` flags (`--set kafka.properties.sasl.mechanism=PLAIN`). Values are
+//! read as TOML scalars (numbers, booleans) when they parse as one, as strings otherwise.
 
 use crate::decode::{DecimalMode, DecodeOptions, TableNames, TimeMode};
 use crate::pipeline::PipelineOptions;
@@ -44,6 +50,7 @@ pub struct Config {
     pub tables: TablesConfig,
     pub batch: BatchConfig,
     pub catalog: CatalogConfig,
+    pub kafka: KafkaConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -136,18 +143,99 @@ impl Default for TablesConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
-    /// Flush when this many rows are buffered.
+    /// Flush a stream when this many rows are buffered.
     pub max_rows: usize,
-    /// Flush when about this many bytes are buffered.
+    /// Flush a stream when about this many bytes are buffered.
     pub max_bytes: usize,
+    /// Flush a stream when its oldest buffered record arrived this long ago (Kafka worker): the
+    /// flush starts early by the time recent flushes took, so this bounds the wait of a record.
+    pub max_age_ms: u64,
+    /// All streams of a worker together: above this, the largest is flushed (memory bound).
+    pub max_buffered_bytes: usize,
     /// Entities of one transaction folded at once; larger transactions fold in slices.
     pub max_pending_entities: usize,
+    /// A flush's objects must be durable within this time or the flush is abandoned (and redone
+    /// by whoever takes the stream over, who waits this long for it).
+    pub flush_deadline_ms: u64,
+    /// How far apart the clocks of two workers may be.
+    pub clock_skew_ms: u64,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
         let p = PipelineOptions::default();
-        BatchConfig { max_rows: p.flush_rows, max_bytes: p.flush_bytes, max_pending_entities: p.max_pending_entities }
+        BatchConfig {
+            max_rows: p.flush_rows,
+            max_bytes: p.flush_bytes,
+            max_age_ms: 10_000,
+            max_buffered_bytes: 256 << 20,
+            max_pending_entities: p.max_pending_entities,
+            flush_deadline_ms: p.timing.flush_deadline.as_millis() as u64,
+            clock_skew_ms: p.timing.clock_skew.as_millis() as u64,
+        }
+    }
+}
+
+/// The Kafka worker (`eavlake run --source kafka`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    pub group_id: String,
+    /// Topics of the `entities` and `entity_values` tables, by name…
+    pub topics: Vec<String>,
+    /// …or by regular expression (Debezium names them `<prefix>.<schema>.<table>`).
+    pub topic_pattern: Option<String>,
+    /// The `attributes` table's topic, read whole by every worker (not shared by the group).
+    pub catalog_topic: Option<String>,
+    /// Dead-letter topic; `{topic}` stands for the source topic.
+    pub dead_letter_topic: String,
+    /// Time allowed for a dead letter to be acknowledged, and for metadata requests.
+    pub request_timeout_ms: u64,
+    /// librdkafka properties passed through as they are (TLS, SASL, fetch sizes, …).
+    pub properties: KafkaProperties,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "eavlake".into(),
+            topics: Vec::new(),
+            topic_pattern: None,
+            catalog_topic: None,
+            dead_letter_topic: "{topic}.dlq".into(),
+            request_timeout_ms: 30_000,
+            properties: KafkaProperties::default(),
+        }
+    }
+}
+
+/// librdkafka properties; values of keys that name a secret never print.
+#[derive(Clone, Deserialize, PartialEq, Default)]
+#[serde(transparent)]
+pub struct KafkaProperties(pub std::collections::BTreeMap<String, String>);
+
+impl KafkaProperties {
+    fn is_secret(key: &str) -> bool {
+        ["password", "secret", "key.pem", "keystore", "token", "sasl.jaas"].iter().any(|s| key.contains(s))
+    }
+
+    fn shown(&self) -> std::collections::BTreeMap<&str, &str> {
+        self.0.iter().map(|(k, v)| (k.as_str(), if Self::is_secret(k) { "***" } else { v.as_str() })).collect()
+    }
+}
+
+impl fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shown().fmt(f)
+    }
+}
+
+impl Serialize for KafkaProperties {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.shown().serialize(s)
     }
 }
 
@@ -158,6 +246,8 @@ pub struct CatalogConfig {
     pub bootstrap_postgres_url: Option<Secret>,
     /// Records a change with an unknown attribute waits for the catalog before it is a dead letter.
     pub unknown_attribute_wait: u64,
+    /// The Kafka worker also gives up after this long (a partition may go quiet).
+    pub unknown_attribute_wait_ms: u64,
     /// Changes that may wait at once.
     pub max_parked: usize,
 }
@@ -168,6 +258,7 @@ impl Default for CatalogConfig {
         CatalogConfig {
             bootstrap_postgres_url: None,
             unknown_attribute_wait: p.unknown_attribute_wait,
+            unknown_attribute_wait_ms: p.unknown_attribute_wait_time.as_millis() as u64,
             max_parked: p.max_parked,
         }
     }
@@ -179,9 +270,78 @@ pub enum ConfigError {
     File { path: String, message: String },
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("config override `{name}`: {message}")]
+    Override { name: String, message: String },
+}
+
+/// Sets `segments` (a key path) in `root` to `value`, read as a TOML scalar if it is one (but
+/// always as a string under `kafka.properties`).
+fn set_path(root: &mut toml::Table, segments: &[String], value: &str, name: &str) -> Result<(), ConfigError> {
+    let bad = |message: &str| ConfigError::Override { name: name.to_string(), message: message.to_string() };
+    let Some((last, parents)) = segments.split_last() else { return Err(bad("empty key")) };
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(bad("empty key segment"));
+    }
+    let mut table = root;
+    for seg in parents {
+        let entry = table.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| bad(&format!("`{seg}` is not a section")))?;
+    }
+    let is_property = segments.len() == 3 && segments[0] == "kafka" && segments[1] == "properties";
+    let parsed = if is_property {
+        toml::Value::String(value.to_string())
+    } else {
+        match toml::from_str::<toml::Table>(&format!("v = {value}")).ok().and_then(|mut t| t.remove("v")) {
+            Some(v) if !v.is_table() => v,
+            _ => toml::Value::String(value.to_string()),
+        }
+    };
+    table.insert(last.clone(), parsed);
+    Ok(())
 }
 
 impl Config {
+    /// Loads the layers (see the module's documentation): the file if any, the environment
+    /// variables in `env`, the `--set` flags; then checks the rules.
+    pub fn load_layered(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> Result<Config, ConfigError> {
+        let file = path.map(|p| p.display().to_string()).unwrap_or_default();
+        let file_err = |message: String| ConfigError::File { path: file.clone(), message };
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| file_err(e.to_string()))?,
+            None => String::new(),
+        };
+        let mut root: toml::Table = toml::from_str(&text).map_err(|e: toml::de::Error| file_err(e.to_string()))?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("EAVLAKE__") else { continue };
+            let segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            let segments = if segments.len() > 2 && segments[0] == "kafka" && segments[1] == "properties" {
+                vec![segments[0].clone(), segments[1].clone(), segments[2..].join("__").replace('_', ".")]
+            } else {
+                segments
+            };
+            set_path(&mut root, &segments, &value, &name)?;
+        }
+        for set in sets {
+            let Some((key, value)) = set.split_once('=') else {
+                return Err(ConfigError::Override { name: set.clone(), message: "expected key=value".into() });
+            };
+            let mut segments: Vec<String> = key.trim().split('.').map(str::to_string).collect();
+            if segments.len() > 2 && segments[0] == "kafka" && segments[1] == "properties" {
+                let prop = segments[2..].join(".");
+                segments.truncate(2);
+                segments.push(prop);
+            }
+            set_path(&mut root, &segments, value, set)?;
+        }
+        let config = Config::deserialize(root).map_err(|e| file_err(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file_err = |message: String| ConfigError::File { path: path.display().to_string(), message };
         let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
@@ -215,6 +375,34 @@ impl Config {
         }
         if self.batch.max_bytes < 1024 {
             return invalid("batch.max_bytes", "must be at least 1024");
+        }
+        if self.batch.max_age_ms == 0 {
+            return invalid("batch.max_age_ms", "must be positive");
+        }
+        if self.batch.max_buffered_bytes < self.batch.max_bytes {
+            return invalid("batch.max_buffered_bytes", "must be at least batch.max_bytes");
+        }
+        if self.batch.flush_deadline_ms < 1000 {
+            return invalid("batch.flush_deadline_ms", "must be at least 1000");
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return invalid("kafka.brokers", "must not be empty");
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return invalid("kafka.group_id", "must not be empty");
+        }
+        if !self.kafka.topics.is_empty() && self.kafka.topic_pattern.is_some() {
+            return invalid("kafka.topic_pattern", "give topics or topic_pattern, not both");
+        }
+        if self.kafka.dead_letter_topic.trim().is_empty() {
+            return invalid("kafka.dead_letter_topic", "must not be empty");
+        }
+        if self.kafka.properties.0.contains_key("bootstrap.servers") || self.kafka.properties.0.contains_key("group.id")
+        {
+            return invalid(
+                "kafka.properties",
+                "set bootstrap.servers and group.id with kafka.brokers and kafka.group_id",
+            );
         }
         if self.batch.max_pending_entities == 0 {
             return invalid("batch.max_pending_entities", "must be positive");
@@ -263,7 +451,12 @@ impl Config {
             flush_bytes: self.batch.max_bytes,
             max_pending_entities: self.batch.max_pending_entities,
             unknown_attribute_wait: self.catalog.unknown_attribute_wait,
+            unknown_attribute_wait_time: std::time::Duration::from_millis(self.catalog.unknown_attribute_wait_ms),
             max_parked: self.catalog.max_parked,
+            timing: crate::progress::Timing {
+                flush_deadline: std::time::Duration::from_millis(self.batch.flush_deadline_ms),
+                clock_skew: std::time::Duration::from_millis(self.batch.clock_skew_ms),
+            },
             ..PipelineOptions::default()
         }
     }
@@ -301,6 +494,33 @@ mod tests {
         );
         let err = Config::parse("[decode]\ndecimal_handling_mode = \"exact\"\n").unwrap_err();
         assert!(err.to_string().contains("decimal_handling_mode"), "{err}");
+    }
+
+    #[test]
+    fn environment_and_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"a:1\"\n[batch]\nmax_rows = 5\n").unwrap();
+        let env = [
+            ("EAVLAKE__KAFKA__GROUP_ID".to_string(), "from-env".to_string()),
+            ("EAVLAKE__BATCH__MAX_ROWS".into(), "7".into()),
+            ("EAVLAKE__KAFKA__PROPERTIES__SASL_PASSWORD".into(), "pw1".into()),
+            ("PATH".into(), "/bin".into()),
+        ];
+        let sets = ["kafka.brokers=b:2".to_string(), "kafka.properties.security.protocol=SASL_SSL".into()];
+        let c = Config::load_layered(Some(&file), env, &sets).unwrap();
+        assert_eq!((c.kafka.group_id.as_str(), c.kafka.brokers.as_str(), c.batch.max_rows), ("from-env", "b:2", 7));
+        assert_eq!(c.kafka.properties.0.get("sasl.password").map(String::as_str), Some("pw1"));
+        assert_eq!(c.kafka.properties.0.get("security.protocol").map(String::as_str), Some("SASL_SSL"));
+        let shown = format!("{c:?} {}", toml::to_string(&c).unwrap());
+        assert!(!shown.contains("pw1") && shown.contains("SASL_SSL"), "{shown}");
+
+        let err = Config::load_layered(None, [], &["batch.max_rows=0".to_string()]).unwrap_err();
+        assert_eq!(err.to_string(), "config key `batch.max_rows`: must be positive");
+        let err = Config::load_layered(None, [("EAVLAKE__KAFKA__GROUPID".into(), "x".into())], &[]).unwrap_err();
+        assert!(err.to_string().contains("unknown field `groupid`"), "{err}");
+        let err = Config::load_layered(None, [], &["nonsense".to_string()]).unwrap_err();
+        assert_eq!(err.to_string(), "config override `nonsense`: expected key=value");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - [`compact`]: change rows → the current state per entity type, tenant and id range.
 //! - [`metrics`]: what a run did, counted.
 //! - [`run`]: the `eavlake run` file job (the embedded default).
+//! - [`worker`]: `eavlake run --source kafka`, the long-running consumer-group worker.
 //! - [`workload`]: a generator of realistic Debezium traffic with its own ground truth
 //!   (samples, tests, benchmarks).
 pub mod catalog;
@@ -35,4 +36,5 @@ pub mod progress;
 pub mod run;
 pub mod sink;
 pub mod source;
+pub mod worker;
 pub mod workload;

@@ -20,7 +20,8 @@ struct Cli {
 enum Command {
     /// Consume Debezium events and write the lake.
     Run {
-        /// Where events come from: `file:<PATH>` (Debezium JSON values, one per line).
+        /// Where events come from: `file:<PATH>` (Debezium JSON values, one per line), or
+        /// `kafka` (the `[kafka]` section: a consumer-group worker that runs until stopped).
         #[arg(long)]
         source: String,
         /// The lake: a folder, file://…, s3://bucket/prefix. Overrides `lake.url`.
@@ -32,6 +33,10 @@ enum Command {
         /// Do not compact the current state at the end of a file run.
         #[arg(long)]
         no_compact: bool,
+        /// Override one configuration key, e.g. `--set kafka.group_id=g` (repeatable; after
+        /// the file and the EAVLAKE__SECTION__KEY environment variables).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Fold the change rows into the current state (`current/`).
     Compact {
@@ -39,6 +44,8 @@ enum Command {
         lake: Option<String>,
         #[arg(long)]
         config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Write a realistic workload of Debezium events (a sample, or benchmark input).
     Generate {
@@ -64,11 +71,8 @@ enum Command {
     },
 }
 
-fn load_config(path: Option<&PathBuf>, lake: Option<&String>) -> anyhow::Result<Config> {
-    let mut config = match path {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
+fn load_config(path: Option<&PathBuf>, lake: Option<&String>, set: &[String]) -> anyhow::Result<Config> {
+    let mut config = Config::load_layered(path.map(PathBuf::as_path), std::env::vars(), set)?;
     if let Some(l) = lake {
         config.lake.url = l.clone();
     }
@@ -78,13 +82,23 @@ fn load_config(path: Option<&PathBuf>, lake: Option<&String>) -> anyhow::Result<
 
 async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { source, lake, config, no_compact } => {
-            let mut config = load_config(config.as_ref(), lake.as_ref())?;
+        Command::Run { source, lake, config, no_compact, set } => {
+            let mut config = load_config(config.as_ref(), lake.as_ref(), &set)?;
             if no_compact {
                 config.lake.compact_after_run = false;
             }
+            if source == "kafka" {
+                if config.decode.format != eavlake::config::Format::Json {
+                    bail!("config key `decode.format`: the Kafka worker reads JSON values in this build");
+                }
+                let shutdown = eavlake::worker::Shutdown::default();
+                shutdown.on_signals()?;
+                let report = eavlake::worker::run_kafka(&config, shutdown).await?;
+                println!("{}", serde_json::to_string(&report)?);
+                return Ok(());
+            }
             let Some(path) = source.strip_prefix("file:") else {
-                bail!("--source `{source}`: only `file:<PATH>` is supported by this build");
+                bail!("--source `{source}`: expected `file:<PATH>` or `kafka`");
             };
             if config.decode.format != eavlake::config::Format::Json {
                 bail!("config key `decode.format`: a file source holds JSON values");
@@ -114,8 +128,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string(&report)?);
         }
-        Command::Compact { lake, config } => {
-            let config = load_config(config.as_ref(), lake.as_ref())?;
+        Command::Compact { lake, config, set } => {
+            let config = load_config(config.as_ref(), lake.as_ref(), &set)?;
             let store = Lake::open(&config.lake.url, &config.s3_options())?;
             let stats = eavlake::run::compact(&config, &store).await?;
             println!("{}", serde_json::to_string(&stats)?);

@@ -34,6 +34,26 @@ impl RunStats {
         self.dead_letters.values().sum()
     }
 
+    /// Adds another stream's counts (a worker sums its partitions).
+    pub fn add(&mut self, o: &RunStats) {
+        self.records += o.records;
+        self.changes += o.changes;
+        self.catalog_changes += o.catalog_changes;
+        self.duplicates += o.duplicates;
+        for (reason, n) in &o.dead_letters {
+            *self.dead_letters.entry(reason).or_default() += n;
+        }
+        self.heartbeats += o.heartbeats;
+        self.transaction_markers += o.transaction_markers;
+        self.tombstones += o.tombstones;
+        self.messages += o.messages;
+        self.other_tables += o.other_tables;
+        self.rows_written += o.rows_written;
+        self.files_written += o.files_written;
+        self.bytes_written += o.bytes_written;
+        self.flushes += o.flushes;
+    }
+
     pub fn count_dead_letter(&mut self, reason: &'static str) {
         *self.dead_letters.entry(reason).or_default() += 1;
     }

@@ -42,6 +42,8 @@ pub struct PipelineOptions {
     pub max_pending_entities: usize,
     /// Records a change with an unknown attribute waits for the catalog.
     pub unknown_attribute_wait: u64,
+    /// And time, for a source that may go quiet (see [`StreamPipeline::tick`]).
+    pub unknown_attribute_wait_time: std::time::Duration,
     /// Changes that may wait at once; beyond, they become dead letters at once.
     pub max_parked: usize,
     /// Parquet objects encoded in parallel during a flush.
@@ -63,6 +65,7 @@ impl Default for PipelineOptions {
             flush_bytes: 32 << 20,
             max_pending_entities: 100_000,
             unknown_attribute_wait: 10_000,
+            unknown_attribute_wait_time: std::time::Duration::from_secs(30),
             max_parked: 10_000,
             encode_parallelism: 2,
             timing: Timing::default(),
@@ -109,6 +112,7 @@ struct Parked {
     row: RowChange,
     /// Record count at which it gives up.
     deadline: u64,
+    parked_at: std::time::Instant,
     /// Duplicate mark before it: what progress may record while it is not durable.
     mark_before: Option<SourcePosition>,
     error: PivotError,
@@ -211,6 +215,10 @@ impl StreamPipeline {
         self.durable + 1
     }
 
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
@@ -258,6 +266,7 @@ impl StreamPipeline {
                             tx,
                             row,
                             deadline: self.stats.records + self.options.unknown_attribute_wait,
+                            parked_at: std::time::Instant::now(),
                             mark_before,
                             error: e,
                         });
@@ -290,6 +299,35 @@ impl StreamPipeline {
         tracing::debug!(stream = %self.stream, seq = origin.seq, error = %e, "dead letter");
         self.stats.count_dead_letter(e.reason());
         self.dead.push(DeadLetter::from_failed_pivot(value, origin.seq, origin.kafka, e));
+    }
+
+    /// Applies an attributes change that arrived on another stream (the Kafka worker's catalog
+    /// topic).
+    pub fn apply_catalog_change(
+        &mut self,
+        op: Op,
+        before: Option<&crate::decode::AttributeRow>,
+        after: Option<&crate::decode::AttributeRow>,
+    ) {
+        self.apply_catalog(op, before, after);
+    }
+
+    /// Bytes buffered for the next flush (about).
+    pub fn buffered_bytes(&self) -> usize {
+        self.pivot.batches.bytes()
+    }
+
+    /// Whether nothing waits to be made durable.
+    pub fn is_idle(&self) -> bool {
+        self.pivot.batches.rows() == 0 && self.pivot.pending_first_seq().is_none() && self.parked.is_empty()
+    }
+
+    /// Closes the open transaction, so that the next flush includes it. For flushes by age:
+    /// Debezium's end-of-transaction marker travels on another topic, so a quiet stream would
+    /// otherwise hold its last transaction back. A transaction that goes on after this point
+    /// becomes two rows per entity instead of one, each a true state.
+    pub fn seal(&mut self) {
+        self.pivot.end_transaction(&self.catalog);
     }
 
     fn apply_catalog(
@@ -328,6 +366,16 @@ impl StreamPipeline {
             }
         }
         self.parked = still;
+    }
+
+    /// Gives up, by time, on changes waiting for the catalog: a live source calls this now and
+    /// then, as a quiet stream brings no records to count. (A file run does not: its outcome
+    /// depends on its input only.)
+    pub fn tick(&mut self) {
+        while self.parked.front().is_some_and(|p| p.parked_at.elapsed() >= self.options.unknown_attribute_wait_time) {
+            let Some(p) = self.parked.pop_front() else { break };
+            self.dead_letter_pivot(p.value.as_deref(), p.origin, &p.error);
+        }
     }
 
     /// Turns parked changes past their deadline (or all, at the end) into dead letters.
@@ -407,7 +455,8 @@ impl StreamPipeline {
             _ => None,
         };
         let objects: Vec<String> = paths.iter().chain(dead_letter_object.iter()).map(|p| p.to_string()).collect();
-        if !objects.is_empty() {
+        // Dead letters too need the intent: it fences a writer taken over before it delivers.
+        if !objects.is_empty() || !durable_dead.is_empty() {
             self.progress.begin_flush(first, last, objects).await?;
         }
         self.write_batches(batches, paths).await?;

@@ -2,8 +2,10 @@
 //! ([`crate::position::StreamId`]); a record carries its place in its stream.
 //!
 //! - [`file`]: Debezium record values, one JSON document per line (the embedded default).
+//! - [`kafka`]: the Debezium topics, through a consumer group.
 
 pub mod file;
+pub mod kafka;
 
 use crate::position::KafkaCoords;
 

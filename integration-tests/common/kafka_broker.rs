@@ -1,0 +1,78 @@
+//! A real single-node Apache Kafka broker (KRaft) for integration tests, on a free 127.0.0.1
+//! port in its own temporary folder, started and stopped by `integration-tests/stack/kafka.sh`.
+//!
+//! The script runs the broker from Maven Central jars cached under `$EAVLAKE_CACHE` (default
+//! `~/.cache/eavlake`), so it needs `java` (17+) and `python3`, plus `mvn` the first time, when
+//! it downloads them (`kafka.sh fetch` warms the cache). Starting takes a few seconds, so share
+//! one broker between the tests of a file where they can use distinct topics.
+//!
+//! The broker is stopped when the `KafkaBroker` is dropped. A broker that is never dropped (a
+//! `static`, a test process killed mid-run) is stopped by the script's watchdog within a second
+//! of this process exiting, and in any case after `$EAVLAKE_STACK_TTL` seconds (default 3600).
+//!
+//! Include it from a test file with
+//! ```ignore
+//! #[path = "common/kafka_broker.rs"]
+//! mod kafka_broker;
+//! ```
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A running broker; `bootstrap` is its `127.0.0.1:PORT` for `bootstrap.servers`.
+pub struct KafkaBroker {
+    pub bootstrap: String,
+    dir: tempfile::TempDir,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/stack/kafka.sh")
+}
+
+fn check(what: &str, out: std::io::Result<Output>) -> Output {
+    let out = out.unwrap_or_else(|e| panic!("{what}: cannot run {}: {e}", script().display()));
+    assert!(out.status.success(), "{what} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+impl KafkaBroker {
+    /// Starts a broker and waits until it serves requests; panics with the script's stderr
+    /// (which ends with the tail of the broker's log) when it does not come up.
+    pub fn start() -> KafkaBroker {
+        let dir = tempfile::Builder::new().prefix("eavlake-kafka-").tempdir().expect("temporary folder");
+        let out = check(
+            "kafka.sh start",
+            Command::new(script())
+                .arg("start")
+                .arg(dir.path())
+                // The watchdog stops the broker when this test process is gone.
+                .env("EAVLAKE_STACK_OWNER_PID", std::process::id().to_string())
+                .output(),
+        );
+        let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(!bootstrap.is_empty(), "kafka.sh start printed no bootstrap address");
+        KafkaBroker { bootstrap, dir }
+    }
+
+    /// Creates a topic with replication factor 1 (topics are also auto-created, with one
+    /// partition, on first use).
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        check(
+            &format!("kafka.sh topic {name} {partitions}"),
+            Command::new(script()).arg("topic").arg(self.dir.path()).arg(name).arg(partitions.to_string()).output(),
+        );
+    }
+
+    /// The broker's folder: `broker.log`, `server.properties`, `data/`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        // Before the TempDir field is removed, which happens after this returns.
+        let _ = Command::new(script()).arg("stop").arg(self.dir.path()).output();
+    }
+}

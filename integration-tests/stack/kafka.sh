@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka broker (KRaft, combined broker+controller) on 127.0.0.1, run
+# from Maven Central jars, for integration tests and CI. No Docker, no Kafka tarball.
+#
+#   kafka.sh fetch                       only download the jars (CI warms the cache with this)
+#   kafka.sh start DIR                   start a broker in DIR, print its bootstrap address
+#   kafka.sh topic DIR NAME PARTITIONS   create a topic (replication factor 1)
+#   kafka.sh stop DIR                    stop it: SIGTERM, SIGKILL after 20 s (idempotent)
+#
+# Jars are cached in ${EAVLAKE_CACHE:-~/.cache/eavlake}/jars/kafka-<version>; the version is the
+# one in kafka/pom.xml. A started broker stops by itself when the process $EAVLAKE_STACK_OWNER_PID
+# dies and after $EAVLAKE_STACK_TTL seconds (default 3600), so a killed test run leaves no JVM.
+# DIR holds server.properties, data/, broker.log, broker.pid, watchdog.pid and bootstrap.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+pom="$here/kafka/pom.xml"
+version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
+jars="${EAVLAKE_CACHE:-$HOME/.cache/eavlake}/jars/kafka-$version"
+java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+
+die() { echo "kafka.sh: $*" >&2; exit 1; }
+
+fetch() {
+    [ -d "$jars" ] && return 0
+    command -v mvn >/dev/null || die "mvn (Maven 3) is needed to fetch the Kafka jars"
+    mkdir -p "$(dirname "$jars")"
+    # Fetch beside the final folder and rename it into place, so a half-done fetch never looks
+    # complete and two cold starts racing each other both end up with a whole set.
+    local tmp; tmp=$(mktemp -d "$jars.part.XXXXXX")
+    # jansi.noreset: Debian's Maven 3.8 otherwise prints stray ANSI resets even with -q -B.
+    if ! MAVEN_OPTS="-Djansi.noreset=true ${MAVEN_OPTS:-}" mvn -q -B -f "$pom" dependency:copy-dependencies \
+            -DincludeScope=runtime -DoutputDirectory="$tmp" >&2; then
+        rm -rf "$tmp"; die "fetching the Kafka $version jars failed"
+    fi
+    mv -T "$tmp" "$jars" 2>/dev/null || rm -rf "$tmp"
+}
+
+# A short-lived tool JVM from the same jars; logs (WARN and up) go to stderr.
+tool() {
+    local dir=$1; shift
+    "$java" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+        -Deavlake.log.level=WARN -cp "$jars/*" "$@"
+}
+
+# The broker's pid, but only while that pid still is this DIR's broker (pids get reused, and a
+# zombie has an empty cmdline).
+broker_pid() {
+    local pid; pid=$(cat "$1/broker.pid" 2>/dev/null) || return 1
+    tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$1/server.properties" && echo "$pid"
+}
+
+kill_broker() {
+    local pid; pid=$(broker_pid "$1") || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 100); do broker_pid "$1" >/dev/null || return 0; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+stop() {
+    local dir; dir=$(cd "$1" 2>/dev/null && pwd) || return 0
+    kill_broker "$dir"
+    local wpid; wpid=$(cat "$dir/watchdog.pid" 2>/dev/null) || wpid=
+    if [ -n "$wpid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$wpid/cmdline" | grep -qF "_watchdog $dir "; then
+        kill -- "-$wpid" 2>/dev/null || kill "$wpid" 2>/dev/null || true  # its group: also its sleep
+    fi
+    rm -f "$dir/broker.pid" "$dir/watchdog.pid"
+}
+
+# Runs detached (own session, no inherited stdio): stops the broker once the owner is gone
+# (or a zombie) or the TTL is up; exits on its own when the broker does.
+watchdog() {
+    local dir=$1 owner=$2 deadline=$((SECONDS + $3))
+    while broker_pid "$dir" >/dev/null; do
+        if [ $SECONDS -ge $deadline ] || { [ -n "$owner" ] && { ! kill -0 "$owner" 2>/dev/null \
+                || grep -q '^[0-9]* (.*) Z' "/proc/$owner/stat" 2>/dev/null; }; }; then
+            kill_broker "$dir"; exit 0
+        fi
+        sleep 1
+    done
+}
+
+start() {
+    mkdir -p "$1"
+    local dir; dir=$(cd "$1" && pwd)
+    if broker_pid "$dir" >/dev/null; then die "a broker is already running in $dir"; fi
+    local owner=${EAVLAKE_STACK_OWNER_PID:-}
+    if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then die "EAVLAKE_STACK_OWNER_PID $owner is not running"; fi
+    fetch
+    # Two free loopback ports (client, controller) and a cluster id in Kafka's form: 16 random
+    # bytes, url-safe base64, never starting with '-' (it would read as an option).
+    local port cport cluster_id
+    read -r port cport cluster_id < <(python3 -c '
+import base64, socket, uuid
+socks = [socket.socket() for _ in range(2)]
+for s in socks: s.bind(("127.0.0.1", 0))
+cid = "-"
+while cid.startswith("-"): cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+print(*(s.getsockname()[1] for s in socks), cid)') || die "python3 is needed to pick free ports"
+
+    # Replication factors and ISR of 1 for the internal topics, or groups and transactions fail
+    # on one node; no initial rebalance delay, or each new consumer group waits 3 s. Classic
+    # groups (rdkafka's cooperative-sticky) are on by default.
+    cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+    cat >"$dir/log4j2.properties" <<'EOF'
+appender.err.type = Console
+appender.err.name = err
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = ${sys:eavlake.log.level:-INFO}
+rootLogger.appenderRef.err.ref = err
+EOF
+
+    local log="$dir/broker.log"
+    : >"$log"
+    # A DIR whose broker was stopped is already formatted: it restarts with its data, on new ports.
+    if [ ! -f "$dir/data/meta.properties" ]; then
+        tool "$dir" kafka.tools.StorageTool format --config "$dir/server.properties" \
+            --cluster-id "$cluster_id" >"$log" 2>&1 || { cat "$log" >&2; die "formatting $dir/data failed"; }
+    fi
+
+    # nohup and no inherited stdio: the broker must not hold the caller's pipes open.
+    nohup "$java" -Xms256m -Xmx512m -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$jars/*" \
+        kafka.Kafka "$dir/server.properties" >>"$log" 2>&1 </dev/null &
+    local pid=$!
+    echo "$pid" >"$dir/broker.pid"
+    # Until the forked shell has exec'd, its cmdline is ours and broker_pid would call it gone.
+    while ! broker_pid "$dir" >/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    echo "127.0.0.1:$port" >"$dir/bootstrap"
+    setsid nohup "$here/$(basename "$0")" _watchdog "$dir" "$owner" "${EAVLAKE_STACK_TTL:-3600}" \
+        >/dev/null 2>&1 </dev/null &
+    echo $! >"$dir/watchdog.pid"
+
+    # KafkaRaftServer logs "Kafka Server started" only once the broker is unfenced and serving.
+    local deadline=$((SECONDS + 60))
+    while [ $SECONDS -lt $deadline ] && broker_pid "$dir" >/dev/null; do
+        if grep -q 'Kafka Server started' "$log" && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "127.0.0.1:$port"
+            return 0
+        fi
+        sleep 0.2
+    done
+    tail -n 60 "$log" >&2
+    stop "$dir"
+    die "the broker in $dir did not come up (log above, whole log in $log)"
+}
+
+case "${1:-}" in
+    fetch) fetch ;;
+    start) [ $# -eq 2 ] || die "usage: kafka.sh start DIR"; start "$2" ;;
+    stop) [ $# -eq 2 ] || die "usage: kafka.sh stop DIR"; stop "$2" ;;
+    topic)
+        [ $# -eq 4 ] || die "usage: kafka.sh topic DIR NAME PARTITIONS"
+        dir=$(cd "$2" && pwd); fetch
+        tool "$dir" org.apache.kafka.tools.TopicCommand --bootstrap-server "$(cat "$dir/bootstrap")" \
+            --create --topic "$3" --partitions "$4" --replication-factor 1 ;;
+    _watchdog) watchdog "$2" "$3" "$4" ;;
+    *) die "usage: kafka.sh fetch | start DIR | stop DIR | topic DIR NAME PARTITIONS" ;;
+esac

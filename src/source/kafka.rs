@@ -1,0 +1,171 @@
+//! Kafka as a source: client settings, the consumer group's subscription, and the catalog topic.
+//!
+//! Every topic partition is one stream ([`StreamId::Kafka`]); its `seq` is the Kafka offset.
+//! Offsets are never committed automatically: the worker commits a partition's offset only after
+//! the lake recorded the partition's progress (see `worker`), and on (re)assignment resumes from
+//! the lake's record, so the committed offset is what monitoring tools see, not the truth.
+
+use crate::config::KafkaConfig;
+use crate::position::StreamId;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::time::Duration;
+
+/// Connection settings shared by every client: brokers and the pass-through properties (TLS,
+/// SASL, …).
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers);
+    for (k, v) in &kafka.properties.0 {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The consumer group member's settings: cooperative rebalancing, no automatic commits.
+pub fn group_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = client_config(kafka);
+    c.set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    // Pass-through properties win, except these two, which the exactly-once design needs.
+    for (k, v) in &kafka.properties.0 {
+        if k != "enable.auto.commit" && k != "enable.auto.offset.store" {
+            c.set(k, v);
+        }
+    }
+    if !kafka.properties.0.contains_key("partition.assignment.strategy") {
+        c.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    c
+}
+
+/// What the group subscribes to: the topic names, or `^pattern` (librdkafka's regex form).
+pub fn subscription(kafka: &KafkaConfig) -> Vec<String> {
+    match &kafka.topic_pattern {
+        Some(p) if p.starts_with('^') => vec![p.clone()],
+        Some(p) => vec![format!("^{p}")],
+        None => kafka.topics.clone(),
+    }
+}
+
+/// Whether `topic` is a dead-letter topic by the `{topic}` template (a broad pattern must not
+/// make the worker consume its own dead letters).
+pub fn is_dead_letter_topic(template: &str, topic: &str) -> bool {
+    match template.split_once("{topic}") {
+        Some((pre, post)) => topic.len() > pre.len() + post.len() && topic.starts_with(pre) && topic.ends_with(post),
+        None => topic == template,
+    }
+}
+
+pub fn stream_of(topic: &str, partition: i32) -> StreamId {
+    StreamId::Kafka { topic: topic.to_string(), partition }
+}
+
+/// The catalog topic, read whole by every worker: assigned (not subscribed), from the start.
+pub struct CatalogReader {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl CatalogReader {
+    /// `None` when the topic does not exist (yet): the catalog then comes from the lake, the
+    /// bootstrap, and attribute changes on the group's own topics.
+    pub fn open(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> anyhow::Result<Option<CatalogReader>> {
+        use anyhow::Context;
+        let mut c = client_config(kafka);
+        c.set("group.id", format!("{}-catalog", kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = c.create().context("creating the catalog topic's consumer")?;
+        let meta = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .with_context(|| format!("reading the metadata of catalog topic `{topic}`"))?;
+        let partitions: Vec<i32> = meta
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            tracing::warn!(topic, "catalog topic not found; attributes come from the lake and the data topics");
+            return Ok(None);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        Ok(Some(CatalogReader { consumer, topic: topic.to_string() }))
+    }
+
+    /// Reads every catalog record present when called, handing each value to `apply`.
+    pub fn catch_up(&self, timeout: Duration, mut apply: impl FnMut(Option<&[u8]>)) -> anyhow::Result<u64> {
+        let meta = self.consumer.fetch_metadata(Some(&self.topic), timeout)?;
+        let mut ends = std::collections::BTreeMap::new();
+        for t in meta.topics() {
+            for p in t.partitions() {
+                let (_, high) = self.consumer.fetch_watermarks(&self.topic, p.id(), timeout)?;
+                ends.insert(p.id(), high);
+            }
+        }
+        let mut read = 0;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut next: std::collections::BTreeMap<i32, i64> = ends.keys().map(|p| (*p, 0)).collect();
+        while next.iter().any(|(p, n)| *n < ends[p]) {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("catalog topic `{}`: not read to its end within {timeout:?}", self.topic);
+            }
+            if let Some(m) = self.consumer.poll(Duration::from_millis(100)) {
+                let m = m?;
+                apply(m.payload());
+                next.insert(m.partition(), m.offset() + 1);
+                read += 1;
+            } else {
+                // Partitions whose log starts later (retention) count as read up to their start.
+                for (p, n) in next.iter_mut() {
+                    if let Ok((low, _)) = self.consumer.fetch_watermarks(&self.topic, *p, timeout) {
+                        *n = (*n).max(low);
+                    }
+                }
+            }
+        }
+        Ok(read)
+    }
+
+    /// Reads what is ready now without waiting.
+    pub fn poll_ready(&self, mut apply: impl FnMut(Option<&[u8]>)) -> anyhow::Result<()> {
+        while let Some(m) = self.consumer.poll(Duration::ZERO) {
+            apply(m?.payload());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_topics_are_recognised() {
+        assert!(is_dead_letter_topic("{topic}.dlq", "eav.public.entity_values.dlq"));
+        assert!(!is_dead_letter_topic("{topic}.dlq", "eav.public.entity_values"));
+        assert!(is_dead_letter_topic("dlq-{topic}", "dlq-x"));
+        assert!(is_dead_letter_topic("all.dlq", "all.dlq"));
+    }
+
+    #[test]
+    fn group_settings_keep_commits_manual() {
+        let mut k = KafkaConfig::default();
+        k.properties.0.insert("enable.auto.commit".into(), "true".into());
+        k.properties.0.insert("security.protocol".into(), "SSL".into());
+        let c = group_config(&k);
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("security.protocol"), Some("SSL"));
+        assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
+        k.topic_pattern = Some("eav\\.public\\..*".into());
+        assert_eq!(subscription(&k), vec!["^eav\\.public\\..*".to_string()]);
+    }
+}
