@@ -134,6 +134,8 @@ pub struct StreamPipeline {
     catalog_saved: u64,
     pivot: Pivot,
     dead: Vec<DeadLetter>,
+    /// Rows past the durable position (after a change still waiting), held for a later flush.
+    carry: Vec<FinishedBatch>,
     parked: VecDeque<Parked>,
     /// Duplicate mark before the oldest change still in the pivot's open transaction.
     mark_before_pending: Option<SourcePosition>,
@@ -201,6 +203,7 @@ impl StreamPipeline {
             catalog_saved: u64::MAX,
             catalog,
             dead: Vec::new(),
+            carry: Vec::new(),
             parked: VecDeque::new(),
             mark_before_pending: None,
             durable,
@@ -314,12 +317,15 @@ impl StreamPipeline {
 
     /// Bytes buffered for the next flush (about).
     pub fn buffered_bytes(&self) -> usize {
-        self.pivot.batches.bytes()
+        self.pivot.batches.bytes() + self.carry.iter().map(|b| b.batch.get_array_memory_size()).sum::<usize>()
     }
 
     /// Whether nothing waits to be made durable.
     pub fn is_idle(&self) -> bool {
-        self.pivot.batches.rows() == 0 && self.pivot.pending_first_seq().is_none() && self.parked.is_empty()
+        self.pivot.batches.rows() == 0
+            && self.pivot.pending_first_seq().is_none()
+            && self.parked.is_empty()
+            && self.carry.is_empty()
     }
 
     /// Closes the open transaction, so that the next flush includes it. For flushes by age:
@@ -435,7 +441,14 @@ impl StreamPipeline {
     /// Makes everything up to [`Self::durable_seq`] durable, then records the progress.
     pub async fn flush(&mut self) -> Result<(), PipelineError> {
         let last = self.durable_seq();
-        let batches = self.pivot.batches.finish();
+        let mut batches = std::mem::take(&mut self.carry);
+        batches.extend(self.pivot.batches.finish());
+        // Rows past `last` (they follow a change that still waits) would be written again by a
+        // restart, which resumes at `last + 1`: they wait for a later flush. Rows of the open
+        // transaction's slices are the exception (a huge transaction cannot be held whole).
+        let slices_from = self.pivot.pending_first_seq().unwrap_or(i64::MAX);
+        let (batches, carry) = split_rows(batches, |seq| seq <= last || seq >= slices_from)?;
+        self.carry = carry;
         let first = self.durable + 1;
         let max_row_seq = batches.iter().map(|b| max_seq(&b.batch)).max().unwrap_or(last);
         // Normally `last`; past it only when a huge transaction was folded in slices.
@@ -536,6 +549,39 @@ fn part_paths(batches: &[FinishedBatch], file: &str) -> Vec<object_store::path::
             Lake::changes_path(&b.entity_type, b.tenant_id, &b.date, &name)
         })
         .collect()
+}
+
+/// Splits batches into the rows whose `_seq` passes `now` and the rest.
+fn split_rows(
+    batches: Vec<FinishedBatch>,
+    now: impl Fn(i64) -> bool,
+) -> Result<(Vec<FinishedBatch>, Vec<FinishedBatch>), PipelineError> {
+    use arrow::array::{AsArray, BooleanArray};
+    let (mut write, mut keep) = (Vec::new(), Vec::new());
+    for b in batches {
+        let Some(seqs) = b
+            .batch
+            .column_by_name(crate::columns::SEQ)
+            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+        else {
+            write.push(b);
+            continue;
+        };
+        if seqs.values().iter().all(|s| now(*s)) {
+            write.push(b);
+            continue;
+        }
+        let mask: BooleanArray = seqs.values().iter().map(|s| Some(now(*s))).collect();
+        let not: BooleanArray = seqs.values().iter().map(|s| Some(!now(*s))).collect();
+        let err = |e: arrow::error::ArrowError| PipelineError::Task(format!("splitting rows: {e}"));
+        let now_rows = arrow::compute::filter_record_batch(&b.batch, &mask).map_err(err)?;
+        let later_rows = arrow::compute::filter_record_batch(&b.batch, &not).map_err(err)?;
+        if now_rows.num_rows() > 0 {
+            write.push(FinishedBatch { batch: now_rows, ..b.clone() });
+        }
+        keep.push(FinishedBatch { batch: later_rows, ..b });
+    }
+    Ok((write, keep))
 }
 
 fn max_seq(batch: &arrow::record_batch::RecordBatch) -> i64 {
