@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# eavlake's whole test suite, on a fresh machine: installs what it needs (crates, PostgreSQL from
-# Debian's packages, a Python venv with DuckDB and moto from PyPI), builds, and runs every test.
+# eavlake's whole test suite, on a fresh machine: installs what it needs (crates, PostgreSQL,
+# Java and Maven from Debian's packages, Kafka's jars from Maven Central, a Python venv with
+# DuckDB and moto from PyPI), builds, and runs every test.
 # `.ci/run` calls exactly this.
 #
 # Builds and downloads are cached in $EAVLAKE_CACHE (default ~/.cache/eavlake), outside the
@@ -28,7 +29,21 @@ if [ -z "${PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
 
-echo "== Unit, component, golden and PostgreSQL tests"
+missing=()
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== From Debian's packages: ${missing[*]} (Kafka broker; librdkafka's TLS)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+echo "== Kafka (KRaft) jars from Maven Central, for the real-broker tests"
+./integration-tests/stack/kafka.sh fetch
+
+echo "== Unit, component, golden, PostgreSQL and Kafka tests"
 cargo test --release --locked 2>&1
 
 echo "== DuckDB reads the lake written by a file run, value for value"

@@ -58,3 +58,86 @@ impl RunStats {
         *self.dead_letters.entry(reason).or_default() += 1;
     }
 }
+
+/// Times from a record's Kafka timestamp to its object being durable, in milliseconds: exact
+/// below 60 s (one bucket per ms), counted above.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram {
+    buckets: Vec<u64>,
+    over: u64,
+    max_ms: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram { buckets: vec![0; 60_000], over: 0, max_ms: 0 }
+    }
+}
+
+/// A histogram's summary, as reports print it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_ms: u64,
+    pub p99_ms: u64,
+    pub max_ms: u64,
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, ms: i64) {
+        let ms = ms.max(0) as u64;
+        match self.buckets.get_mut(ms as usize) {
+            Some(b) => *b += 1,
+            None => self.over += 1,
+        }
+        self.max_ms = self.max_ms.max(ms);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum::<u64>() + self.over
+    }
+
+    /// The smallest latency at or under which a share `q` of the records fall.
+    pub fn quantile(&self, q: f64) -> u64 {
+        let total = self.count();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (ms, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return ms as u64;
+            }
+        }
+        self.max_ms
+    }
+
+    pub fn summary(&self) -> LatencySummary {
+        LatencySummary {
+            count: self.count(),
+            p50_ms: self.quantile(0.5),
+            p99_ms: self.quantile(0.99),
+            max_ms: self.max_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles() {
+        let mut h = LatencyHistogram::default();
+        for ms in 1..=100 {
+            h.record(ms);
+        }
+        h.record(-3); // clocks a little apart count as 0
+        h.record(90_000);
+        let s = h.summary();
+        assert_eq!((s.count, s.p50_ms, s.p99_ms, s.max_ms), (102, 50, 99, 90_000));
+        assert_eq!(LatencyHistogram::default().summary(), LatencySummary::default());
+    }
+}

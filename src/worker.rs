@@ -19,7 +19,7 @@ use crate::dead_letter::topic::DeadLetterTopic;
 use crate::dead_letter::DeadLetterTarget;
 use crate::decode::json::JsonDecoder;
 use crate::decode::{Event, RowChange};
-use crate::metrics::RunStats;
+use crate::metrics::{LatencyHistogram, LatencySummary, RunStats};
 use crate::pipeline::{PipelineError, PipelineOptions, StreamPipeline};
 use crate::position::KafkaCoords;
 use crate::sink::Lake;
@@ -44,6 +44,8 @@ pub struct WorkerReport {
     /// Partitions given up because another writer took them over in the lake.
     pub fenced: u64,
     pub catalog_records: u64,
+    /// From each record's Kafka timestamp to the end of the flush that made it durable.
+    pub latency: LatencySummary,
     pub seconds: f64,
 }
 
@@ -97,6 +99,8 @@ struct Part {
     next: i64,
     /// When the oldest record not yet flushed arrived.
     oldest: Option<Instant>,
+    /// (offset, Kafka timestamp in ms) of records not yet durable, for the latency histogram.
+    stamps: std::collections::VecDeque<(i64, i64)>,
 }
 
 /// State shared by the poll loop and the rebalance callback (both run on the poll thread).
@@ -108,6 +112,7 @@ struct Shared {
     catalog: Mutex<Catalog>,
     parts: Mutex<BTreeMap<(String, i32), Part>>,
     report: Mutex<WorkerReport>,
+    latency: Mutex<LatencyHistogram>,
     fatal: Mutex<Option<anyhow::Error>>,
 }
 
@@ -180,7 +185,7 @@ impl Shared {
         lock(&self.report).assignments += 1;
         lock(&self.parts).insert(
             (topic.to_string(), partition),
-            Part { pipeline, topic: topic.into(), partition, next, oldest: None },
+            Part { pipeline, topic: topic.into(), partition, next, oldest: None, stamps: Default::default() },
         );
         Ok(next)
     }
@@ -207,6 +212,15 @@ impl Shared {
             part.pipeline.seal();
         }
         self.runtime.block_on(part.pipeline.flush())?;
+        let durable = part.pipeline.resume_seq() - 1;
+        let now = crate::progress::now_ms();
+        let mut latency = lock(&self.latency);
+        while part.stamps.front().is_some_and(|(offset, _)| *offset <= durable) {
+            if let Some((_, ts)) = part.stamps.pop_front() {
+                latency.record(now - ts);
+            }
+        }
+        drop(latency);
         part.oldest = if part.pipeline.is_idle() { None } else { Some(Instant::now()) };
         let mut tpl = TopicPartitionList::new();
         let _ = tpl.add_partition_offset(&part.topic, part.partition, Offset::Offset(part.pipeline.resume_seq()));
@@ -261,6 +275,7 @@ pub async fn run_kafka(config: &Config, shutdown: Shutdown) -> anyhow::Result<Wo
         catalog: Mutex::new(catalog),
         parts: Mutex::new(BTreeMap::new()),
         report: Mutex::new(WorkerReport::default()),
+        latency: Mutex::new(LatencyHistogram::default()),
         fatal: Mutex::new(None),
     });
     let config = config.clone();
@@ -270,6 +285,7 @@ pub async fn run_kafka(config: &Config, shutdown: Shutdown) -> anyhow::Result<Wo
         .context("the consumer thread panicked")??;
     let mut report = std::mem::take(&mut *lock(&shared.report));
     report.seconds = started.elapsed().as_secs_f64();
+    report.latency = lock(&shared.latency).summary();
     if let Some(e) = lock(&shared.fatal).take() {
         return Err(e);
     }
@@ -320,6 +336,9 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                                 Record { key: m.key(), value: m.payload(), seq: m.offset(), kafka: Some(&coords) };
                             part.pipeline.process(&rec);
                             part.next = m.offset() + 1;
+                            if let Some(ts) = m.timestamp().to_millis() {
+                                part.stamps.push_back((m.offset(), ts));
+                            }
                             part.oldest.get_or_insert_with(Instant::now);
                         }
                     }
