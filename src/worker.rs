@@ -40,10 +40,14 @@ use std::time::{Duration, Instant};
 pub struct WorkerReport {
     pub stats: RunStats,
     pub assignments: u64,
+    /// Seconds from start to the first partition assigned (joining the group).
+    pub first_assignment_s: Option<f64>,
     pub revocations: u64,
     /// Partitions given up because another writer took them over in the lake.
     pub fenced: u64,
     pub catalog_records: u64,
+    /// Time the consumer thread spent waiting for flushes.
+    pub flush_seconds: f64,
     /// From each record's Kafka timestamp to the end of the flush that made it durable.
     pub latency: LatencySummary,
     pub seconds: f64,
@@ -109,6 +113,7 @@ struct Shared {
     options: PipelineOptions,
     dead_letters: DeadLetterTarget,
     runtime: tokio::runtime::Handle,
+    started: Instant,
     catalog: Mutex<Catalog>,
     parts: Mutex<BTreeMap<(String, i32), Part>>,
     report: Mutex<WorkerReport>,
@@ -182,7 +187,10 @@ impl Shared {
         ))?;
         let next = pipeline.resume_seq();
         tracing::info!(stream = %stream, from = next, "partition assigned");
-        lock(&self.report).assignments += 1;
+        let mut report = lock(&self.report);
+        report.assignments += 1;
+        report.first_assignment_s.get_or_insert(self.started.elapsed().as_secs_f64());
+        drop(report);
         lock(&self.parts).insert(
             (topic.to_string(), partition),
             Part { pipeline, topic: topic.into(), partition, next, oldest: None, stamps: Default::default() },
@@ -208,27 +216,47 @@ impl Shared {
 
     /// Flushes one partition and commits its offset; `seal` closes its open transaction first.
     fn flush(&self, consumer: &BaseConsumer<WorkerContext>, part: &mut Part, seal: bool) -> Result<(), PipelineError> {
-        if seal {
-            part.pipeline.seal();
-        }
-        self.runtime.block_on(part.pipeline.flush())?;
-        let durable = part.pipeline.resume_seq() - 1;
-        let now = crate::progress::now_ms();
-        let mut latency = lock(&self.latency);
-        while part.stamps.front().is_some_and(|(offset, _)| *offset <= durable) {
-            if let Some((_, ts)) = part.stamps.pop_front() {
-                latency.record(now - ts);
+        self.flush_many(consumer, vec![(part, seal)]).pop().unwrap_or(Ok(()))
+    }
+
+    /// Flushes partitions side by side (their objects are encoded and written concurrently),
+    /// then records latencies and commits each one that succeeded.
+    fn flush_many(
+        &self,
+        consumer: &BaseConsumer<WorkerContext>,
+        mut parts: Vec<(&mut Part, bool)>,
+    ) -> Vec<Result<(), PipelineError>> {
+        for (part, seal) in parts.iter_mut() {
+            if *seal {
+                part.pipeline.seal();
             }
         }
-        drop(latency);
-        part.oldest = if part.pipeline.is_idle() { None } else { Some(Instant::now()) };
+        let results =
+            self.runtime.block_on(futures::future::join_all(parts.iter_mut().map(|(p, _)| p.pipeline.flush())));
+        let now = crate::progress::now_ms();
         let mut tpl = TopicPartitionList::new();
-        let _ = tpl.add_partition_offset(&part.topic, part.partition, Offset::Offset(part.pipeline.resume_seq()));
-        // The lake holds the truth; a failed commit only delays what monitoring sees.
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            tracing::debug!(error = %e, "offset commit");
+        for ((part, _), result) in parts.iter_mut().zip(&results) {
+            if result.is_err() {
+                continue;
+            }
+            let durable = part.pipeline.resume_seq() - 1;
+            let mut latency = lock(&self.latency);
+            while part.stamps.front().is_some_and(|(offset, _)| *offset <= durable) {
+                if let Some((_, ts)) = part.stamps.pop_front() {
+                    latency.record(now - ts);
+                }
+            }
+            drop(latency);
+            part.oldest = if part.pipeline.is_idle() { None } else { Some(Instant::now()) };
+            let _ = tpl.add_partition_offset(&part.topic, part.partition, Offset::Offset(durable + 1));
         }
-        Ok(())
+        // The lake holds the truth; a failed commit only delays what monitoring sees.
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(error = %e, "offset commit");
+            }
+        }
+        results
     }
 
     /// Applies an attributes record from the catalog topic to the shared catalog and every
@@ -272,6 +300,7 @@ pub async fn run_kafka(config: &Config, shutdown: Shutdown) -> anyhow::Result<Wo
         options: config.pipeline_options(),
         dead_letters: DeadLetterTarget::Topic(Arc::new(dlq)),
         runtime: tokio::runtime::Handle::current(),
+        started,
         catalog: Mutex::new(catalog),
         parts: Mutex::new(BTreeMap::new()),
         report: Mutex::new(WorkerReport::default()),
@@ -313,13 +342,19 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
     tracing::info!(group = %k.group_id, topics = ?topics, "consuming");
 
     let max_age = Duration::from_millis(config.batch.max_age_ms);
+    let max_age_ms = config.batch.max_age_ms as i64;
+    use crate::progress::now_ms;
     let mut flush_estimate = Duration::from_millis(50);
     let mut warned_dlq = std::collections::BTreeSet::new();
     while !shutdown.requested() && lock(&shared.fatal).is_none() {
         if let Some(c) = &catalog {
             c.poll_ready(|v| shared.apply_catalog_record(&mut decoder, v))?;
         }
-        if let Some(m) = consumer.poll(Duration::from_millis(50)) {
+        // A burst of records, then the flush decisions (the clock is read once per burst).
+        let mut wait = Duration::from_millis(20);
+        for _ in 0..1024 {
+            let Some(m) = consumer.poll(wait) else { break };
+            wait = Duration::ZERO;
             match m {
                 Err(e) => tracing::warn!(error = %e, "consumer"),
                 Ok(m) => {
@@ -339,37 +374,57 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                             if let Some(ts) = m.timestamp().to_millis() {
                                 part.stamps.push_back((m.offset(), ts));
                             }
-                            part.oldest.get_or_insert_with(Instant::now);
+                            if part.oldest.is_none() {
+                                // Age counts from the record's Kafka timestamp (what latency is
+                                // measured from), but a backlog's old records count as half a
+                                // flush age old, not older: they must not force a flush each.
+                                let behind = m.timestamp().to_millis().map_or(0, |ts| now_ms() - ts);
+                                let behind = Duration::from_millis(behind.clamp(0, max_age_ms / 2) as u64);
+                                part.oldest = Some(Instant::now().checked_sub(behind).unwrap_or_else(Instant::now));
+                            }
                         }
                     }
                 }
             }
         }
-        // Flushes due: by rows or bytes, by age (early by what flushes take), by total memory.
-        let mut due: Vec<((String, i32), bool)> = Vec::new();
+        // Flushes due: by rows or bytes, by age (early by what flushes take; partitions half way
+        // there go along, so that flushes come together), by total memory.
+        let mut parts = lock(&shared.parts);
+        let now = Instant::now();
+        // A flush is started so that it ends within the age: early by one and a half times what
+        // flushes took lately, and by a poll's wait.
+        let margin = flush_estimate * 3 / 2 + Duration::from_millis(20);
+        let age = |p: &Part| p.oldest.map_or(Duration::ZERO, |t| now.saturating_duration_since(t) + margin);
+        let any_aged = parts.values().any(|p| age(p) >= max_age);
         let mut total = 0usize;
-        {
-            let mut parts = lock(&shared.parts);
-            for (key, part) in parts.iter_mut() {
-                part.pipeline.tick();
-                total += part.pipeline.buffered_bytes();
-                let aged = part.oldest.is_some_and(|t| t.elapsed() + flush_estimate >= max_age);
-                if aged || part.pipeline.should_flush() {
-                    due.push((key.clone(), aged));
-                }
-            }
-            if due.is_empty() && total > config.batch.max_buffered_bytes {
-                if let Some((key, _)) = parts.iter().max_by_key(|(_, p)| p.pipeline.buffered_bytes()) {
-                    due.push((key.clone(), true));
-                }
+        let mut due: Vec<((String, i32), bool)> = Vec::new();
+        for (key, part) in parts.iter_mut() {
+            part.pipeline.tick();
+            total += part.pipeline.buffered_bytes();
+            let aged = age(part) >= max_age || (any_aged && age(part) >= max_age / 2);
+            if aged || part.pipeline.should_flush() {
+                due.push((key.clone(), aged));
             }
         }
-        for (key, seal) in due {
-            let mut parts = lock(&shared.parts);
-            let Some(part) = parts.get_mut(&key) else { continue };
-            let t = Instant::now();
-            match shared.flush(&consumer, part, seal) {
-                Ok(()) => flush_estimate = (flush_estimate * 4 + t.elapsed()) / 5,
+        if due.is_empty() && total > config.batch.max_buffered_bytes {
+            if let Some((key, _)) = parts.iter().max_by_key(|(_, p)| p.pipeline.buffered_bytes()) {
+                due.push((key.clone(), true));
+            }
+        }
+        if due.is_empty() {
+            continue;
+        }
+        let t = Instant::now();
+        let seal: BTreeMap<(String, i32), bool> = due.into_iter().collect();
+        let flushing: Vec<((String, i32), (&mut Part, bool))> =
+            parts.iter_mut().filter_map(|(key, part)| seal.get(key).map(|s| (key.clone(), (part, *s)))).collect();
+        let (keys, flushing): (Vec<_>, Vec<_>) = flushing.into_iter().unzip();
+        let results = shared.flush_many(&consumer, flushing);
+        lock(&shared.report).flush_seconds += t.elapsed().as_secs_f64();
+        flush_estimate = (flush_estimate * 4 + t.elapsed()) / 5;
+        for (key, result) in keys.into_iter().zip(results) {
+            match result {
+                Ok(()) => {}
                 Err(e) if e.is_fenced() => {
                     tracing::error!(topic = %key.0, partition = key.1, error = %e, "partition fenced: giving it up");
                     if let Some(p) = parts.remove(&key) {

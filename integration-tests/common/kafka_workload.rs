@@ -14,19 +14,22 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Where each line goes.
-pub fn route(line: &str, line_no: u64, partitions: i32) -> Option<i32> {
-    let by_line = Some((line_no % partitions as u64) as i32);
+/// Where each line goes: `Some(partitions)`, or `None` to leave it out.
+pub fn route(line: &str, line_no: u64, partitions: i32, markers: bool) -> Option<Vec<i32>> {
+    let everywhere = Some((0..partitions).collect());
+    let by_line = Some(vec![(line_no % partitions as u64) as i32]);
     let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return by_line };
     let payload = v.get("payload").unwrap_or(&v);
     if payload.get("status").is_some() {
-        return None; // transaction marker: everywhere
+        // Transaction markers: Debezium puts them on a topic of their own, which eavlake does
+        // not need (a transaction ends where the next begins, or at a flush by age).
+        return if markers { everywhere } else { None };
     }
     match payload.pointer("/source/table").and_then(|t| t.as_str()) {
-        Some("attributes") => None,
+        Some("attributes") => everywhere,
         Some(_) => {
             let id = ["/after/entity_id", "/before/entity_id"].iter().find_map(|p| payload.pointer(p)?.as_i64());
-            id.map_or(by_line, |id| Some(id.rem_euclid(partitions as i64) as i32))
+            id.map_or(by_line, |id| Some(vec![id.rem_euclid(partitions as i64) as i32]))
         }
         None => by_line,
     }
@@ -50,7 +53,7 @@ pub fn producer(bootstrap: &str) -> FutureProducer {
         .unwrap()
 }
 
-/// Generates `spec` and produces it into `topic` (`partitions` partitions), `per_second` lines
+/// Generates `spec` and produces it into `topic` (`partitions` partitions), `per_second` records
 /// a second at most (0: as fast as possible).
 pub async fn produce_workload(
     bootstrap: &str,
@@ -58,6 +61,18 @@ pub async fn produce_workload(
     partitions: i32,
     spec: &WorkloadSpec,
     per_second: u64,
+) -> Produced {
+    produce_workload_with(bootstrap, topic, partitions, spec, per_second, true).await
+}
+
+/// [`produce_workload`], with transaction markers left out unless `markers`.
+pub async fn produce_workload_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    spec: &WorkloadSpec,
+    per_second: u64,
+    markers: bool,
 ) -> Produced {
     let mut text = Vec::new();
     let truth = generate(spec, &mut text).unwrap();
@@ -70,10 +85,7 @@ pub async fn produce_workload(
     for (i, line) in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
         let line_no = i as u64 + 1;
         let s = std::str::from_utf8(line).unwrap_or("");
-        let targets: Vec<i32> = match route(s, line_no, partitions) {
-            Some(p) => vec![p],
-            None => (0..partitions).collect(),
-        };
+        let targets = route(s, line_no, partitions, markers).unwrap_or_default();
         for p in targets {
             let value = if line == b"null" { None } else { Some(line.to_vec()) };
             let key = format!("{line_no}");
@@ -111,7 +123,7 @@ pub async fn produce_workload(
             }
         }
         if per_second > 0 {
-            let due = Duration::from_secs_f64(line_no as f64 / per_second as f64);
+            let due = Duration::from_secs_f64(records as f64 / per_second as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::time::sleep(wait).await;
             }

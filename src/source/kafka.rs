@@ -39,6 +39,14 @@ pub fn group_config(kafka: &KafkaConfig) -> ClientConfig {
     if !kafka.properties.0.contains_key("partition.assignment.strategy") {
         c.set("partition.assignment.strategy", "cooperative-sticky");
     }
+    // librdkafka prefetches up to 64 MiB by default: a quarter keeps memory flat, and the worker
+    // fed on a backlog if the fetcher looks again soon once the queue has room (by default it
+    // waits a second: 404K records took 8 s instead of 1.4 s).
+    for (key, value) in [("queued.max.messages.kbytes", "16384"), ("fetch.queue.backoff.ms", "10")] {
+        if !kafka.properties.0.contains_key(key) {
+            c.set(key, value);
+        }
+    }
     c
 }
 
