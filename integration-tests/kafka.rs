@@ -4,6 +4,8 @@
 //! over is fenced; offsets are committed after the lake's record. The same behaviours against a
 //! real broker, with crashes, are in `kafka_crash.rs`.
 
+#[path = "common/flaky_store.rs"]
+mod flaky_store;
 #[path = "common/kafka_workload.rs"]
 mod kafka_workload;
 #[path = "common/lake.rs"]
@@ -11,7 +13,7 @@ mod lake;
 
 use eavlake::config::Config;
 use eavlake::decode::DecimalMode;
-use eavlake::worker::{run_kafka, Shutdown, WorkerReport};
+use eavlake::worker::{run_kafka, run_kafka_on, Shutdown, WorkerReport};
 use eavlake::workload::WorkloadSpec;
 use kafka_workload::*;
 use lake::{assert_same_state, change_row_keys, read_current};
@@ -191,5 +193,119 @@ async fn a_worker_whose_partition_was_taken_over_is_fenced() {
     assert_eq!(ra.fenced, 2, "the first worker lost both partitions to the second: {ra:?}");
     assert_eq!(rb.fenced, 0);
     compact(&config(&bootstrap, &lake, "x")).await;
+    assert_exactly_once(&bootstrap, &lake, &produced);
+}
+
+/// The store fails now and then (retried, nothing lost), then for good: the worker stops with an
+/// error naming what failed, no partition's committed offset is past the lake's record, and a
+/// worker started once the store is back lands everything exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_never_pass_what_the_store_has_not_made_durable() {
+    use std::sync::atomic::Ordering;
+    let cluster = cluster(2);
+    let bootstrap = cluster.bootstrap_servers();
+    let store = flaky_store::flaky();
+    store.fail_every.store(7, Ordering::SeqCst);
+    let lake = eavlake::sink::Lake::from_store(store.clone(), "flaky://");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("lake");
+    let producing = {
+        let b = bootstrap.clone();
+        tokio::spawn(async move { produce_workload(&b, TOPIC, 2, &spec(8_000, 13), 4_000).await })
+    };
+    let config = config(&bootstrap, &local, "g3");
+    let shutdown = Shutdown::default();
+    let worker = {
+        let (c, l, s) = (config.clone(), lake.clone(), shutdown.clone());
+        tokio::spawn(async move { run_kafka_on(&c, l, s).await })
+    };
+    let ready = std::time::Instant::now() + Duration::from_secs(20);
+    while store.injected.load(Ordering::SeqCst) < 3 && std::time::Instant::now() < ready {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.down.store(true, Ordering::SeqCst);
+    let err = tokio::time::timeout(Duration::from_secs(30), worker).await.expect("stops").unwrap().unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains("the store is down"), "{err}");
+    assert!(store.injected.load(Ordering::SeqCst) > 0, "transient failures were injected and retried");
+    let produced = producing.await.unwrap();
+    store.copy_to(&local).await;
+    for (p, offset) in committed(&bootstrap, "g3", 2).into_iter().enumerate() {
+        let recorded = lake_progress(&local, TOPIC, p as i32).unwrap_or(-1);
+        assert!(offset <= recorded + 1, "partition {p}: committed {offset}, lake has up to {recorded}");
+    }
+
+    store.down.store(false, Ordering::SeqCst);
+    let worker = {
+        let (c, l, s) = (config.clone(), lake.clone(), shutdown.clone());
+        tokio::spawn(async move { run_kafka_on(&c, l, s).await })
+    };
+    let ends = high_watermarks(&bootstrap, TOPIC, 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        store.copy_to(&local).await;
+        if ends.iter().all(|(p, h)| lake_progress(&local, TOPIC, *p).is_some_and(|d| d + 1 >= *h)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the second worker did not catch up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shutdown.request();
+    worker.await.unwrap().unwrap();
+    std::fs::remove_dir_all(&local).unwrap();
+    store.copy_to(&local).await;
+    compact(&config).await;
+    assert_exactly_once(&bootstrap, &local, &produced);
+}
+
+/// The attributes' changes travel on a topic of their own, which every worker reads whole:
+/// values of attributes the worker learns while running wait for the catalog topic and land
+/// typed. The workload's transaction markers are left out, as Debezium writes them elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_topic_types_values_learned_while_running() {
+    const CATALOG: &str = "eav.public.attributes";
+    let cluster = cluster(2);
+    cluster.create_topic(CATALOG, 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mut config = config(&bootstrap, &lake, "g4");
+    config.kafka.catalog_topic = Some(CATALOG.to_string());
+    let worker = start(&config);
+    let produced = produce_workload_with(&bootstrap, TOPIC, 2, &spec(10_000, 17), 5_000, false, Some(CATALOG)).await;
+    let ends = high_watermarks(&bootstrap, TOPIC, 2);
+    wait_for_lake(&lake, TOPIC, &ends, Duration::from_secs(60)).await;
+    let report = stop(worker).await;
+    assert!(report.catalog_records > 50, "attributes came from the catalog topic: {report:?}");
+    compact(&config).await;
+    assert_exactly_once(&bootstrap, &lake, &produced);
+}
+
+/// The lake's record is the truth, not Kafka's committed offsets: a group whose offsets say
+/// "all read" still fills an empty lake from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_resumes_from_the_lake_not_from_committed_offsets() {
+    let cluster = cluster(2);
+    let bootstrap = cluster.bootstrap_servers();
+    let produced = produce_workload(&bootstrap, TOPIC, 2, &spec(4_000, 19), 0).await;
+    let ends = high_watermarks(&bootstrap, TOPIC, 2);
+    {
+        let c: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).set("group.id", "g5").create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for (p, high) in &ends {
+            tpl.add_partition_offset(TOPIC, *p, Offset::Offset(*high)).unwrap();
+        }
+        c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).unwrap();
+    }
+    assert_eq!(committed(&bootstrap, "g5", 2), ends.values().copied().collect::<Vec<_>>());
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let config = config(&bootstrap, &lake, "g5");
+    let worker = start(&config);
+    wait_for_lake(&lake, TOPIC, &ends, Duration::from_secs(60)).await;
+    let report = stop(worker).await;
+    assert_eq!(report.stats.records, produced.records, "every record read again");
+    compact(&config).await;
     assert_exactly_once(&bootstrap, &lake, &produced);
 }

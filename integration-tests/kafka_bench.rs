@@ -124,8 +124,15 @@ fn main() {
     let runs = if latency_only { 0 } else { runs };
     broker.create_topic("bench.backlog", PARTITIONS);
     let events = if latency_only { 1000 } else { events };
-    let produced =
-        rt.block_on(produce_workload_with(&broker.bootstrap, "bench.backlog", PARTITIONS, &spec(events, 1), 0, false));
+    let produced = rt.block_on(produce_workload_with(
+        &broker.bootstrap,
+        "bench.backlog",
+        PARTITIONS,
+        &spec(events, 1),
+        0,
+        false,
+        None,
+    ));
     println!("backlog: {} change events in {} records over {PARTITIONS} partitions", events, produced.records);
     let mut rates = Vec::new();
     for i in 0..runs {
@@ -165,7 +172,7 @@ fn main() {
     let producing = async move {
         // Give the worker time to join the group first: latency is what is measured.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let p = produce_workload_with(&b, "bench.live", PARTITIONS, &spec(live_events, 2), rate, false).await;
+        let p = produce_workload_with(&b, "bench.live", PARTITIONS, &spec(live_events, 2), rate, false, None).await;
         println!("live: {} records at up to {rate}/s", p.records);
     };
     let run = rt.block_on(run_worker(&config, &lake, &broker.bootstrap, "bench.live", producing));

@@ -275,11 +275,16 @@ impl Shared {
 
 /// Runs the worker until `shutdown` is requested or a fatal error.
 pub async fn run_kafka(config: &Config, shutdown: Shutdown) -> anyhow::Result<WorkerReport> {
+    let lake = Lake::open(&config.lake.url, &config.s3_options())?;
+    run_kafka_on(config, lake, shutdown).await
+}
+
+/// [`run_kafka`] on a lake opened by the caller.
+pub async fn run_kafka_on(config: &Config, lake: Lake, shutdown: Shutdown) -> anyhow::Result<WorkerReport> {
     let started = Instant::now();
     if config.kafka.topics.is_empty() && config.kafka.topic_pattern.is_none() {
         anyhow::bail!("config key `kafka.topics`: give the topics to consume (or kafka.topic_pattern)");
     }
-    let lake = Lake::open(&config.lake.url, &config.s3_options())?;
     lake.ensure_settings(config.lake.range_size, config.lake.decimal_scale).await?;
     let timeout = Duration::from_millis(config.kafka.request_timeout_ms);
     let dlq = DeadLetterTopic::new(&kafka::client_config(&config.kafka), &config.kafka.dead_letter_topic, timeout)?;

@@ -62,10 +62,11 @@ pub async fn produce_workload(
     spec: &WorkloadSpec,
     per_second: u64,
 ) -> Produced {
-    produce_workload_with(bootstrap, topic, partitions, spec, per_second, true).await
+    produce_workload_with(bootstrap, topic, partitions, spec, per_second, true, None).await
 }
 
-/// [`produce_workload`], with transaction markers left out unless `markers`.
+/// [`produce_workload`], with transaction markers left out unless `markers`, and the attributes'
+/// changes in `catalog_topic` (one partition) if given.
 pub async fn produce_workload_with(
     bootstrap: &str,
     topic: &str,
@@ -73,6 +74,7 @@ pub async fn produce_workload_with(
     spec: &WorkloadSpec,
     per_second: u64,
     markers: bool,
+    catalog_topic: Option<&str>,
 ) -> Produced {
     let mut text = Vec::new();
     let truth = generate(spec, &mut text).unwrap();
@@ -85,11 +87,15 @@ pub async fn produce_workload_with(
     for (i, line) in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
         let line_no = i as u64 + 1;
         let s = std::str::from_utf8(line).unwrap_or("");
-        let targets = route(s, line_no, partitions, markers).unwrap_or_default();
+        let is_catalog = catalog_topic.is_some() && s.contains("\"table\":\"attributes\"");
+        let (to, targets) = match catalog_topic {
+            Some(c) if is_catalog => (c, vec![0]),
+            _ => (topic, route(s, line_no, partitions, markers).unwrap_or_default()),
+        };
         for p in targets {
             let value = if line == b"null" { None } else { Some(line.to_vec()) };
             let key = format!("{line_no}");
-            let mut rec = FutureRecord::<str, [u8]>::to(topic).partition(p).key(&key);
+            let mut rec = FutureRecord::<str, [u8]>::to(to).partition(p).key(&key);
             if let Some(v) = &value {
                 rec = rec.payload(v.as_slice());
             }

@@ -11,8 +11,8 @@
 //! - `_eavlake/`: the lake's own records (settings, catalog, per-stream progress).
 //!
 //! Contract: [`Lake::put`] returns only once the object is durable (the store acknowledged it);
-//! transient store errors are retried with exponential backoff (100 ms doubling, 8 tries) before
-//! the error is returned. [`Lake::put_if`] writes only if the object is still the version that
+//! transient store errors of every request are retried with exponential backoff (100 ms
+//! doubling, 8 tries) before the error is returned. [`Lake::put_if`] writes only if the object is still the version that
 //! was read (compare-and-swap): S3 and memory stores do it with conditional requests, a local
 //! folder with a lock file per object (`_eavlake/locks/`), which serialises processes of one
 //! machine.
@@ -101,7 +101,7 @@ impl std::fmt::Debug for Lake {
     }
 }
 
-const PUT_ATTEMPTS: u32 = 8;
+const ATTEMPTS: u32 = 8;
 
 impl Lake {
     /// Opens a lake from a local folder path or a URL (`file://`, `s3://bucket/prefix`,
@@ -153,6 +153,11 @@ impl Lake {
             Arc::new(store)
         };
         Ok(Lake { store, url: location.to_string(), local_root })
+    }
+
+    /// A lake on a store built elsewhere (a wrapper that injects faults, in tests).
+    pub fn from_store(store: Arc<dyn ObjectStore>, url: &str) -> Lake {
+        Lake { store, url: url.to_string(), local_root: None }
     }
 
     pub fn url(&self) -> &str {
@@ -228,43 +233,26 @@ impl Lake {
 
     /// Writes an object, durably, retrying transient failures.
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), SinkError> {
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 1;
-        loop {
-            match self.store.put(path, PutPayload::from(bytes.clone())).await {
-                Ok(_) => return Ok(()),
-                Err(e) if attempt < PUT_ATTEMPTS && transient(&e) => {
-                    tracing::warn!(path = %path, attempt, error = %e, "object store put failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                    attempt += 1;
-                }
-                Err(source) => return Err(SinkError::Store { op: "put", path: path.to_string(), source }),
-            }
-        }
+        self.retrying("put", path, || self.store.put(path, PutPayload::from(bytes.clone()))).await.map(|_| ())
     }
 
     /// Reads an object; `None` if it does not exist.
     pub async fn get(&self, path: &Path) -> Result<Option<Bytes>, SinkError> {
-        let store_err = |source| SinkError::Store { op: "get", path: path.to_string(), source };
-        match self.store.get(path).await {
-            Ok(r) => Ok(Some(r.bytes().await.map_err(store_err)?)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(store_err(e)),
-        }
+        Ok(self.get_versioned(path).await?.0)
     }
 
     /// Reads an object with its version, for a later [`Lake::put_if`].
     pub async fn get_versioned(&self, path: &Path) -> Result<(Option<Bytes>, Version), SinkError> {
-        let store_err = |source| SinkError::Store { op: "get", path: path.to_string(), source };
-        let result = match self.store.get(path).await {
-            Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Ok((None, Version::absent())),
-            Err(e) => return Err(store_err(e)),
+        let read = || async {
+            let r = match self.store.get(path).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let tag = object_store::UpdateVersion { e_tag: r.meta.e_tag.clone(), version: r.meta.version.clone() };
+            Ok(Some((r.bytes().await?, tag)))
         };
-        let tag =
-            object_store::UpdateVersion { e_tag: result.meta.e_tag.clone(), version: result.meta.version.clone() };
-        let bytes = result.bytes().await.map_err(store_err)?;
+        let Some((bytes, tag)) = self.retrying("get", path, read).await? else { return Ok((None, Version::absent())) };
         let tag =
             if self.local_root.is_some() { VersionTag::Content(content_hash(&bytes)) } else { VersionTag::Store(tag) };
         Ok((Some(bytes), Version(Some(tag))))
@@ -282,25 +270,16 @@ impl Lake {
             Some(VersionTag::Content(_)) => return Err(SinkError::Conflict { path: path.to_string() }),
         };
         let opts = object_store::PutOptions { mode, ..Default::default() };
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 1;
-        loop {
-            match self.store.put_opts(path, PutPayload::from(bytes.clone()), opts.clone()).await {
-                Ok(r) => {
-                    let v = object_store::UpdateVersion { e_tag: r.e_tag, version: r.version };
-                    return Ok(Version(Some(VersionTag::Store(v))));
-                }
-                Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
-                    return Err(SinkError::Conflict { path: path.to_string() })
-                }
-                Err(e) if attempt < PUT_ATTEMPTS && transient(&e) => {
-                    tracing::warn!(path = %path, attempt, error = %e, "object store conditional put failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                    attempt += 1;
-                }
-                Err(source) => return Err(SinkError::Store { op: "put", path: path.to_string(), source }),
+        let put = || self.store.put_opts(path, PutPayload::from(bytes.clone()), opts.clone());
+        match self.retrying("put", path, put).await {
+            Ok(r) => {
+                Ok(Version(Some(VersionTag::Store(object_store::UpdateVersion { e_tag: r.e_tag, version: r.version }))))
             }
+            Err(SinkError::Store {
+                source: object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. },
+                ..
+            }) => Err(SinkError::Conflict { path: path.to_string() }),
+            Err(e) => Err(e),
         }
     }
 
@@ -344,27 +323,45 @@ impl Lake {
 
     /// Every object under a prefix, recursively.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>, SinkError> {
-        self.store.list(Some(prefix)).try_collect().await.map_err(|source| SinkError::Store {
-            op: "list",
-            path: prefix.to_string(),
-            source,
-        })
+        self.retrying("list", prefix, || self.store.list(Some(prefix)).try_collect()).await
     }
 
     /// Immediate child folders of a prefix (for example the entity types under `changes/`).
     pub async fn children(&self, prefix: &Path) -> Result<Vec<String>, SinkError> {
-        let listing = self.store.list_with_delimiter(Some(prefix)).await.map_err(|source| SinkError::Store {
-            op: "list",
-            path: prefix.to_string(),
-            source,
-        })?;
+        let listing = self.retrying("list", prefix, || self.store.list_with_delimiter(Some(prefix))).await?;
         Ok(listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect())
     }
 
     pub async fn delete(&self, path: &Path) -> Result<(), SinkError> {
-        match self.store.delete(path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(SinkError::Store { op: "delete", path: path.to_string(), source }),
+        let delete = || async {
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
+        self.retrying("delete", path, delete).await
+    }
+
+    /// Runs a store operation, retrying transient failures (timeouts, 5xx, throttling) with
+    /// exponential backoff: 100 ms doubling, at most 10 s apart, 8 tries.
+    async fn retrying<T, F, Fut>(&self, op: &'static str, path: &Path, mut f: F) -> Result<T, SinkError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < ATTEMPTS && transient(&e) => {
+                    tracing::warn!(op, path = %path, attempt, error = %e, "object store request failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                    attempt += 1;
+                }
+                Err(source) => return Err(SinkError::Store { op, path: path.to_string(), source }),
+            }
         }
     }
 }
@@ -387,6 +384,9 @@ fn transient(e: &object_store::Error) -> bool {
             | object_store::Error::PermissionDenied { .. }
             | object_store::Error::Unauthenticated { .. }
             | object_store::Error::UnknownConfigurationKey { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::NotModified { .. }
     )
 }
 
