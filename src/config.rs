@@ -476,6 +476,20 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Every example in `config/` is a valid configuration.
+    #[test]
+    fn examples_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "toml") {
+                Config::load(&entry.path()).unwrap_or_else(|e| panic!("{}: {e}", entry.path().display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3);
+    }
+
     #[test]
     fn defaults_are_valid_and_unknown_keys_are_refused() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
