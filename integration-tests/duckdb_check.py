@@ -10,6 +10,9 @@ Exits 1 on any difference.
 """
 import datetime
 import decimal
+
+# Decimal(38, 9) values need more than the default 28 digits to quantize.
+decimal.getcontext().prec = 60
 import json
 import os
 import sys

@@ -9,6 +9,7 @@ difference; the server stops with the script.
 """
 import logging
 import os
+import json
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,18 @@ def main():
                 return 1
             if "eavlake-secret" in run.stderr + run.stdout:
                 print("the secret access key appears in eavlake's output")
+                return 1
+            # A second run takes the stream over with a conditional write (If-Match on the
+            # progress record) and finds everything durable.
+            again = subprocess.run([binary, "run", "--source", f"file:{events}", "--config", config],
+                                   capture_output=True, text=True)
+            if again.returncode != 0 or json.loads(again.stdout)["stats"]["records"] != 0:
+                print("second run over S3:", again.stderr, again.stdout)
+                return 1
+            progress = [o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="eav/_eavlake/progress/")["Contents"]]
+            record = json.loads(s3.get_object(Bucket="lake", Key=progress[0])["Body"].read())
+            if record["owner"]["epoch"] != 2:
+                print("progress record after two runs:", record)
                 return 1
             lake = os.path.join(tmp, "lake")
             pages = s3.get_paginator("list_objects_v2").paginate(Bucket="lake", Prefix="eav/current/")
