@@ -37,6 +37,7 @@
 mod debezium;
 mod generator;
 mod model;
+pub mod postgres;
 mod rng;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,541 @@
+//! Realistic EAV traffic written into a live PostgreSQL store (`schemas/eav.sql`), and the
+//! store's current state read back in the same terms as the generator's ground truth: what the
+//! end-to-end tests compare the lake with.
+//!
+//! The traffic, from several connections at once: bulk inserts of `bulk_size` entities in one
+//! transaction, updates of hot (JSONB) and cold (`entity_values`) attributes, value deletes,
+//! entity deletes, attributes added while running, and long transactions that stay open while
+//! short ones commit around them. Each connection owns its own entities (no lock waits); the
+//! catalog is shared.
+
+use super::rng::Rng;
+use super::Expected;
+use crate::decode::DataType;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls};
+
+/// What to drive.
+#[derive(Debug, Clone)]
+pub struct DriveSpec {
+    pub tenants: i64,
+    pub entity_types: Vec<String>,
+    /// Short transactions in all, over all connections.
+    pub transactions: u64,
+    /// Concurrent connections with short transactions (one more runs long transactions).
+    pub connections: usize,
+    /// Entities per bulk insert.
+    pub bulk_size: usize,
+    /// Pause between transactions of one connection (0: as fast as possible).
+    pub pause: Duration,
+    pub seed: u64,
+}
+
+impl Default for DriveSpec {
+    fn default() -> Self {
+        DriveSpec {
+            tenants: 6,
+            entity_types: vec!["customer".into(), "order".into()],
+            transactions: 400,
+            connections: 3,
+            bulk_size: 1000,
+            pause: Duration::ZERO,
+            seed: 1,
+        }
+    }
+}
+
+/// What was driven.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DriveReport {
+    pub transactions: u64,
+    pub long_transactions: u64,
+    pub entities_inserted: u64,
+    pub entities_deleted: u64,
+    pub values_written: u64,
+    pub values_deleted: u64,
+    pub hot_updates: u64,
+    pub attributes_added: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Attr {
+    id: i64,
+    tenant: i64,
+    entity_type: String,
+    name: String,
+    data_type: DataType,
+    hot: bool,
+}
+
+/// State shared by the connections.
+struct Shared {
+    attrs: Mutex<Vec<Attr>>,
+    next_attr: Mutex<i64>,
+    report: Mutex<DriveReport>,
+}
+
+const TYPES: [DataType; 6] =
+    [DataType::Text, DataType::Int, DataType::Decimal, DataType::Bool, DataType::Timestamp, DataType::Json];
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn connect(url: &str) -> anyhow::Result<Client> {
+    use anyhow::Context;
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.context("connecting to PostgreSQL")?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!(error = %e, "postgres connection");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates the initial catalog (if the store has none) and drives `spec`'s traffic.
+pub async fn drive(url: &str, spec: &DriveSpec) -> anyhow::Result<DriveReport> {
+    let mut client = connect(url).await?;
+    let existing = client
+        .query("SELECT attribute_id, tenant_id, entity_type, name, data_type, is_hot FROM attributes", &[])
+        .await?;
+    let mut attrs: Vec<Attr> = existing
+        .iter()
+        .filter_map(|r| {
+            Some(Attr {
+                id: r.get(0),
+                tenant: r.get(1),
+                entity_type: r.get(2),
+                name: r.get(3),
+                data_type: DataType::parse(r.get(4))?,
+                hot: r.get(5),
+            })
+        })
+        .collect();
+    let mut next_attr = attrs.iter().map(|a| a.id).max().unwrap_or(0) + 1;
+    if attrs.is_empty() {
+        // Ten attributes per tenant and type, two of them hot, every data type present.
+        let tx = client.transaction().await?;
+        for tenant in 1..=spec.tenants {
+            for et in &spec.entity_types {
+                for i in 0..10 {
+                    let a = Attr {
+                        id: next_attr,
+                        tenant,
+                        entity_type: et.clone(),
+                        name: format!("{et}_a{i}"),
+                        data_type: TYPES[i % TYPES.len()],
+                        hot: i < 2,
+                    };
+                    insert_attr(&tx, &a).await?;
+                    attrs.push(a);
+                    next_attr += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+    }
+    let max_entity: i64 = client.query_one("SELECT coalesce(max(entity_id), 0) FROM entities", &[]).await?.get(0);
+    let shared = Arc::new(Shared {
+        attrs: Mutex::new(attrs),
+        next_attr: Mutex::new(next_attr),
+        report: Mutex::new(DriveReport::default()),
+    });
+    let per = spec.transactions / spec.connections.max(1) as u64;
+    let mut tasks = Vec::new();
+    for c in 0..=spec.connections {
+        let (url, spec, shared) = (url.to_string(), spec.clone(), shared.clone());
+        // Each connection allocates entity ids from its own block.
+        let first_id = max_entity + 1 + c as i64 * 1_000_000_000;
+        tasks.push(tokio::spawn(async move {
+            let mut client = connect(&url).await?;
+            let long = c == spec_long(&spec);
+            let mut conn = Conn { spec, shared, rng: Rng::new(spec_seed(c)), next_id: first_id, live: Vec::new() };
+            if long {
+                conn.long_transactions(&mut client, per).await
+            } else {
+                conn.short_transactions(&mut client, per).await
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let report = lock(&shared.report).clone();
+    Ok(report)
+}
+
+fn spec_seed(c: usize) -> u64 {
+    0x5eed + c as u64 * 7919
+}
+
+/// The connection that runs long transactions: the last one.
+fn spec_long(spec: &DriveSpec) -> usize {
+    spec.connections
+}
+
+async fn insert_attr(client: &impl tokio_postgres::GenericClient, a: &Attr) -> anyhow::Result<()> {
+    client
+        .execute(
+            "INSERT INTO attributes (attribute_id, tenant_id, entity_type, name, data_type, is_hot) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&a.id, &a.tenant, &a.entity_type, &a.name, &a.data_type.as_str(), &a.hot],
+        )
+        .await?;
+    Ok(())
+}
+
+/// One connection's traffic.
+struct Conn {
+    spec: DriveSpec,
+    shared: Arc<Shared>,
+    rng: Rng,
+    next_id: i64,
+    /// This connection's live entities: (id, tenant, type).
+    live: Vec<(i64, i64, String)>,
+}
+
+/// One cold value, as bind parameters (text for the types that cast from text).
+#[derive(Default)]
+struct Cold {
+    text: Option<String>,
+    int: Option<i64>,
+    decimal: Option<String>,
+    bool: Option<bool>,
+    timestamp: Option<String>,
+    json: Option<String>,
+}
+
+impl Conn {
+    fn attrs_of(&self, tenant: i64, et: &str, hot: bool) -> Vec<Attr> {
+        lock(&self.shared.attrs)
+            .iter()
+            .filter(|a| a.tenant == tenant && a.entity_type == et && a.hot == hot)
+            .cloned()
+            .collect()
+    }
+
+    fn value(&mut self, t: DataType) -> serde_json::Value {
+        use serde_json::json;
+        match t {
+            DataType::Text => json!(format!("v{}", self.rng.below(100_000))),
+            DataType::Int => json!(self.rng.between(-1_000_000_000_000, 1_000_000_000_000)),
+            DataType::Decimal => {
+                let units = self.rng.between(-99_999_999_999, 99_999_999_999);
+                let frac = self.rng.below(1_000_000_000);
+                let sign = if units < 0 { "-" } else { "" };
+                json!(format!("{sign}{}.{frac:09}", units.unsigned_abs()))
+            }
+            DataType::Bool => json!(self.rng.chance(500)),
+            DataType::Timestamp => {
+                // 2020..2030, µs precision, as ISO text.
+                let us = self.rng.between(1_577_836_800_000_000, 1_893_456_000_000_000);
+                let secs = us.div_euclid(1_000_000);
+                let t = chrono::DateTime::from_timestamp(secs, (us.rem_euclid(1_000_000) * 1000) as u32)
+                    .unwrap_or_default();
+                json!(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+            }
+            DataType::Json => json!({"k": self.rng.below(1000), "tags": [self.rng.below(10), "x"]}),
+        }
+    }
+
+    fn cold(&mut self, t: DataType) -> Cold {
+        let v = self.value(t);
+        let s = || v.as_str().map(str::to_string);
+        match t {
+            DataType::Text => Cold { text: s(), ..Cold::default() },
+            DataType::Int => Cold { int: v.as_i64(), ..Cold::default() },
+            DataType::Decimal => Cold { decimal: s(), ..Cold::default() },
+            DataType::Bool => Cold { bool: v.as_bool(), ..Cold::default() },
+            DataType::Timestamp => Cold { timestamp: s(), ..Cold::default() },
+            DataType::Json => Cold { json: Some(v.to_string()), ..Cold::default() },
+        }
+    }
+
+    fn hot_json(&mut self, hot: &[Attr]) -> String {
+        let mut m = serde_json::Map::new();
+        for a in hot {
+            if self.rng.chance(800) {
+                let v = self.value(a.data_type);
+                m.insert(a.name.clone(), v);
+            }
+        }
+        serde_json::Value::Object(m).to_string()
+    }
+
+    async fn upsert_value(
+        tx: &tokio_postgres::Transaction<'_>,
+        entity: i64,
+        tenant: i64,
+        a: &Attr,
+        v: &Cold,
+    ) -> anyhow::Result<()> {
+        tx.execute(
+            "INSERT INTO entity_values (entity_id, attribute_id, tenant_id, value_text, value_int, value_decimal, value_bool, value_timestamp, value_json)
+             VALUES ($1, $2, $3, $4, $5, $6::text::numeric, $7, $8::text::timestamptz, $9::text::jsonb)
+             ON CONFLICT (entity_id, attribute_id) DO UPDATE SET value_text = EXCLUDED.value_text, value_int = EXCLUDED.value_int,
+               value_decimal = EXCLUDED.value_decimal, value_bool = EXCLUDED.value_bool, value_timestamp = EXCLUDED.value_timestamp,
+               value_json = EXCLUDED.value_json, updated_at = now()",
+            &[&entity, &a.id, &tenant, &v.text, &v.int, &v.decimal, &v.bool, &v.timestamp, &v.json],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Inserts `n` entities of one tenant and type with hot and cold values, in `tx`.
+    async fn insert_entities(&mut self, tx: &tokio_postgres::Transaction<'_>, n: usize) -> anyhow::Result<()> {
+        let tenant = self.rng.between(1, self.spec.tenants);
+        let et = self.spec.entity_types[self.rng.index(self.spec.entity_types.len())].clone();
+        let (hot, cold) = (self.attrs_of(tenant, &et, true), self.attrs_of(tenant, &et, false));
+        let (mut ids, mut hots) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut vals: (Vec<i64>, Vec<i64>, Vec<Cold>) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..n {
+            let id = self.next_id;
+            self.next_id += 1;
+            ids.push(id);
+            hots.push(self.hot_json(&hot));
+            for a in &cold {
+                if self.rng.chance(700) {
+                    let v = self.cold(a.data_type);
+                    vals.0.push(id);
+                    vals.1.push(a.id);
+                    vals.2.push(v);
+                }
+            }
+            self.live.push((id, tenant, et.clone()));
+        }
+        let tenants = vec![tenant; n];
+        let types = vec![et.clone(); n];
+        tx.execute(
+            "INSERT INTO entities (entity_id, tenant_id, entity_type, hot_attributes)
+             SELECT e, t, ty, h::jsonb FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(e, t, ty, h)",
+            &[&ids, &tenants, &types, &hots],
+        )
+        .await?;
+        let col = |f: fn(&Cold) -> Option<String>| vals.2.iter().map(f).collect::<Vec<_>>();
+        let (texts, decimals, stamps, jsons) = (
+            col(|c| c.text.clone()),
+            col(|c| c.decimal.clone()),
+            col(|c| c.timestamp.clone()),
+            col(|c| c.json.clone()),
+        );
+        let ints: Vec<Option<i64>> = vals.2.iter().map(|c| c.int).collect();
+        let bools: Vec<Option<bool>> = vals.2.iter().map(|c| c.bool).collect();
+        let value_tenants = vec![tenant; vals.0.len()];
+        tx.execute(
+            "INSERT INTO entity_values (entity_id, attribute_id, tenant_id, value_text, value_int, value_decimal, value_bool, value_timestamp, value_json)
+             SELECT e, a, t, vt, vi, vd::numeric, vb, vts::timestamptz, vj::jsonb
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::bool[], $8::text[], $9::text[])
+               AS u(e, a, t, vt, vi, vd, vb, vts, vj)",
+            &[&vals.0, &vals.1, &value_tenants, &texts, &ints, &decimals, &bools, &stamps, &jsons],
+        )
+        .await?;
+        let mut r = lock(&self.shared.report);
+        r.entities_inserted += n as u64;
+        r.values_written += vals.0.len() as u64;
+        Ok(())
+    }
+
+    /// Changes a few of this connection's entities: hot updates, cold upserts, value deletes.
+    async fn touch(&mut self, tx: &tokio_postgres::Transaction<'_>, entities: usize) -> anyhow::Result<()> {
+        for _ in 0..entities {
+            if self.live.is_empty() {
+                return Ok(());
+            }
+            let (id, tenant, et) = self.live[self.rng.index(self.live.len())].clone();
+            match self.rng.below(10) {
+                0..=3 => {
+                    let hot = self.attrs_of(tenant, &et, true);
+                    let json = self.hot_json(&hot);
+                    tx.execute(
+                        "UPDATE entities SET hot_attributes = $2::text::jsonb, version = version + 1, updated_at = now() WHERE entity_id = $1",
+                        &[&id, &json],
+                    )
+                    .await?;
+                    lock(&self.shared.report).hot_updates += 1;
+                }
+                4..=8 => {
+                    let cold = self.attrs_of(tenant, &et, false);
+                    if cold.is_empty() {
+                        continue;
+                    }
+                    let a = cold[self.rng.index(cold.len())].clone();
+                    let v = self.cold(a.data_type);
+                    Self::upsert_value(tx, id, tenant, &a, &v).await?;
+                    lock(&self.shared.report).values_written += 1;
+                }
+                _ => {
+                    let n = tx.execute("DELETE FROM entity_values WHERE entity_id = $1 AND attribute_id IN (SELECT attribute_id FROM entity_values WHERE entity_id = $1 LIMIT 1)", &[&id]).await?;
+                    lock(&self.shared.report).values_deleted += n;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_entity(&mut self, tx: &tokio_postgres::Transaction<'_>) -> anyhow::Result<()> {
+        if self.live.is_empty() {
+            return Ok(());
+        }
+        let i = self.rng.index(self.live.len());
+        let (id, _, _) = self.live.swap_remove(i);
+        // Values first, as an application would (the foreign key would cascade anyway).
+        tx.execute("DELETE FROM entity_values WHERE entity_id = $1", &[&id]).await?;
+        tx.execute("DELETE FROM entities WHERE entity_id = $1", &[&id]).await?;
+        lock(&self.shared.report).entities_deleted += 1;
+        Ok(())
+    }
+
+    async fn add_attribute(&mut self, client: &Client) -> anyhow::Result<()> {
+        let tenant = self.rng.between(1, self.spec.tenants);
+        let et = self.spec.entity_types[self.rng.index(self.spec.entity_types.len())].clone();
+        let id = {
+            let mut next = lock(&self.shared.next_attr);
+            *next += 1;
+            *next - 1
+        };
+        let a = Attr {
+            id,
+            tenant,
+            entity_type: et.clone(),
+            name: format!("{et}_x{id}"),
+            data_type: TYPES[self.rng.index(TYPES.len())],
+            hot: self.rng.chance(200),
+        };
+        insert_attr(client, &a).await?;
+        lock(&self.shared.attrs).push(a);
+        lock(&self.shared.report).attributes_added += 1;
+        Ok(())
+    }
+
+    async fn short_transactions(&mut self, client: &mut Client, count: u64) -> anyhow::Result<()> {
+        for _ in 0..count {
+            let op = self.rng.below(100);
+            if op < 3 {
+                self.add_attribute(client).await?;
+            } else {
+                let tx = client.transaction().await?;
+                match op {
+                    3..=7 => {
+                        let n = self.spec.bulk_size;
+                        self.insert_entities(&tx, n).await?
+                    }
+                    8..=12 => self.delete_entity(&tx).await?,
+                    13..=20 => self.insert_entities(&tx, 3).await?,
+                    _ => {
+                        let n = 1 + self.rng.index(6);
+                        self.touch(&tx, n).await?
+                    }
+                }
+                tx.commit().await?;
+            }
+            lock(&self.shared.report).transactions += 1;
+            if !self.spec.pause.is_zero() {
+                tokio::time::sleep(self.spec.pause).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Transactions that stay open a while (changes spread over time) while the other
+    /// connections commit short ones: their changes interleave in the WAL.
+    async fn long_transactions(&mut self, client: &mut Client, short_per_connection: u64) -> anyhow::Result<()> {
+        let rounds = (short_per_connection / 40).max(1);
+        for _ in 0..rounds {
+            let tx = client.transaction().await?;
+            self.insert_entities(&tx, 20).await?;
+            for _ in 0..5 {
+                self.touch(&tx, 4).await?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tx.commit().await?;
+            let mut r = lock(&self.shared.report);
+            r.long_transactions += 1;
+            r.transactions += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The store's current state: live entities → attribute name → non-null value, decimals at
+/// `scale`, timestamps in µs.
+pub async fn read_state(
+    url: &str,
+    scale: u32,
+) -> anyhow::Result<BTreeMap<(String, i64, i64), BTreeMap<String, Expected>>> {
+    use crate::decode::json::{hot_decimal, hot_timestamp};
+    use crate::decode::value::{parse_decimal, rescale};
+    let client = connect(url).await?;
+    let mut catalog: BTreeMap<(i64, String, String), DataType> = BTreeMap::new();
+    for r in client.query("SELECT tenant_id, entity_type, name, data_type FROM attributes", &[]).await? {
+        if let Some(t) = DataType::parse(r.get(3)) {
+            catalog.insert((r.get(0), r.get(1), r.get(2)), t);
+        }
+    }
+    let mut state = BTreeMap::new();
+    let mut types = BTreeMap::new();
+    for r in client
+        .query("SELECT entity_type, tenant_id, entity_id, hot_attributes::text FROM entities WHERE NOT is_deleted", &[])
+        .await?
+    {
+        let (et, tenant, id, hot): (String, i64, i64, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let mut attrs = BTreeMap::new();
+        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&hot)?;
+        for (name, v) in obj {
+            if v.is_null() {
+                continue;
+            }
+            let Some(t) = catalog.get(&(tenant, et.clone(), name.clone())) else {
+                anyhow::bail!("entity {id}: hot attribute `{name}` is not in the catalog");
+            };
+            let raw = v.to_string();
+            let value = match t {
+                DataType::Text => Expected::Text(v.as_str().unwrap_or_default().to_string()),
+                DataType::Int => Expected::Int(v.as_i64().unwrap_or_default()),
+                DataType::Bool => Expected::Bool(v.as_bool().unwrap_or_default()),
+                DataType::Json => Expected::Json(v),
+                DataType::Decimal => Expected::Decimal(
+                    hot_decimal(&raw).and_then(|d| rescale(d, scale)).map_err(|e| anyhow::anyhow!("{e}"))?,
+                ),
+                DataType::Timestamp => Expected::Timestamp(hot_timestamp(&raw).map_err(|e| anyhow::anyhow!("{e}"))?),
+            };
+            attrs.insert(name, value);
+        }
+        types.insert(id, (et.clone(), tenant));
+        state.insert((et, tenant, id), attrs);
+    }
+    let rows = client
+        .query(
+            "SELECT v.entity_id, a.name, a.data_type, v.value_text, v.value_int, v.value_decimal::text, v.value_bool,
+                    (extract(epoch from v.value_timestamp) * 1000000)::bigint, v.value_json::text
+             FROM entity_values v JOIN attributes a USING (attribute_id)",
+            &[],
+        )
+        .await?;
+    for r in rows {
+        let id: i64 = r.get(0);
+        let Some((et, tenant)) = types.get(&id) else { continue };
+        let name: String = r.get(1);
+        let value = match DataType::parse(r.get(2)) {
+            Some(DataType::Text) => r.get::<_, Option<String>>(3).map(Expected::Text),
+            Some(DataType::Int) => r.get::<_, Option<i64>>(4).map(Expected::Int),
+            Some(DataType::Decimal) => match r.get::<_, Option<String>>(5) {
+                Some(t) => Some(Expected::Decimal(
+                    parse_decimal(&t).and_then(|d| rescale(d, scale)).map_err(|e| anyhow::anyhow!("{e}"))?,
+                )),
+                None => None,
+            },
+            Some(DataType::Bool) => r.get::<_, Option<bool>>(6).map(Expected::Bool),
+            Some(DataType::Timestamp) => r.get::<_, Option<i64>>(7).map(Expected::Timestamp),
+            Some(DataType::Json) => match r.get::<_, Option<String>>(8) {
+                Some(t) => Some(Expected::Json(serde_json::from_str(&t)?)),
+                None => None,
+            },
+            None => None,
+        };
+        if let (Some(v), Some(attrs)) = (value, state.get_mut(&(et.clone(), *tenant, id))) {
+            attrs.insert(name, v);
+        }
+    }
+    Ok(state)
+}
