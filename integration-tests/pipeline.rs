@@ -87,8 +87,9 @@ fn envelope(table: &str, op: &str, before: Option<String>, after: Option<String>
         before.as_deref().unwrap_or("null"),
         after.as_deref().unwrap_or("null"),
         source(table, at),
+        // Debezium's PostgreSQL transaction id is `txId:LSN` with each event's own LSN.
         at.tx,
-        at.commit,
+        at.lsn,
         ts_ms(at) + 333,
     )
 }

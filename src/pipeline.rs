@@ -95,10 +95,16 @@ pub enum PipelineError {
 }
 
 impl PipelineError {
-    /// The stream was taken over by another writer, or this one ran out of time: drop the
-    /// pipeline; a new one (after a new claim) redoes the work.
+    /// The stream was taken over by another writer: drop the pipeline, write nothing more.
     pub fn is_fenced(&self) -> bool {
-        matches!(self, PipelineError::Progress(ProgressError::Fenced { .. } | ProgressError::DeadlinePassed { .. }))
+        matches!(self, PipelineError::Progress(ProgressError::Fenced { .. }))
+    }
+
+    /// The flush ran past its deadline (a slow or unreachable store): its objects may be
+    /// removed by whoever takes the stream next. Drop the pipeline; a new one (after a new
+    /// claim, which removes them) redoes the work.
+    pub fn is_late(&self) -> bool {
+        matches!(self, PipelineError::Progress(ProgressError::DeadlinePassed { .. }))
     }
 }
 

@@ -203,7 +203,8 @@ impl Shared {
         let part = lock(&self.parts).remove(&(topic.to_string(), partition));
         if let Some(mut part) = part {
             if let Err(e) = self.flush(consumer, &mut part, false) {
-                if !e.is_fenced() {
+                // Fenced or late: the next owner redoes it.
+                if !e.is_fenced() && !e.is_late() {
                     self.fail(anyhow::Error::new(e).context(format!("flushing {topic}[{partition}] on revocation")));
                 }
             }
@@ -427,9 +428,17 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
         let results = shared.flush_many(&consumer, flushing);
         lock(&shared.report).flush_seconds += t.elapsed().as_secs_f64();
         flush_estimate = (flush_estimate * 4 + t.elapsed()) / 5;
+        let mut redo = Vec::new();
         for (key, result) in keys.into_iter().zip(results) {
             match result {
                 Ok(()) => {}
+                Err(e) if e.is_late() => {
+                    tracing::warn!(topic = %key.0, partition = key.1, error = %e, "flush too slow: redoing it");
+                    if let Some(p) = parts.remove(&key) {
+                        lock(&shared.report).stats.add(&p.pipeline.stats);
+                    }
+                    redo.push(key);
+                }
                 Err(e) if e.is_fenced() => {
                     tracing::error!(topic = %key.0, partition = key.1, error = %e, "partition fenced: giving it up");
                     if let Some(p) = parts.remove(&key) {
@@ -444,6 +453,19 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                     shared.fail(anyhow::Error::new(e).context(format!("flushing {}[{}]", key.0, key.1)));
                     break;
                 }
+            }
+        }
+        drop(parts);
+        // A late flush is redone by taking the partition over again: the claim waits out the
+        // deadline and removes what the flush wrote; reading resumes at the lake's record.
+        for (topic, partition) in redo {
+            match shared.open_part(&topic, partition) {
+                Ok(next) => {
+                    if let Err(e) = consumer.seek(&topic, partition, Offset::Offset(next), timeout) {
+                        shared.fail(anyhow::Error::new(e).context(format!("seeking {topic}[{partition}] to {next}")));
+                    }
+                }
+                Err(e) => shared.fail(e.context(format!("taking {topic}[{partition}] over again"))),
             }
         }
     }

@@ -185,20 +185,18 @@ impl Pivot {
         };
         // Snapshot reads are not transactions (a whole snapshot shares one txId): each read is
         // its own row, so that progress can move during a snapshot of any size.
-        let same_tx = !source.snapshot
-            && match (&self.tx, tx) {
-                (Some(TxKey::Id(current)), Some(id)) => current == id,
-                (Some(TxKey::Position { tx_id, commit_lsn }), None) => {
-                    *tx_id == source.tx_id && *commit_lsn == source.position.commit_lsn.0
-                }
-                _ => false,
-            };
+        // A transaction is known by `source.txId` with `sequence[0]` (the commit LSN before it:
+        // the same for all its changes, and it tells apart transactions whose ids wrapped
+        // around). Debezium's `transaction.id` for PostgreSQL is `txId:LSN` with each event's
+        // own LSN, so it is used only without a txId.
+        let key = match (source.tx_id, tx) {
+            (None, Some(id)) => TxKey::Id(id.split(':').next().unwrap_or(id).to_string()),
+            _ => TxKey::Position { tx_id: source.tx_id, commit_lsn: source.position.commit_lsn.0 },
+        };
+        let same_tx = !source.snapshot && self.tx.as_ref() == Some(&key);
         if !same_tx {
             self.end_transaction(catalog);
-            self.tx = Some(match tx {
-                Some(id) => TxKey::Id(id.to_string()),
-                None => TxKey::Position { tx_id: source.tx_id, commit_lsn: source.position.commit_lsn.0 },
-            });
+            self.tx = Some(key);
         }
         if let Some(&at) = self.pending.get(&entity_id) {
             let existing = &self.rows[at];

@@ -517,7 +517,9 @@ impl<'w> Generator<'w> {
                 lsn: ch.lsn,
                 last_commit: Some(self.last_commit),
             };
-            let block = TxBlock { id: &id, total_order: i as u64 + 1, data_collection_order: order };
+            // As Debezium's PostgreSQL connector writes it: `txId:LSN` of this very event.
+            let event_id = format!("{xid}:{}", ch.lsn);
+            let block = TxBlock { id: &event_id, total_order: i as u64 + 1, data_collection_order: order };
             let proc_ns = commit_us * 1000 + lag_ns + i as i64 * 1_711;
             let start = self.sink.start();
             dbz::change_record(
