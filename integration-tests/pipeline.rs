@@ -1248,3 +1248,26 @@ async fn crash_with_a_parked_value_writes_each_change_row_once() {
     );
     assert_eq!(change_keys(&lake), [(1, 2), (1, 4), (2, 5), (3, 7)], "each change row once");
 }
+
+/// Entity ids far apart in one change file (id blocks of different writers) touch only the
+/// ranges that hold them, not every range between.
+#[tokio::test]
+async fn compaction_touches_only_the_ranges_that_have_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let cfg = config(&lake);
+    let name = attr(1, "name", "text");
+    let mut w = Wal::new();
+    let far = 2_000_000_005;
+    let lines = vec![
+        attribute("c", None, Some(&name), w.tx()),
+        entity("c", None, Some(&ent(5)), w.tx()),
+        value("c", None, Some(&val(5, 1, V::Text("near"))), w.same()),
+        entity("c", None, Some(&ent(far)), w.same()),
+        value("c", None, Some(&val(far, 1, V::Text("far"))), w.same()),
+    ];
+    let report = run(&cfg, &dir.path().join("far.jsonl"), &lines).await;
+    assert_eq!(report.compaction.unwrap().ranges_written, 2);
+    let objects: Vec<String> = file_bytes(&lake.join("current/customer/tenant_id=1")).into_keys().collect();
+    assert_eq!(objects, ["entities-000000000000-000000099999.parquet", "entities-002000000000-002000099999.parquet"]);
+}

@@ -154,10 +154,7 @@ async fn compact_tenant(
             cached_bytes += len;
             cache[i] = Some(obj.clone());
         }
-        let Some((min, max)) = obj.entity_id_bounds() else { continue };
-        let (a, b) = (min.div_euclid(opts.range_size), max.div_euclid(opts.range_size));
-        for r in a..=b {
-            let lo = r * opts.range_size;
+        for lo in obj.entity_id_ranges(opts.range_size)? {
             let fresh = ranges.get(&lo).is_none_or(|w| f.last > w.get(&f.stream).copied().unwrap_or(i64::MIN));
             if fresh {
                 touched.entry(lo).or_default().push(i);

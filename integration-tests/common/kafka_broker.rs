@@ -64,6 +64,18 @@ impl KafkaBroker {
         );
     }
 
+    /// Stops the broker and starts it again with its data, on the same port.
+    pub fn restart(&self) {
+        check(
+            "kafka.sh restart",
+            Command::new(script())
+                .arg("restart")
+                .arg(self.dir.path())
+                .env("EAVLAKE_STACK_OWNER_PID", std::process::id().to_string())
+                .output(),
+        );
+    }
+
     /// The broker's folder: `broker.log`, `server.properties`, `data/`.
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -9,11 +9,14 @@
 #
 # Jars are cached in ${EAVLAKE_CACHE:-~/.cache/eavlake}/jars/kafka-<version>; the version is the
 # one in kafka/pom.xml. A started broker stops by itself when the process $EAVLAKE_STACK_OWNER_PID
-# dies and after $EAVLAKE_STACK_TTL seconds (default 3600), so a killed test run leaves no JVM.
+# dies and after $EAVLAKE_STACK_TTL seconds (default 3600), so a killed test run leaves no JVM
+# (the watchdog in common.sh).
 # DIR holds server.properties, data/, broker.log, broker.pid, watchdog.pid and bootstrap.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$here/common.sh"
 pom="$here/kafka/pom.xml"
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
 jars="${EAVLAKE_CACHE:-$HOME/.cache/eavlake}/jars/kafka-$version"
@@ -43,53 +46,34 @@ tool() {
         -Deavlake.log.level=WARN -cp "$jars/*" "$@"
 }
 
-# The broker's pid, but only while that pid still is this DIR's broker (pids get reused, and a
-# zombie has an empty cmdline).
-broker_pid() {
-    local pid; pid=$(cat "$1/broker.pid" 2>/dev/null) || return 1
-    tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$1/server.properties" && echo "$pid"
-}
+# The broker's pid, but only while that pid still is this DIR's broker (see common.sh).
+broker_pid() { stack_pid "$1/broker.pid" "$1/server.properties"; }
 
-kill_broker() {
-    local pid; pid=$(broker_pid "$1") || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 100); do broker_pid "$1" >/dev/null || return 0; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
-}
+kill_broker() { stack_kill "$1/broker.pid" "$1/server.properties" TERM; }
 
 stop() {
     local dir; dir=$(cd "$1" 2>/dev/null && pwd) || return 0
     kill_broker "$dir"
-    local wpid; wpid=$(cat "$dir/watchdog.pid" 2>/dev/null) || wpid=
-    if [ -n "$wpid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$wpid/cmdline" | grep -qF "_watchdog $dir "; then
-        kill -- "-$wpid" 2>/dev/null || kill "$wpid" 2>/dev/null || true  # its group: also its sleep
-    fi
-    rm -f "$dir/broker.pid" "$dir/watchdog.pid"
-}
-
-# Runs detached (own session, no inherited stdio): stops the broker once the owner is gone
-# (or a zombie) or the TTL is up; exits on its own when the broker does.
-watchdog() {
-    local dir=$1 owner=$2 deadline=$((SECONDS + $3))
-    while broker_pid "$dir" >/dev/null; do
-        if [ $SECONDS -ge $deadline ] || { [ -n "$owner" ] && { ! kill -0 "$owner" 2>/dev/null \
-                || grep -q '^[0-9]* (.*) Z' "/proc/$owner/stat" 2>/dev/null; }; }; then
-            kill_broker "$dir"; exit 0
-        fi
-        sleep 1
-    done
+    stack_stop_watchdog "$dir"
+    rm -f "$dir/broker.pid"
 }
 
 start() {
     mkdir -p "$1"
     local dir; dir=$(cd "$1" && pwd)
     if broker_pid "$dir" >/dev/null; then die "a broker is already running in $dir"; fi
-    local owner=${EAVLAKE_STACK_OWNER_PID:-}
-    if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then die "EAVLAKE_STACK_OWNER_PID $owner is not running"; fi
+    stack_check_owner
     fetch
     # Two free loopback ports (client, controller) and a cluster id in Kafka's form: 16 random
     # bytes, url-safe base64, never starting with '-' (it would read as an option).
     local port cport cluster_id
+    if [ -f "$dir/data/meta.properties" ] && [ -f "$dir/server.properties" ]; then
+        # A stopped broker restarts with its data on its own ports: clients keep their
+        # bootstrap address (that is what a broker restart test needs).
+        port=$(sed -n 's/^listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\),.*/\1/p' "$dir/server.properties")
+        cport=$(sed -n 's/^controller.quorum.voters=1@127.0.0.1:\([0-9]*\)$/\1/p' "$dir/server.properties")
+        cluster_id=unused
+    else
     read -r port cport cluster_id < <(python3 -c '
 import base64, socket, uuid
 socks = [socket.socket() for _ in range(2)]
@@ -97,6 +81,7 @@ for s in socks: s.bind(("127.0.0.1", 0))
 cid = "-"
 while cid.startswith("-"): cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 print(*(s.getsockname()[1] for s in socks), cid)') || die "python3 is needed to pick free ports"
+    fi
 
     # Replication factors and ISR of 1 for the internal topics, or groups and transactions fail
     # on one node; no initial rebalance delay, or each new consumer group waits 3 s. Classic
@@ -132,7 +117,7 @@ EOF
 
     local log="$dir/broker.log"
     : >"$log"
-    # A DIR whose broker was stopped is already formatted: it restarts with its data, on new ports.
+    # A DIR whose broker was stopped is already formatted: it restarts with its data.
     if [ ! -f "$dir/data/meta.properties" ]; then
         tool "$dir" kafka.tools.StorageTool format --config "$dir/server.properties" \
             --cluster-id "$cluster_id" >"$log" 2>&1 || { cat "$log" >&2; die "formatting $dir/data failed"; }
@@ -147,9 +132,7 @@ EOF
     # Until the forked shell has exec'd, its cmdline is ours and broker_pid would call it gone.
     while ! broker_pid "$dir" >/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     echo "127.0.0.1:$port" >"$dir/bootstrap"
-    setsid nohup "$here/$(basename "$0")" _watchdog "$dir" "$owner" "${EAVLAKE_STACK_TTL:-3600}" \
-        >/dev/null 2>&1 </dev/null &
-    echo $! >"$dir/watchdog.pid"
+    stack_spawn_watchdog "$dir"
 
     # KafkaRaftServer logs "Kafka Server started" only once the broker is unfenced and serving.
     local deadline=$((SECONDS + 60))
@@ -169,11 +152,13 @@ case "${1:-}" in
     fetch) fetch ;;
     start) [ $# -eq 2 ] || die "usage: kafka.sh start DIR"; start "$2" ;;
     stop) [ $# -eq 2 ] || die "usage: kafka.sh stop DIR"; stop "$2" ;;
+    restart) [ $# -eq 2 ] || die "usage: kafka.sh restart DIR"; stop "$2"; start "$2" ;;
     topic)
         [ $# -eq 4 ] || die "usage: kafka.sh topic DIR NAME PARTITIONS"
         dir=$(cd "$2" && pwd); fetch
         tool "$dir" org.apache.kafka.tools.TopicCommand --bootstrap-server "$(cat "$dir/bootstrap")" \
             --create --topic "$3" --partitions "$4" --replication-factor 1 ;;
-    _watchdog) watchdog "$2" "$3" "$4" ;;
-    *) die "usage: kafka.sh fetch | start DIR | stop DIR | topic DIR NAME PARTITIONS" ;;
+    # Stops the broker once the owner is gone or the TTL is up; exits when the broker does.
+    _watchdog) stack_watchdog "$3" "$4" "$2/broker.pid" "$2/server.properties" TERM ;;
+    *) die "usage: kafka.sh fetch | start DIR | stop DIR | restart DIR | topic DIR NAME PARTITIONS" ;;
 esac

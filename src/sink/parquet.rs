@@ -122,6 +122,39 @@ impl ParquetObject {
         bounds
     }
 
+    /// The starts of the entity-id ranges of `range_size` that the file has rows in. From the
+    /// statistics when they span at most two ranges; otherwise from the entity_id column, so a
+    /// file holding ids 5 and 2,000,000,005 touches two ranges, not twenty thousand.
+    pub fn entity_id_ranges(&self, range_size: i64) -> Result<std::collections::BTreeSet<i64>, SinkError> {
+        use arrow::array::AsArray;
+        let Some((min, max)) = self.entity_id_bounds() else { return Ok(Default::default()) };
+        let (a, b) = (min.div_euclid(range_size), max.div_euclid(range_size));
+        if b - a <= 1 {
+            return Ok((a..=b).map(|r| r * range_size).collect());
+        }
+        let err = |m: String| SinkError::Parquet { path: self.path.clone(), message: m };
+        let fields = self.meta.metadata().file_metadata().schema_descr();
+        let Some(col) = fields.columns().iter().position(|c| c.name() == columns::ENTITY_ID) else {
+            return Ok(Default::default());
+        };
+        let mask = parquet::arrow::ProjectionMask::leaves(fields, [col]);
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.meta.clone())
+            .with_projection(mask)
+            .with_batch_size(65_536)
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let mut out = std::collections::BTreeSet::new();
+        for batch in reader {
+            let batch = batch.map_err(|e| err(e.to_string()))?;
+            let ids = batch
+                .column(0)
+                .as_primitive_opt::<arrow::datatypes::Int64Type>()
+                .ok_or_else(|| err("entity_id is not Int64".into()))?;
+            out.extend(ids.values().iter().map(|id| id.div_euclid(range_size) * range_size));
+        }
+        Ok(out)
+    }
+
     /// Reads the given row groups.
     pub fn read(&self, row_groups: Vec<usize>) -> Result<Vec<RecordBatch>, SinkError> {
         let err = |m: String| SinkError::Parquet { path: self.path.clone(), message: m };

@@ -1,0 +1,70 @@
+//! An S3-compatible server on loopback for tests: moto's server from the project's Python venv
+//! (`$EAVLAKE_CACHE/venv`, made by `integration-tests/run.sh`), with one bucket, `lake`. It keeps
+//! its objects in memory, so an outage is simulated by freezing it (SIGSTOP/SIGCONT), not by
+//! restarting it.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct S3Server {
+    pub endpoint: String,
+    child: Child,
+}
+
+fn venv() -> std::path::PathBuf {
+    let cache = std::env::var_os("EAVLAKE_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/eavlake"));
+    cache.join("venv")
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut cmd = Command::new(venv().join("bin/moto_server"));
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
+        // SAFETY: prctl only sets this child's parent-death signal: the server goes with the
+        // test process however that ends.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("moto_server from the venv of integration-tests/run.sh");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not listen within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // moto does not check signatures: a plain PUT creates the bucket.
+        let status = Command::new("python3")
+            .args(["-c", &format!("import urllib.request as u; u.urlopen(u.Request('{endpoint}/lake', method='PUT'))")])
+            .status()
+            .unwrap();
+        assert!(status.success(), "creating the bucket");
+        S3Server { endpoint, child }
+    }
+
+    /// Freezes the server: requests hang until [`S3Server::resume`].
+    pub fn freeze(&self) {
+        // SAFETY: signals to a child this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    pub fn resume(&self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.resume();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

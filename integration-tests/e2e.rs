@@ -1,0 +1,293 @@
+//! End to end on the real stack, all on loopback and started by the project's scripts:
+//! PostgreSQL 15 with the reference schema, Kafka (KRaft), Debezium's PostgreSQL connector in
+//! Kafka Connect, an S3 server (moto), and `eavlake run --source kafka` workers writing the lake
+//! to it. A driver writes realistic EAV traffic into Postgres; after each phase, once the lake
+//! has caught up, the lake's current state must equal Postgres value for value, and no change
+//! row may be in the lake twice.
+//!
+//! The phases share one stack (starting it takes most of a minute):
+//! 1. steady state;
+//! 2. the worker killed with SIGKILL repeatedly during the workload;
+//! 3. Kafka Connect restarted mid-stream (Debezium re-sends a tail of changes);
+//! 4. the Kafka broker restarted: the worker waits and resumes;
+//! 5. the S3 server frozen for 30 s: the worker retries, commits nothing early, loses nothing;
+//! 6. a malformed record produced into the source topic: it lands in the dead-letter topic with
+//!    its headers, and everything after it in the lake.
+
+#[path = "common/kafka_broker.rs"]
+mod kafka_broker;
+#[path = "common/kafka_workload.rs"]
+mod kafka_workload;
+#[path = "common/lake.rs"]
+mod lake;
+#[path = "common/s3_server.rs"]
+mod s3_server;
+#[path = "common/stack.rs"]
+mod stack;
+
+use eavlake::config::Config;
+use eavlake::sink::Lake;
+use eavlake::workload::postgres::{drive, read_state, DriveSpec};
+use kafka_workload::{high_watermarks, read_dead_letters};
+use lake::{assert_same_state, change_row_keys, read_current};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DATA: &str = "eav.public.entity_changes";
+const CATALOG: &str = "eav.public.attributes";
+const PARTITIONS: i32 = 4;
+
+struct Stack {
+    pg: stack::Postgres,
+    kafka: kafka_broker::KafkaBroker,
+    connect: stack::Connect,
+    s3: s3_server::S3Server,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+    config: Config,
+    lake: Lake,
+    worker: Option<Child>,
+}
+
+impl Stack {
+    fn start() -> Stack {
+        let pg = stack::Postgres::start();
+        let kafka = kafka_broker::KafkaBroker::start();
+        kafka.create_topic(DATA, PARTITIONS);
+        kafka.create_topic(CATALOG, 1);
+        let connect = stack::Connect::start(&kafka.bootstrap, &pg.url);
+        let s3 = s3_server::S3Server::start();
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("worker.toml");
+        let text = format!(
+            r#"
+[lake]
+url = "s3://lake/eav"
+[lake.s3]
+endpoint = "{endpoint}"
+region = "us-east-1"
+allow_http = true
+access_key_id = "e2e"
+secret_access_key = "e2e-secret"
+[decode]
+decimal_handling_mode = "string"
+[batch]
+max_age_ms = 2000
+flush_deadline_ms = 5000
+clock_skew_ms = 100
+[catalog]
+unknown_attribute_wait_ms = 10000
+[kafka]
+brokers = "{bootstrap}"
+group_id = "e2e"
+topics = ["{DATA}"]
+catalog_topic = "{CATALOG}"
+request_timeout_ms = 10000
+[kafka.properties]
+"group.instance.id" = "e2e-worker"
+"session.timeout.ms" = "10000"
+"#,
+            endpoint = s3.endpoint,
+            bootstrap = kafka.bootstrap
+        );
+        std::fs::write(&config_path, text).unwrap();
+        let config = Config::load(&config_path).unwrap();
+        let lake = Lake::open(&config.lake.url, &config.s3_options()).unwrap();
+        Stack { pg, kafka, connect, s3, dir, config_path, config, lake, worker: None }
+    }
+
+    fn start_worker(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_eavlake"))
+            .args(["run", "--source", "kafka", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "eavlake=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.worker = Some(child);
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("worker.log")
+    }
+
+    fn kill_worker(&mut self) {
+        if let Some(mut w) = self.worker.take() {
+            w.kill().unwrap();
+            w.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM; the worker must stop cleanly (exit 0) within 30 s.
+    fn stop_worker(&mut self) {
+        let Some(mut w) = self.worker.take() else { return };
+        // SAFETY: a signal to a child this test started.
+        unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = w.try_wait().unwrap() {
+                assert!(status.success(), "worker exit {status}; log:\n{}", self.tail_log());
+                return;
+            }
+            assert!(Instant::now() < deadline, "worker did not stop within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn tail_log(&self) -> String {
+        let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+        text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    fn assert_worker_alive(&mut self) {
+        if let Some(w) = &mut self.worker {
+            if let Some(status) = w.try_wait().unwrap() {
+                panic!("worker exited ({status}); log:\n{}", self.tail_log());
+            }
+        }
+    }
+
+    /// The lake's last durable offset of each partition.
+    async fn lake_progress(&self) -> Vec<Option<i64>> {
+        let mut out = Vec::new();
+        for p in 0..PARTITIONS {
+            let name = eavlake::position::StreamId::Kafka { topic: DATA.into(), partition: p }.object_name();
+            let record = eavlake::progress::load(&self.lake, &name).await.unwrap();
+            out.push(record.map(|r| r.last_seq));
+        }
+        out
+    }
+
+    /// Waits until Debezium has published everything (the topic's ends stay put) and the lake
+    /// has recorded every partition to its end.
+    async fn caught_up(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut last_ends = Vec::new();
+        let mut steady = 0;
+        loop {
+            self.assert_worker_alive();
+            let ends: Vec<i64> = high_watermarks(&self.kafka.bootstrap, DATA, PARTITIONS).into_values().collect();
+            let progress = self.lake_progress().await;
+            let done = ends.iter().zip(&progress).all(|(end, p)| *end == 0 || p.is_some_and(|p| p + 1 >= *end));
+            steady = if done && ends == last_ends { steady + 1 } else { 0 };
+            if steady >= 3 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lake not caught up within {within:?}: ends {ends:?}, lake {progress:?}; log:\n{}",
+                self.tail_log()
+            );
+            last_ends = ends;
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    }
+
+    /// Compacts, reads the lake back and compares it with Postgres; no change row twice.
+    async fn assert_lake_equals_postgres(&self, phase: &str) {
+        eavlake::run::compact(&self.config, &self.lake).await.unwrap();
+        let local = self.dir.path().join(format!("lake-{}", phase.replace(' ', "-")));
+        download(&self.lake, &local).await;
+        let expected = read_state(&self.pg.url, 9).await.unwrap();
+        let actual = read_current(&local);
+        assert!(expected.len() > 100, "{phase}: a workload worth the name: {} entities", expected.len());
+        assert_same_state(&actual, &expected);
+        let keys = change_row_keys(&local);
+        let unique: std::collections::BTreeSet<_> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "{phase}: a change row landed twice");
+        eprintln!("{phase}: lake == Postgres ({} live entities, {} change rows)", expected.len(), keys.len());
+    }
+}
+
+/// Copies the lake's objects into a local folder, for the Parquet readers of the tests.
+async fn download(lake: &Lake, dir: &Path) {
+    for prefix in ["current", "changes"] {
+        for meta in lake.list(&object_store::path::Path::from(prefix)).await.unwrap() {
+            let bytes = lake.get(&meta.location).await.unwrap().unwrap();
+            let path = dir.join(meta.location.as_ref());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+    }
+}
+
+fn spec(transactions: u64, seed: u64) -> DriveSpec {
+    DriveSpec { transactions, bulk_size: 1000, seed, pause: Duration::from_millis(5), ..DriveSpec::default() }
+}
+
+/// Drives `spec` in the background, returning when it is done.
+fn driving(url: &str, spec: DriveSpec) -> tokio::task::JoinHandle<()> {
+    let url = url.to_string();
+    tokio::spawn(async move {
+        drive(&url, &spec).await.unwrap();
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_stack_end_to_end() {
+    let mut s = Stack::start();
+    s.start_worker();
+
+    // 1. Steady state.
+    drive(&s.pg.url, &spec(200, 1)).await.unwrap();
+    s.caught_up(Duration::from_secs(120)).await;
+    s.assert_lake_equals_postgres("1 steady state").await;
+
+    // 2. SIGKILL, again and again, while the workload runs.
+    let d = driving(&s.pg.url, spec(300, 2));
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(700 + 400 * (i % 3))).await;
+        s.kill_worker();
+        s.start_worker();
+    }
+    d.await.unwrap();
+    s.caught_up(Duration::from_secs(120)).await;
+    s.assert_lake_equals_postgres("2 worker killed").await;
+
+    // 3. Kafka Connect restarted mid-stream: Debezium re-sends what it had not recorded.
+    let d = driving(&s.pg.url, spec(300, 3));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.connect.restart();
+    d.await.unwrap();
+    s.caught_up(Duration::from_secs(120)).await;
+    s.assert_lake_equals_postgres("3 connect restarted").await;
+
+    // 4. The broker restarted: the worker waits and resumes.
+    let d = driving(&s.pg.url, spec(200, 4));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.kafka.restart();
+    d.await.unwrap();
+    s.caught_up(Duration::from_secs(180)).await;
+    s.assert_lake_equals_postgres("4 broker restarted").await;
+
+    // 5. The S3 server unreachable for 30 s.
+    let d = driving(&s.pg.url, spec(200, 5));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.s3.freeze();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    s.s3.resume();
+    d.await.unwrap();
+    s.caught_up(Duration::from_secs(180)).await;
+    s.assert_lake_equals_postgres("5 S3 down for 30 s").await;
+
+    // 6. A malformed record in the source topic, then more traffic.
+    let poison = b"{\"payload\": this is not JSON".to_vec();
+    let producer = kafka_workload::producer(&s.kafka.bootstrap);
+    let rec = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(DATA).partition(1).payload(&poison);
+    let (partition, offset) =
+        producer.send(rec, Duration::from_secs(10)).await.map(|d| (d.partition, d.offset)).unwrap();
+    drive(&s.pg.url, &spec(100, 6)).await.unwrap();
+    s.caught_up(Duration::from_secs(120)).await;
+    s.assert_lake_equals_postgres("6 malformed record").await;
+    let dead = read_dead_letters(&s.kafka.bootstrap, &format!("{DATA}.dlq"));
+    assert_eq!(dead.keys().copied().collect::<Vec<_>>(), vec![(partition, offset)], "exactly the malformed record");
+    let (reason, value, headers) = &dead[&(partition, offset)];
+    assert_eq!((reason.as_str(), value), ("invalid_json", &poison));
+    assert_eq!(headers["__connect.errors.topic"], DATA);
+    assert!(headers["__connect.errors.exception.message"].contains("JSON"), "{headers:?}");
+
+    s.stop_worker();
+}
