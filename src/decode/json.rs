@@ -258,6 +258,20 @@ impl JsonDecoder {
 
     /// Decodes one record value; `None` bytes is a tombstone.
     pub fn decode(&mut self, value: Option<&[u8]>) -> Result<Event, DecodeError> {
+        self.decode_inner(value).map_err(|e| match (e, value) {
+            // The cursor skips what it does not need without checking it, so a record it finds
+            // unusable may be broken JSON rather than JSON of another shape: say which.
+            (DecodeError::NotDebezium(m), Some(bytes)) => {
+                match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                    Err(json) => DecodeError::Json(json.to_string()),
+                    Ok(_) => DecodeError::NotDebezium(m),
+                }
+            }
+            (e, _) => e,
+        })
+    }
+
+    fn decode_inner(&mut self, value: Option<&[u8]>) -> Result<Event, DecodeError> {
         let Some(bytes) = value else { return Ok(Event::Tombstone) };
         let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Json(format!("invalid UTF-8: {e}")))?;
         let text = text.trim();

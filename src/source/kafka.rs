@@ -127,7 +127,7 @@ impl CatalogReader {
                 anyhow::bail!("catalog topic `{}`: not read to its end within {timeout:?}", self.topic);
             }
             if let Some(m) = self.consumer.poll(Duration::from_millis(100)) {
-                let m = m?;
+                let Some(m) = transient_ok(m)? else { continue };
                 apply(m.payload());
                 next.insert(m.partition(), m.offset() + 1);
                 read += 1;
@@ -146,10 +146,46 @@ impl CatalogReader {
     /// Reads what is ready now without waiting.
     pub fn poll_ready(&self, mut apply: impl FnMut(Option<&[u8]>)) -> anyhow::Result<()> {
         while let Some(m) = self.consumer.poll(Duration::ZERO) {
-            apply(m?.payload());
+            if let Some(m) = transient_ok(m)? {
+                apply(m.payload());
+            }
         }
         Ok(())
     }
+}
+
+/// A message, or `None` for the errors librdkafka reports while it reconnects by itself (a
+/// broker restarting, a leader moving): those are logged, not fatal.
+pub fn transient_ok<M>(m: rdkafka::error::KafkaResult<M>) -> rdkafka::error::KafkaResult<Option<M>> {
+    match m {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if is_transient(&e) => {
+            tracing::warn!(error = %e, "Kafka (librdkafka retries)");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Errors of a consumer that librdkafka recovers from by itself.
+pub fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::Resolve
+                | C::OperationTimedOut
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+                | C::NetworkException
+                | C::RequestTimedOut
+                | C::NotCoordinator
+                | C::CoordinatorNotAvailable
+                | C::UnknownTopicOrPartition
+        )
+    )
 }
 
 #[cfg(test)]

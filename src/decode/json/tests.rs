@@ -1008,6 +1008,15 @@ fn truncated_json_is_invalid_json() {
     assert_invalid_json(&decode(truncated).unwrap_err());
 }
 
+/// The cursor skips fields it does not read without checking them: broken JSON inside one is
+/// still called broken JSON, and well-formed JSON of another shape is not.
+#[test]
+fn broken_json_in_skipped_fields_is_invalid_json() {
+    assert_invalid_json(&decode(r#"{"a": tru}"#).unwrap_err());
+    assert_invalid_json(&decode(r#"{"payload": this is not JSON"#).unwrap_err());
+    assert_eq!(decode(r#"{"a": true}"#).unwrap_err().reason(), "not_debezium");
+}
+
 #[test]
 fn invalid_utf8_is_invalid_json() {
     let mut bytes = VALUE_CREATE.as_bytes().to_vec();
