@@ -8,7 +8,7 @@
 //! The phases share one stack (starting it takes most of a minute):
 //! 1. steady state;
 //! 2. the worker killed with SIGKILL repeatedly during the workload;
-//! 3. Kafka Connect restarted mid-stream (Debezium re-sends a tail of changes);
+//! 3. Kafka Connect killed and restarted mid-stream (Debezium re-sends a tail of changes);
 //! 4. the Kafka broker restarted: the worker waits and resumes;
 //! 5. the S3 server frozen for 30 s: the worker retries, commits nothing early, loses nothing;
 //! 6. a malformed record produced into the source topic: it lands in the dead-letter topic with
@@ -99,11 +99,12 @@ request_timeout_ms = 10000
 
     fn start_worker(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(self.reports()).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_eavlake"))
             .args(["run", "--source", "kafka", "--config"])
             .arg(&self.config_path)
             .env("RUST_LOG", "eavlake=info")
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(log)
             .spawn()
             .unwrap();
@@ -112,6 +113,11 @@ request_timeout_ms = 10000
 
     fn log(&self) -> PathBuf {
         self.dir.path().join("worker.log")
+    }
+
+    /// The JSON reports of workers that stopped cleanly, one per line.
+    fn reports(&self) -> PathBuf {
+        self.dir.path().join("worker.out")
     }
 
     fn kill_worker(&mut self) {
@@ -247,10 +253,11 @@ async fn real_stack_end_to_end() {
     s.caught_up(Duration::from_secs(120)).await;
     s.assert_lake_equals_postgres("2 worker killed").await;
 
-    // 3. Kafka Connect restarted mid-stream: Debezium re-sends what it had not recorded.
+    // 3. Kafka Connect killed and restarted mid-stream: Debezium re-sends what it had not
+    // recorded (its offsets are flushed every second).
     let d = driving(&s.pg.url, spec(300, 3));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    s.connect.restart();
+    s.connect.kill_and_restart();
     d.await.unwrap();
     s.caught_up(Duration::from_secs(120)).await;
     s.assert_lake_equals_postgres("3 connect restarted").await;
@@ -285,9 +292,14 @@ async fn real_stack_end_to_end() {
     let dead = read_dead_letters(&s.kafka.bootstrap, &format!("{DATA}.dlq"));
     assert_eq!(dead.keys().copied().collect::<Vec<_>>(), vec![(partition, offset)], "exactly the malformed record");
     let (reason, value, headers) = &dead[&(partition, offset)];
-    assert_eq!((reason.as_str(), value), ("invalid_json", &poison));
+    assert_eq!((reason.as_str(), value), ("invalid_json", &poison), "the record unchanged, with its reason");
     assert_eq!(headers["__connect.errors.topic"], DATA);
     assert!(headers["__connect.errors.exception.message"].contains("JSON"), "{headers:?}");
 
     s.stop_worker();
+    // The worker of phases 3 to 6 (one process) dropped Debezium's re-sends.
+    let reports = std::fs::read_to_string(s.reports()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(reports.lines().last().expect("a clean stop's report")).unwrap();
+    assert!(last["stats"]["duplicates"].as_u64().unwrap_or(0) > 0, "re-sent changes were dropped: {last}");
+    assert_eq!(last["stats"]["dead_letters"]["invalid_json"], 1, "{last}");
 }

@@ -63,4 +63,7 @@ done
 echo "== The same run into an S3-compatible server, read back value for value"
 "$CACHE/venv/bin/python" integration-tests/s3_check.py "$bin" "$tmp/plain.jsonl" "$tmp/plain.truth.jsonl" config/file-run.toml
 
-echo "lake checks: 3 passed, 0 failed"
+echo "== docker-compose.yml: parses, and shares its configs with the test stack"
+"$CACHE/venv/bin/python" integration-tests/compose_check.py "$bin"
+
+echo "lake checks: 4 passed, 0 failed"

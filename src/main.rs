@@ -47,6 +47,14 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Print the configuration in force (file, EAVLAKE__* variables, --set flags; secrets
+    /// hidden) after checking it.
+    Config {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Write a realistic workload of Debezium events (a sample, or benchmark input).
     Generate {
         /// Change events to write.
@@ -133,6 +141,10 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             let store = Lake::open(&config.lake.url, &config.s3_options())?;
             let stats = eavlake::run::compact(&config, &store).await?;
             println!("{}", serde_json::to_string(&stats)?);
+        }
+        Command::Config { config, set } => {
+            let config = load_config(config.as_ref(), None, &set)?;
+            print!("{}", toml::to_string(&config)?);
         }
         Command::Generate { events, tenants, seed, with_schemas, no_poison, out, truth: truth_out } => {
             let spec = WorkloadSpec {

@@ -1,0 +1,72 @@
+"""docker-compose.yml cannot be started here (no Docker engine): check that it parses, has the
+whole topology, and uses the same files as the test stack of integration-tests/stack/ — the
+Debezium connector and Connect worker properties, the reference schema, the worker's
+configuration — and that the worker's configuration, with the compose file's EAVLAKE__*
+overrides, is valid and says what the stack needs.
+
+    python3 integration-tests/compose_check.py path/to/eavlake
+"""
+import os
+import subprocess
+import sys
+
+import tomllib
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main():
+    binary = sys.argv[1]
+    with open(os.path.join(ROOT, "docker-compose.yml")) as f:
+        compose = yaml.safe_load(f)
+    services = compose["services"]
+    missing = {"postgres", "kafka", "connect", "minio", "eavlake"} - services.keys()
+    assert not missing, f"services missing: {missing}"
+
+    # Every bind mount names a file or folder of the repository.
+    for name, svc in services.items():
+        for volume in svc.get("volumes", []):
+            host = volume.split(":")[0]
+            if host.startswith("."):
+                assert os.path.exists(os.path.join(ROOT, host)), f"{name}: {host} does not exist"
+
+    mounts = lambda svc: {v.split(":")[0] for v in services[svc].get("volumes", [])}
+    assert "./schemas" in mounts("postgres"), "postgres loads schemas/"
+    assert {"./config/debezium-postgres.properties", "./config/connect-standalone.properties"} <= mounts("connect")
+    with open(os.path.join(ROOT, "integration-tests/stack/connect.sh")) as f:
+        script = f.read()
+    assert '("connect-standalone", "worker"), ("debezium-postgres", "connector")' in script, \
+        "connect.sh reads the same files from config/"
+    # Every placeholder of the two property files is given a value by the connect service.
+    env = services["connect"]["environment"]
+    for props in ("debezium-postgres.properties", "connect-standalone.properties"):
+        with open(os.path.join(ROOT, "config", props)) as f:
+            text = "".join(line for line in f if not line.lstrip().startswith("#"))
+        for part in text.split("${")[1:]:
+            key = part.split("}")[0]
+            assert key in env, f"{props}: ${{{key}}} has no value in the connect service"
+
+    # The worker: its config file (copied into the image from config/) with the overrides.
+    worker = services["eavlake"]
+    command = worker["command"]
+    config = command[command.index("--config") + 1]
+    assert config.startswith("/etc/eavlake/"), config
+    local = os.path.join(ROOT, "config", os.path.basename(config))
+    overrides = {k: str(v) for k, v in worker["environment"].items() if k.startswith("EAVLAKE__")}
+    shown = subprocess.run([binary, "config", "--config", local], capture_output=True, text=True,
+                           env={**os.environ, **overrides})
+    assert shown.returncode == 0, shown.stderr
+    effective = tomllib.loads(shown.stdout)
+    assert effective["kafka"]["brokers"] == "kafka:9092", effective["kafka"]
+    assert effective["lake"]["url"] == "s3://lake/eav"
+    with open(os.path.join(ROOT, "config", "debezium-postgres.properties")) as f:
+        routed = [l.split("=", 1)[1].strip() for l in f if l.startswith("transforms.route.topic.replacement=")]
+    assert effective["kafka"]["topics"] == routed, f"the worker reads the topic Debezium writes: {routed}"
+    print(f"docker-compose.yml: {len(services)} services, configs shared with the test stack, worker config valid")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
