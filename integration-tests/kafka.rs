@@ -309,3 +309,24 @@ async fn a_worker_resumes_from_the_lake_not_from_committed_offsets() {
     compact(&config).await;
     assert_exactly_once(&bootstrap, &lake, &produced);
 }
+
+/// Topics by pattern, as Debezium names them: the worker finds the entity topic by a regular
+/// expression and leaves alone the dead-letter topic the same pattern matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_by_pattern_skip_dead_letter_topics() {
+    let cluster = cluster(2);
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let produced = produce_workload(&bootstrap, TOPIC, 2, &spec(3_000, 23), 0).await;
+    let mut config = config(&bootstrap, &lake, "g6");
+    config.kafka.topics.clear();
+    config.kafka.topic_pattern = Some(r"eav\.public\..*".to_string());
+    let worker = start(&config);
+    let ends = high_watermarks(&bootstrap, TOPIC, 2);
+    wait_for_lake(&lake, TOPIC, &ends, Duration::from_secs(60)).await;
+    let report = stop(worker).await;
+    assert_eq!(report.stats.records, produced.records, "only the entity topic's records: {report:?}");
+    compact(&config).await;
+    assert_exactly_once(&bootstrap, &lake, &produced);
+}

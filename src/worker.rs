@@ -112,6 +112,7 @@ struct Shared {
     lake: Lake,
     options: PipelineOptions,
     dead_letters: DeadLetterTarget,
+    dead_letter_template: String,
     runtime: tokio::runtime::Handle,
     started: Instant,
     catalog: Mutex<Catalog>,
@@ -137,6 +138,11 @@ impl ConsumerContext for WorkerContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let mut start = TopicPartitionList::new();
                 for e in tpl.elements() {
+                    if kafka::is_dead_letter_topic(&self.0.dead_letter_template, e.topic()) {
+                        // Matched by a topic pattern: never read (its records are ours).
+                        tracing::info!(topic = e.topic(), "not consuming a dead-letter topic");
+                        continue;
+                    }
                     match self.0.open_part(e.topic(), e.partition()) {
                         Ok(next) => {
                             let _ = start.add_partition_offset(e.topic(), e.partition(), Offset::Offset(next));
@@ -305,6 +311,7 @@ pub async fn run_kafka_on(config: &Config, lake: Lake, shutdown: Shutdown) -> an
         lake,
         options: config.pipeline_options(),
         dead_letters: DeadLetterTarget::Topic(Arc::new(dlq)),
+        dead_letter_template: config.kafka.dead_letter_topic.clone(),
         runtime: tokio::runtime::Handle::current(),
         started,
         catalog: Mutex::new(catalog),
@@ -351,7 +358,6 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
     let max_age_ms = config.batch.max_age_ms as i64;
     use crate::progress::now_ms;
     let mut flush_estimate = Duration::from_millis(50);
-    let mut warned_dlq = std::collections::BTreeSet::new();
     while !shutdown.requested() && lock(&shared.fatal).is_none() {
         if let Some(c) = &catalog {
             c.poll_ready(|v| shared.apply_catalog_record(&mut decoder, v))?;
@@ -365,11 +371,7 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                 Err(e) => tracing::warn!(error = %e, "consumer"),
                 Ok(m) => {
                     let topic = m.topic();
-                    if kafka::is_dead_letter_topic(&k.dead_letter_topic, topic) {
-                        if warned_dlq.insert(topic.to_string()) {
-                            tracing::warn!(topic, "not consuming a dead-letter topic matched by the subscription");
-                        }
-                    } else if let Some(part) = lock(&shared.parts).get_mut(&(topic.to_string(), m.partition())) {
+                    if let Some(part) = lock(&shared.parts).get_mut(&(topic.to_string(), m.partition())) {
                         if m.offset() >= part.next {
                             let coords =
                                 KafkaCoords { topic: part.topic.clone(), partition: m.partition(), offset: m.offset() };
