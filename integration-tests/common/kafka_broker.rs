@@ -64,16 +64,34 @@ impl KafkaBroker {
         );
     }
 
-    /// Stops the broker and starts it again with its data, on the same port.
+    /// Stops the broker and starts it again with its data, on the same port; once more if that
+    /// start fails (the first failure is printed).
     pub fn restart(&self) {
-        check(
-            "kafka.sh restart",
-            Command::new(script())
-                .arg("restart")
-                .arg(self.dir.path())
-                .env("EAVLAKE_STACK_OWNER_PID", std::process::id().to_string())
-                .output(),
-        );
+        if let Err(first) = self.try_restart() {
+            eprintln!("{first}\n(trying once more)");
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            self.try_restart().unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    fn try_restart(&self) -> Result<(), String> {
+        let out = Command::new(script())
+            .arg("restart")
+            .arg(self.dir.path())
+            .env("EAVLAKE_STACK_OWNER_PID", std::process::id().to_string())
+            .output()
+            .expect("kafka.sh runs");
+        if !out.status.success() {
+            let log = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            return Err(format!(
+                "kafka.sh restart failed ({}):\n{}\nbroker.log ends:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        Ok(())
     }
 
     /// The broker's folder: `broker.log`, `server.properties`, `data/`.

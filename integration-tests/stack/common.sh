@@ -23,6 +23,8 @@ stack_kill() {
     kill "-$3" "$pid" 2>/dev/null || return 0
     for _ in $(seq 100); do stack_pid "$1" "$2" >/dev/null || return 0; sleep 0.2; done
     kill -KILL "$pid" 2>/dev/null || true
+    # Gone for good before a restart reuses its folder and ports (it holds the data dir lock).
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
 }
 
 # Refuses to start a server for an owner that is already gone: it would be stopped at once.
