@@ -56,9 +56,17 @@ request_timeout_ms = 10000
 }
 
 fn spawn_worker(config: &Path, log: &Path) -> Child {
+    use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_eavlake"))
-        .args(["run", "--source", "kafka", "--config"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eavlake"));
+    // SAFETY: prctl only sets the child's parent-death signal: a failed test leaves no worker.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.args(["run", "--source", "kafka", "--config"])
         .arg(config)
         .env("RUST_LOG", "eavlake=info")
         .stdout(Stdio::null())
