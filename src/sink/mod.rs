@@ -238,11 +238,19 @@ impl Lake {
 
     /// Reads an object; `None` if it does not exist.
     pub async fn get(&self, path: &Path) -> Result<Option<Bytes>, SinkError> {
-        Ok(self.get_versioned(path).await?.0)
+        Ok(self.fetch(path).await?.map(|(bytes, _)| bytes))
     }
 
     /// Reads an object with its version, for a later [`Lake::put_if`].
     pub async fn get_versioned(&self, path: &Path) -> Result<(Option<Bytes>, Version), SinkError> {
+        let Some((bytes, tag)) = self.fetch(path).await? else { return Ok((None, Version::absent())) };
+        let tag =
+            if self.local_root.is_some() { VersionTag::Content(content_hash(&bytes)) } else { VersionTag::Store(tag) };
+        Ok((Some(bytes), Version(Some(tag))))
+    }
+
+    /// An object's bytes and the version the store reports; `None` if it does not exist.
+    async fn fetch(&self, path: &Path) -> Result<Option<(Bytes, object_store::UpdateVersion)>, SinkError> {
         let read = || async {
             let r = match self.store.get(path).await {
                 Ok(r) => r,
@@ -252,10 +260,7 @@ impl Lake {
             let tag = object_store::UpdateVersion { e_tag: r.meta.e_tag.clone(), version: r.meta.version.clone() };
             Ok(Some((r.bytes().await?, tag)))
         };
-        let Some((bytes, tag)) = self.retrying("get", path, read).await? else { return Ok((None, Version::absent())) };
-        let tag =
-            if self.local_root.is_some() { VersionTag::Content(content_hash(&bytes)) } else { VersionTag::Store(tag) };
-        Ok((Some(bytes), Version(Some(tag))))
+        self.retrying("get", path, read).await
     }
 
     /// Writes an object only if it is still at `expected` (compare-and-swap); returns the new
