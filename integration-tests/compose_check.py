@@ -6,6 +6,7 @@ overrides, is valid and says what the stack needs.
 
     python3 integration-tests/compose_check.py path/to/eavlake
 """
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,30 @@ def main():
     with open(os.path.join(ROOT, "config", "debezium-postgres.properties")) as f:
         routed = [l.split("=", 1)[1].strip() for l in f if l.startswith("transforms.route.topic.replacement=")]
     assert effective["kafka"]["topics"] == routed, f"the worker reads the topic Debezium writes: {routed}"
+    assert effective["metrics"]["listen"] == "0.0.0.0:9464", effective["metrics"]
+
+    # Prometheus scrapes that listener with the rules of config/, and Grafana provisions the
+    # dashboard of config/ from a data source that is that Prometheus.
+    assert {"./config/prometheus.yml", "./config/alerts.yml"} <= mounts("prometheus")
+    with open(os.path.join(ROOT, "config", "prometheus.yml")) as f:
+        prom = yaml.safe_load(f)
+    assert prom["rule_files"] == ["alerts.yml"], prom["rule_files"]
+    targets = [t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    port = effective["metrics"]["listen"].rsplit(":", 1)[1]
+    assert targets == [f"eavlake:{port}"], targets
+    assert {"./config/grafana/provisioning", "./config/grafana/dashboards"} <= mounts("grafana")
+    with open(os.path.join(ROOT, "config/grafana/provisioning/datasources/prometheus.yml")) as f:
+        ds = yaml.safe_load(f)["datasources"][0]
+    assert ds["url"] == "http://prometheus:9090" and ds["uid"] == "prometheus", ds
+    with open(os.path.join(ROOT, "config/grafana/provisioning/dashboards/eavlake.yml")) as f:
+        provider = yaml.safe_load(f)["providers"][0]
+    dashboards_mount = next(v for v in services["grafana"]["volumes"] if v.startswith("./config/grafana/dashboards"))
+    assert provider["options"]["path"] == dashboards_mount.split(":")[1], provider
+    with open(os.path.join(ROOT, "config/grafana/dashboards/eavlake.json")) as f:
+        dashboard = json.load(f)
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == ds["uid"], panel["title"]
     print(f"docker-compose.yml: {len(services)} services, configs shared with the test stack, worker config valid")
     return 0
 

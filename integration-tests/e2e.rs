@@ -14,6 +14,11 @@
 //! 5. the S3 server frozen for 30 s: the worker retries, commits nothing early, loses nothing;
 //! 6. a malformed record produced into the source topic: it lands in the dead-letter topic with
 //!    its headers, and everything after it in the lake.
+//!
+//! Prometheus (Debian's package, with config/prometheus.yml and config/alerts.yml) scrapes the
+//! worker throughout: the lag metric and the lag alert go up while the S3 server is frozen and
+//! come down after; at the end every expression of the Grafana dashboard returns data and every
+//! metric the alert rules select exists.
 
 #[path = "common/kafka_broker.rs"]
 mod kafka_broker;
@@ -21,6 +26,8 @@ mod kafka_broker;
 mod kafka_workload;
 #[path = "common/lake.rs"]
 mod lake;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 #[path = "common/s3_server.rs"]
 mod s3_server;
 #[path = "common/stack.rs"]
@@ -49,7 +56,13 @@ struct Stack {
     config: Config,
     lake: Lake,
     worker: Option<Child>,
+    /// The worker's `/metrics` address (`metrics.listen`).
+    metrics_addr: String,
+    prometheus: prometheus::Prometheus,
 }
+
+/// The lag alert's threshold, in config/alerts.yml and as the test sets it (seconds).
+const LAG_ALERT: (&str, &str) = ("(eavlake_consumer_lag_seconds) > 300", "(eavlake_consumer_lag_seconds) > 5");
 
 impl Stack {
     fn start() -> Stack {
@@ -61,6 +74,11 @@ impl Stack {
         let s3 = s3_server::S3Server::start();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("worker.toml");
+        // A fixed port for the worker's metrics (restarted workers keep it), free when asked.
+        let metrics_addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
         let text = format!(
             r#"
 [lake]
@@ -88,6 +106,9 @@ request_timeout_ms = 10000
 [kafka.properties]
 "group.instance.id" = "e2e-worker"
 "session.timeout.ms" = "10000"
+[metrics]
+listen = "{metrics_addr}"
+lag_interval_ms = 1000
 "#,
             endpoint = s3.endpoint,
             bootstrap = kafka.bootstrap
@@ -95,7 +116,8 @@ request_timeout_ms = 10000
         std::fs::write(&config_path, text).unwrap();
         let config = Config::load(&config_path).unwrap();
         let lake = Lake::open(&config.lake.url, &config.s3_options()).unwrap();
-        Stack { pg, kafka, connect, s3, dir, config_path, config, lake, worker: None }
+        let prometheus = prometheus::Prometheus::start(&metrics_addr, "3s", &[LAG_ALERT]);
+        Stack { pg, kafka, connect, s3, dir, config_path, config, lake, worker: None, metrics_addr, prometheus }
     }
 
     fn start_worker(&mut self) {
@@ -193,6 +215,42 @@ request_timeout_ms = 10000
         }
     }
 
+    /// `GET http://<metrics_addr><path>`: status and body.
+    async fn worker_http(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("http://{}{path}", self.metrics_addr)).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// `eavlake lag --format json` on the worker's configuration.
+    fn lag_report(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_eavlake"))
+            .args(["lag", "--format", "json", "--config"])
+            .arg(&self.config_path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "eavlake lag: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits until Prometheus sees the lake caught up: no lag in messages or seconds on any
+    /// partition, and the lag alert not firing.
+    async fn metrics_caught_up(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let messages = self.prometheus.max("eavlake_consumer_lag_messages").await;
+            let seconds = self.prometheus.max("eavlake_consumer_lag_seconds").await;
+            let firing = self.prometheus.firing("EavlakeLagHigh").await;
+            if messages == Some(0.0) && seconds == Some(0.0) && !firing {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus: lag {messages:?} messages, {seconds:?} s, alert firing {firing} after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Compacts, reads the lake back and compares it with Postgres; no change row twice.
     async fn assert_lake_equals_postgres(&self, phase: &str) {
         eavlake::run::compact(&self.config, &self.lake).await.unwrap();
@@ -242,6 +300,7 @@ fn driving(url: &str, spec: DriveSpec) -> tokio::task::JoinHandle<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_stack_end_to_end() {
+    prometheus::promtool_check();
     let mut s = Stack::start();
     s.start_worker();
 
@@ -249,6 +308,18 @@ async fn real_stack_end_to_end() {
     drive(&s.pg.url, &spec(200, 1)).await.unwrap();
     s.caught_up(Duration::from_secs(120)).await;
     s.assert_lake_equals_postgres("1 steady state").await;
+    // What operators see: health, readiness, `eavlake lag`, Prometheus scraping.
+    assert_eq!(s.worker_http("/healthz").await.0, 200);
+    assert_eq!(s.worker_http("/readyz").await, (200, "ready\n".to_string()));
+    let lag = s.lag_report();
+    assert_eq!(lag.len(), PARTITIONS as usize, "{lag:?}");
+    for p in &lag {
+        assert_eq!((p["lag_messages"].as_i64(), p["lag_seconds"].as_f64()), (Some(0), Some(0.0)), "{p}");
+        assert_eq!(p["lake_next"], p["high_watermark"], "{p}");
+        assert!(p["owner"].as_str().is_some_and(|o| o.contains("epoch")), "{p}");
+    }
+    s.metrics_caught_up(Duration::from_secs(30)).await;
+    assert!(s.prometheus.target_up().await);
 
     // 2. SIGKILL, again and again, while the workload runs.
     let d = driving(&s.pg.url, spec(300, 2));
@@ -273,13 +344,25 @@ async fn real_stack_end_to_end() {
     // 4. The broker restarted: see `broker_restart_mid_stream` below.
 
     // 5. The S3 server unreachable for 30 s.
+    // The lake falls behind meanwhile: Prometheus sees the lag and fires the lag alert (its
+    // threshold and duration shortened for the test), and both come down after.
     let d = driving(&s.pg.url, spec(200, 5));
     tokio::time::sleep(Duration::from_secs(1)).await;
     s.s3.freeze();
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    let frozen = Instant::now();
+    let (mut worst_lag, mut fired) = (0.0f64, false);
+    while frozen.elapsed() < Duration::from_secs(30) {
+        worst_lag = worst_lag.max(s.prometheus.max("eavlake_consumer_lag_seconds").await.unwrap_or(0.0));
+        fired |= s.prometheus.firing("EavlakeLagHigh").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     s.s3.resume();
+    assert!(worst_lag > 10.0, "lag in seconds while the store was frozen: at most {worst_lag}");
+    assert!(fired, "the lag alert did not fire while the store was frozen (lag up to {worst_lag} s)");
+    eprintln!("5: while the store was frozen, lag rose to {worst_lag:.1} s and EavlakeLagHigh fired");
     d.await.unwrap();
     s.caught_up(Duration::from_secs(180)).await;
+    s.metrics_caught_up(Duration::from_secs(30)).await;
     s.assert_lake_equals_postgres("5 S3 down for 30 s").await;
 
     // 6. A malformed record in the source topic, then more traffic.
@@ -297,6 +380,28 @@ async fn real_stack_end_to_end() {
     assert_eq!((reason.as_str(), value), ("invalid_json", &poison), "the record unchanged, with its reason");
     assert_eq!(headers["__connect.errors.topic"], DATA);
     assert!(headers["__connect.errors.exception.message"].contains("JSON"), "{headers:?}");
+
+    // Every panel of the dashboard shows data from the real Prometheus, and every metric the
+    // alert rules select exists (a rule's condition itself is rightly empty while all is well).
+    let dashboard = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana/dashboards/eavlake.json");
+    let panels = prometheus::dashboard_expressions(&dashboard);
+    assert!(panels.len() >= 10, "{panels:?}");
+    for (title, expr) in &panels {
+        assert!(!s.prometheus.query(expr).await.is_empty(), "dashboard panel `{title}`: no data for `{expr}`");
+    }
+    let rules = s.prometheus.alert_rules().await;
+    assert!(rules.len() >= 5, "{rules:?}");
+    for (alert, expr) in &rules {
+        s.prometheus.query(expr).await;
+        let selected = prometheus::selected_metrics(expr);
+        assert!(!selected.is_empty(), "alert {alert}: no metric in `{expr}`");
+        for metric in selected {
+            let series = s.prometheus.query(&format!("{{__name__=\"{metric}\"}}")).await;
+            assert!(!series.is_empty(), "alert {alert}: metric {metric} has no data");
+        }
+    }
+    let dead = s.prometheus.max("sum(eavlake_dead_letters_total{reason=\"invalid_json\"})").await;
+    assert_eq!(dead, Some(1.0), "the malformed record counted once");
 
     s.stop_worker();
     // The worker of phases 3 to 6 (one process) dropped Debezium's re-sends.

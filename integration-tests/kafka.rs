@@ -40,6 +40,8 @@ fn config(bootstrap: &str, lake: &Path, group: &str) -> Config {
     c.batch.flush_deadline_ms = 2_000;
     c.batch.clock_skew_ms = 50;
     c.catalog.unknown_attribute_wait_ms = 500;
+    // Several workers share a test process: no HTTP listener (the real-stack test scrapes one).
+    c.metrics.listen = String::new();
     // The mock cluster's group coordinator is quick to give up on a silent member.
     c.kafka.properties.0.insert("session.timeout.ms".into(), "6000".into());
     c.kafka.properties.0.insert("heartbeat.interval.ms".into(), "500".into());
@@ -131,10 +133,24 @@ async fn worker_lands_a_workload_exactly_once_with_dead_letters_in_a_topic() {
     let produced = produce_workload(&bootstrap, TOPIC, 3, &spec(15_000, 3), 0).await;
     assert!(!produced.expected_dead.is_empty(), "the workload has poison records");
     let config = config(&bootstrap, &lake, "g1");
-    let worker = start(&config);
+    let store = eavlake::sink::Lake::open(&config.lake.url, &config.s3_options()).unwrap();
     let ends = high_watermarks(&bootstrap, TOPIC, 3);
+    // `eavlake lag` before: everything is lag, nothing committed, nobody holds a partition.
+    let before = eavlake::lag::report(&config, &store).await.unwrap();
+    let lags: Vec<(i32, Option<i64>, i64, i64)> =
+        before.iter().map(|r| (r.partition, r.committed, r.lake_next, r.lag_messages)).collect();
+    assert_eq!(lags, ends.iter().map(|(p, end)| (*p, None, 0, *end)).collect::<Vec<_>>());
+    assert!(before.iter().all(|r| r.owner.is_none() && r.lag_seconds > 0.0), "{before:?}");
+    let worker = start(&config);
     wait_for_lake(&lake, TOPIC, &ends, Duration::from_secs(60)).await;
     let report = stop(worker).await;
+    // …and after: no lag, the committed offsets are the lake's.
+    let after = eavlake::lag::report(&config, &store).await.unwrap();
+    for r in &after {
+        assert_eq!((r.lag_messages, r.lag_seconds, r.committed), (0, 0.0, Some(ends[&r.partition])), "{r:?}");
+        assert!(r.owner.as_deref().is_some_and(|o| o.contains("epoch 1")), "{r:?}");
+    }
+    assert!(eavlake::lag::table(&after).contains("3 partitions, lag 0 messages"));
     assert_eq!(report.assignments, 3);
     assert_eq!(report.stats.records, produced.records);
     compact(&config).await;

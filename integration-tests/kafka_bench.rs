@@ -45,6 +45,9 @@ max_age_ms = {max_age_ms}
 brokers = "{bootstrap}"
 group_id = "{group}"
 topics = ["{topic}"]
+[metrics]
+# The HTTP listener runs (and is scraped by nobody) on a port of its own.
+listen = "127.0.0.1:0"
 "#,
         lake = lake.display()
     );

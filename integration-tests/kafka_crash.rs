@@ -48,6 +48,9 @@ request_timeout_ms = 10000
 # Static membership: a restarted worker takes its place in the group at once.
 "group.instance.id" = "crash-worker-1"
 "session.timeout.ms" = "10000"
+[metrics]
+# The HTTP listener runs (and is scraped by nobody) on a port of its own.
+listen = "127.0.0.1:0"
 "#,
         lake = lake.display()
     );

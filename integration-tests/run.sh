@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # eavlake's whole test suite, on a fresh machine: installs what it needs (crates, PostgreSQL,
-# Java and Maven from Debian's packages, Kafka's jars from Maven Central, a Python venv with
+# Java, Maven and Prometheus from Debian's packages, Kafka's jars from Maven Central, a Python venv with
 # DuckDB and moto from PyPI), builds, and runs every test.
 # `.ci/run` calls exactly this.
 #
@@ -34,8 +34,9 @@ command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== From Debian's packages: ${missing[*]} (Kafka broker; librdkafka's TLS)"
+    echo "== From Debian's packages: ${missing[*]} (Kafka broker; librdkafka's TLS; Prometheus scraping the real stack)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

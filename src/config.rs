@@ -51,6 +51,7 @@ pub struct Config {
     pub batch: BatchConfig,
     pub catalog: CatalogConfig,
     pub kafka: KafkaConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -209,6 +210,22 @@ impl Default for KafkaConfig {
             request_timeout_ms: 30_000,
             properties: KafkaProperties::default(),
         }
+    }
+}
+
+/// The Kafka worker's HTTP listener (`/metrics`, `/healthz`, `/readyz`) and lag figures.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` to listen on; `""` for no listener.
+    pub listen: String,
+    /// How often the worker asks the brokers for high watermarks (the lag metrics).
+    pub lag_interval_ms: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: "127.0.0.1:9464".into(), lag_interval_ms: 5_000 }
     }
 }
 
@@ -393,6 +410,9 @@ impl Config {
         }
         if !self.kafka.topics.is_empty() && self.kafka.topic_pattern.is_some() {
             return invalid("kafka.topic_pattern", "give topics or topic_pattern, not both");
+        }
+        if self.metrics.lag_interval_ms < 100 {
+            return invalid("metrics.lag_interval_ms", "must be at least 100");
         }
         if self.kafka.dead_letter_topic.trim().is_empty() {
             return invalid("kafka.dead_letter_topic", "must not be empty");

@@ -16,7 +16,8 @@
 //! - [`progress`]: per-stream progress stored in the lake, the basis of exactly-once.
 //! - [`pipeline`]: one stream through all of the above, flushes included.
 //! - [`compact`]: change rows → the current state per entity type, tenant and id range.
-//! - [`metrics`]: what a run did, counted.
+//! - [`metrics`]: what a run did, counted; the worker's Prometheus metrics and HTTP endpoints.
+//! - [`lag`]: how far behind the lake is per partition (the lag metrics, `eavlake lag`).
 //! - [`run`]: the `eavlake run` file job (the embedded default).
 //! - [`worker`]: `eavlake run --source kafka`, the long-running consumer-group worker.
 //! - [`workload`]: a generator of realistic Debezium traffic with its own ground truth
@@ -28,6 +29,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod decode;
 pub mod dedup;
+pub mod lag;
 pub mod metrics;
 pub mod pipeline;
 pub mod pivot;

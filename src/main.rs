@@ -47,6 +47,19 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// How far behind the lake is, per partition: the group's committed offset, the lake's
+    /// progress, the high watermark, lag in messages and seconds, who holds the partition.
+    Lag {
+        #[arg(long)]
+        lake: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// `table` (default) or `json`.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// Print the configuration in force (file, EAVLAKE__* variables, --set flags; secrets
     /// hidden) after checking it.
     Config {
@@ -141,6 +154,19 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             let store = Lake::open(&config.lake.url, &config.s3_options())?;
             let stats = eavlake::run::compact(&config, &store).await?;
             println!("{}", serde_json::to_string(&stats)?);
+        }
+        Command::Lag { lake, config, set, format } => {
+            let config = load_config(config.as_ref(), lake.as_ref(), &set)?;
+            if config.kafka.topics.is_empty() && config.kafka.topic_pattern.is_none() {
+                bail!("config key `kafka.topics`: give the topics to report on (or kafka.topic_pattern)");
+            }
+            let store = Lake::open(&config.lake.url, &config.s3_options())?;
+            let rows = eavlake::lag::report(&config, &store).await?;
+            match format.as_str() {
+                "table" => print!("{}", eavlake::lag::table(&rows)),
+                "json" => println!("{}", serde_json::to_string_pretty(&rows)?),
+                other => bail!("--format `{other}`: expected `table` or `json`"),
+            }
         }
         Command::Config { config, set } => {
             let config = load_config(config.as_ref(), None, &set)?;

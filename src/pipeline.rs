@@ -28,6 +28,7 @@ use crate::source::Record;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Settings of a stream pipeline.
 #[derive(Debug, Clone)]
@@ -52,6 +53,10 @@ pub struct PipelineOptions {
     pub timing: Timing,
     /// Who writes: recorded as the stream's owner.
     pub writer: String,
+    /// Keep what the worker's metrics need: commit times of changes
+    /// ([`StreamPipeline::take_durable_commit_times`]) and the objects written
+    /// ([`StreamPipeline::take_written`]). A file run has no use for them.
+    pub detailed_metrics: bool,
 }
 
 impl Default for PipelineOptions {
@@ -70,6 +75,7 @@ impl Default for PipelineOptions {
             encode_parallelism: 2,
             timing: Timing::default(),
             writer: default_writer_name(),
+            detailed_metrics: false,
         }
     }
 }
@@ -150,7 +156,28 @@ pub struct StreamPipeline {
     /// Last position processed.
     seen: i64,
     newest_source_ts: Option<i64>,
+    /// What the lake's record says of the durable position's commit time.
+    durable_source_ts: Option<i64>,
+    /// Commit times of changes not yet handed over (see `detailed_metrics`).
+    commit_times: VecDeque<CommitTimes>,
+    /// Change objects written, not yet handed over.
+    written: Vec<WrittenObject>,
     pub stats: RunStats,
+}
+
+/// A run of changes with one commit time.
+struct CommitTimes {
+    last_seq: i64,
+    commit_time_us: i64,
+    changes: u64,
+}
+
+/// A change object a flush wrote.
+#[derive(Debug, Clone)]
+pub struct WrittenObject {
+    pub entity_type: Arc<str>,
+    pub rows: usize,
+    pub bytes: usize,
 }
 
 impl StreamPipeline {
@@ -215,6 +242,9 @@ impl StreamPipeline {
             durable,
             seen: durable,
             newest_source_ts: recorded.source_ts_us,
+            durable_source_ts: recorded.source_ts_us,
+            commit_times: VecDeque::new(),
+            written: Vec::new(),
             stats: RunStats::default(),
         })
     }
@@ -258,8 +288,8 @@ impl StreamPipeline {
                     return;
                 }
                 match self.pivot.apply(&self.catalog, op, &source, tx.as_deref(), &row, &origin) {
-                    Ok(()) => {
-                        self.stats.changes += 1;
+                    Ok(entity_type) => {
+                        self.applied(entity_type.as_deref(), rec.seq, source.commit_time_us);
                         // This change opened the fold (possibly closing the previous one): the
                         // mark before it is what progress may record while the fold is open.
                         if self.pivot.pending_first_seq() == Some(rec.seq) {
@@ -302,6 +332,45 @@ impl StreamPipeline {
             Ok(Event::Message) => self.stats.messages += 1,
             Ok(Event::OtherTable { .. }) => self.stats.other_tables += 1,
         }
+    }
+
+    /// Counts an applied change and, when commit times are kept, its commit time.
+    fn applied(&mut self, entity_type: Option<&str>, seq: i64, commit_time_us: Option<i64>) {
+        match entity_type {
+            Some(ty) => self.stats.count_change(ty),
+            None => self.stats.changes += 1,
+        }
+        if let (true, Some(ts)) = (self.options.detailed_metrics, commit_time_us) {
+            // One entry per run of changes with the same commit time (a transaction).
+            match self.commit_times.back_mut() {
+                Some(last) if last.commit_time_us == ts && last.last_seq <= seq => {
+                    last.last_seq = seq;
+                    last.changes += 1;
+                }
+                _ => self.commit_times.push_back(CommitTimes { last_seq: seq, commit_time_us: ts, changes: 1 }),
+            }
+        }
+    }
+
+    /// Hands over the commit times of the changes made durable by the flushes so far: `(commit
+    /// time in µs, number of changes)`. Kept only with [`PipelineOptions::detailed_metrics`].
+    pub fn take_durable_commit_times(&mut self, mut each: impl FnMut(i64, u64)) {
+        while self.commit_times.front().is_some_and(|c| c.last_seq <= self.durable) {
+            if let Some(c) = self.commit_times.pop_front() {
+                each(c.commit_time_us, c.changes);
+            }
+        }
+    }
+
+    /// Hands over the change objects written by the flushes so far.
+    pub fn take_written(&mut self) -> Vec<WrittenObject> {
+        std::mem::take(&mut self.written)
+    }
+
+    /// Commit time (µs) of the newest change made durable; from the lake's record until this
+    /// pipeline flushes.
+    pub fn durable_source_ts_us(&self) -> Option<i64> {
+        self.durable_source_ts
     }
 
     fn dead_letter_pivot(&mut self, value: Option<&[u8]>, origin: Origin, e: &PivotError) {
@@ -367,8 +436,8 @@ impl StreamPipeline {
         let mut still = VecDeque::new();
         while let Some(p) = self.parked.pop_front() {
             match self.pivot.apply(&self.catalog, p.op, &p.source, p.tx.as_deref(), &p.row, &p.origin) {
-                Ok(()) => {
-                    self.stats.changes += 1;
+                Ok(entity_type) => {
+                    self.applied(entity_type.as_deref(), p.origin.seq, p.source.commit_time_us);
                     // Its row stands on its own: close it so it is not mixed with the open
                     // transaction's rows.
                     self.pivot.end_transaction(&self.catalog);
@@ -504,6 +573,7 @@ impl StreamPipeline {
         }
         self.progress.complete_flush(last, self.durable_mark(), self.newest_source_ts, dead_letter_scan_from).await?;
         self.durable = last;
+        self.durable_source_ts = self.newest_source_ts;
         self.stats.flushes += 1;
         Ok(())
     }
@@ -520,6 +590,7 @@ impl StreamPipeline {
             let lake = self.lake.clone();
             async move {
                 let rows = b.batch.num_rows();
+                let entity_type = b.entity_type.clone();
                 let p = path.to_string();
                 let bytes = tokio::task::spawn_blocking(move || encode(&p, &[b.batch], vec![]))
                     .await
@@ -527,15 +598,18 @@ impl StreamPipeline {
                 let len = bytes.len();
                 progress.check_deadline()?;
                 lake.put(&path, bytes).await?;
-                Ok::<_, PipelineError>((rows, len))
+                Ok::<_, PipelineError>(WrittenObject { entity_type, rows, bytes: len })
             }
         });
         let mut results = futures::stream::iter(jobs).buffer_unordered(self.options.encode_parallelism.max(1));
         while let Some(r) = results.next().await {
-            let (rows, len) = r?;
-            self.stats.rows_written += rows as u64;
+            let w = r?;
+            self.stats.rows_written += w.rows as u64;
             self.stats.files_written += 1;
-            self.stats.bytes_written += len as u64;
+            self.stats.bytes_written += w.bytes as u64;
+            if self.options.detailed_metrics {
+                self.written.push(w);
+            }
         }
         Ok(())
     }

@@ -19,6 +19,9 @@ use crate::dead_letter::topic::DeadLetterTopic;
 use crate::dead_letter::DeadLetterTarget;
 use crate::decode::json::JsonDecoder;
 use crate::decode::{Event, RowChange};
+use crate::lag::{Standing, Standings};
+use crate::metrics::http::Health;
+use crate::metrics::prom::{PartitionLabels, WorkerMetrics};
 use crate::metrics::{LatencyHistogram, LatencySummary, RunStats};
 use crate::pipeline::{PipelineError, PipelineOptions, StreamPipeline};
 use crate::position::KafkaCoords;
@@ -105,6 +108,9 @@ struct Part {
     oldest: Option<Instant>,
     /// (offset, Kafka timestamp in ms) of records not yet durable, for the latency histogram.
     stamps: std::collections::VecDeque<(i64, i64)>,
+    /// The pipeline's counts as last published to the metrics.
+    published: RunStats,
+    labels: PartitionLabels,
 }
 
 /// State shared by the poll loop and the rebalance callback (both run on the poll thread).
@@ -120,6 +126,9 @@ struct Shared {
     report: Mutex<WorkerReport>,
     latency: Mutex<LatencyHistogram>,
     fatal: Mutex<Option<anyhow::Error>>,
+    metrics: Arc<WorkerMetrics>,
+    health: Arc<Health>,
+    standings: Standings,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -197,10 +206,27 @@ impl Shared {
         report.assignments += 1;
         report.first_assignment_s.get_or_insert(self.started.elapsed().as_secs_f64());
         drop(report);
-        lock(&self.parts).insert(
-            (topic.to_string(), partition),
-            Part { pipeline, topic: topic.into(), partition, next, oldest: None, stamps: Default::default() },
-        );
+        let standing = Standing {
+            durable_next: next,
+            durable_source_ts_us: pipeline.durable_source_ts_us(),
+            oldest_pending_ms: None,
+            assigned_ms: crate::progress::now_ms(),
+        };
+        lock(&self.standings).insert((topic.to_string(), partition), standing);
+        let labels = PartitionLabels { topic: topic.to_string(), partition };
+        let part = Part {
+            pipeline,
+            topic: topic.into(),
+            partition,
+            next,
+            oldest: None,
+            stamps: Default::default(),
+            published: RunStats::default(),
+            labels,
+        };
+        let mut parts = lock(&self.parts);
+        parts.insert((topic.to_string(), partition), part);
+        self.metrics.rebalance("assigned", parts.len());
         Ok(next)
     }
 
@@ -214,11 +240,19 @@ impl Shared {
                     self.fail(anyhow::Error::new(e).context(format!("flushing {topic}[{partition}] on revocation")));
                 }
             }
-            let mut report = lock(&self.report);
-            report.stats.add(&part.pipeline.stats);
-            report.revocations += 1;
+            self.forget(&mut part);
+            lock(&self.report).revocations += 1;
+            self.metrics.rebalance("revoked", lock(&self.parts).len());
             tracing::info!(topic, partition, durable = part.pipeline.resume_seq() - 1, "partition given up");
         }
+    }
+
+    /// Publishes a partition's last counts and drops its lag series: it leaves this worker.
+    fn forget(&self, part: &mut Part) {
+        self.metrics.publish_stats(&part.pipeline.stats, &mut part.published);
+        lock(&self.report).stats.add(&part.pipeline.stats);
+        lock(&self.standings).remove(&(part.topic.to_string(), part.partition));
+        self.metrics.forget_partition(&part.labels);
     }
 
     /// Flushes one partition and commits its offset; `seal` closes its open transaction first.
@@ -238,8 +272,10 @@ impl Shared {
                 part.pipeline.seal();
             }
         }
+        self.metrics.set_in_flight(parts.len() as i64);
         let results =
             self.runtime.block_on(futures::future::join_all(parts.iter_mut().map(|(p, _)| p.pipeline.flush())));
+        self.metrics.set_in_flight(0);
         let now = crate::progress::now_ms();
         let mut tpl = TopicPartitionList::new();
         for ((part, _), result) in parts.iter_mut().zip(&results) {
@@ -254,8 +290,13 @@ impl Shared {
                 }
             }
             drop(latency);
+            self.published_flush(part, now);
             part.oldest = if part.pipeline.is_idle() { None } else { Some(Instant::now()) };
             let _ = tpl.add_partition_offset(&part.topic, part.partition, Offset::Offset(durable + 1));
+        }
+        if results.iter().any(Result::is_ok) {
+            self.health.flushed();
+            self.metrics.flushed_at(now as f64 / 1000.0);
         }
         // The lake holds the truth; a failed commit only delays what monitoring sees.
         if tpl.count() > 0 {
@@ -264,6 +305,40 @@ impl Shared {
             }
         }
         results
+    }
+
+    /// Publishes what a successful flush of `part` made durable at `now_ms`: objects, latencies
+    /// from the source commit, the partition's standing.
+    fn published_flush(&self, part: &mut Part, now_ms: i64) {
+        self.metrics.flush_outcome("ok");
+        for w in part.pipeline.take_written() {
+            self.metrics.file_written(&w.entity_type, w.rows, w.bytes);
+        }
+        let metrics = &self.metrics;
+        let labels = &part.labels;
+        part.pipeline.take_durable_commit_times(|commit_us, n| {
+            metrics.latency(labels, (now_ms * 1000 - commit_us).max(0) as f64 / 1e6, n);
+        });
+        if let Some(s) = lock(&self.standings).get_mut(&(part.topic.to_string(), part.partition)) {
+            s.durable_next = part.pipeline.resume_seq();
+            s.durable_source_ts_us = part.pipeline.durable_source_ts_us();
+            s.oldest_pending_ms = part.stamps.front().map(|(_, ts)| *ts);
+        }
+    }
+
+    /// Publishes the counts of every partition and what `/readyz` judges by.
+    fn publish_round(&self, parts: &mut BTreeMap<(String, i32), Part>, buffered: usize) {
+        let mut standings = lock(&self.standings);
+        for part in parts.values_mut() {
+            self.metrics.publish_stats(&part.pipeline.stats, &mut part.published);
+            if let Some(s) = standings.get_mut(&(part.topic.to_string(), part.partition)) {
+                s.oldest_pending_ms = part.stamps.front().map(|(_, ts)| *ts);
+            }
+        }
+        drop(standings);
+        self.metrics.set_buffered(buffered);
+        self.metrics.set_catalog_attributes(lock(&self.catalog).len());
+        self.health.polled(parts.len(), buffered);
     }
 
     /// Applies an attributes record from the catalog topic to the shared catalog and every
@@ -307,9 +382,25 @@ pub async fn run_kafka_on(config: &Config, lake: Lake, shutdown: Shutdown) -> an
             catalog.upsert(attr.clone());
         }
     }
+    let metrics = Arc::new(WorkerMetrics::new(&crate::dead_letter::REASONS));
+    // Not ready after this long without a poll round, or without a flush while rows wait: a
+    // flush may take its deadline, and a record may wait a flush age for it.
+    let stale_after = 2 * config.batch.max_age_ms + config.batch.flush_deadline_ms;
+    let health = Arc::new(Health::new(stale_after.max(30_000) as i64));
+    if !config.metrics.listen.is_empty() {
+        crate::metrics::http::serve(&config.metrics.listen, metrics.clone(), health.clone()).await?;
+    }
+    let standings = Standings::default();
+    let lag_task = tokio::spawn(crate::lag::keep_lag_metrics(
+        crate::lag::Watermarks::new(&config.kafka, timeout.min(Duration::from_millis(config.metrics.lag_interval_ms)))?,
+        standings.clone(),
+        metrics.clone(),
+        Duration::from_millis(config.metrics.lag_interval_ms),
+    ));
+    let options = PipelineOptions { detailed_metrics: true, ..config.pipeline_options() };
     let shared = Arc::new(Shared {
         lake,
-        options: config.pipeline_options(),
+        options,
         dead_letters: DeadLetterTarget::Topic(Arc::new(dlq)),
         dead_letter_template: config.kafka.dead_letter_topic.clone(),
         runtime: tokio::runtime::Handle::current(),
@@ -319,12 +410,16 @@ pub async fn run_kafka_on(config: &Config, lake: Lake, shutdown: Shutdown) -> an
         report: Mutex::new(WorkerReport::default()),
         latency: Mutex::new(LatencyHistogram::default()),
         fatal: Mutex::new(None),
+        metrics,
+        health,
+        standings,
     });
     let config = config.clone();
     let s = shared.clone();
     tokio::task::spawn_blocking(move || poll_loop(&s, &config, &shutdown))
         .await
         .context("the consumer thread panicked")??;
+    lag_task.abort();
     let mut report = std::mem::take(&mut *lock(&shared.report));
     report.seconds = started.elapsed().as_secs_f64();
     report.latency = lock(&shared.latency).summary();
@@ -414,6 +509,7 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                 due.push((key.clone(), aged));
             }
         }
+        shared.publish_round(&mut parts, total);
         if due.is_empty() && total > config.batch.max_buffered_bytes {
             if let Some((key, _)) = parts.iter().max_by_key(|(_, p)| p.pipeline.buffered_bytes()) {
                 due.push((key.clone(), true));
@@ -429,6 +525,7 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
         let (keys, flushing): (Vec<_>, Vec<_>) = flushing.into_iter().unzip();
         let results = shared.flush_many(&consumer, flushing);
         lock(&shared.report).flush_seconds += t.elapsed().as_secs_f64();
+        shared.metrics.flush_round(t.elapsed().as_secs_f64());
         flush_estimate = (flush_estimate * 4 + t.elapsed()) / 5;
         let mut redo = Vec::new();
         for (key, result) in keys.into_iter().zip(results) {
@@ -436,15 +533,17 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                 Ok(()) => {}
                 Err(e) if e.is_late() => {
                     tracing::warn!(topic = %key.0, partition = key.1, error = %e, "flush too slow: redoing it");
-                    if let Some(p) = parts.remove(&key) {
-                        lock(&shared.report).stats.add(&p.pipeline.stats);
+                    shared.metrics.flush_outcome("late");
+                    if let Some(mut p) = parts.remove(&key) {
+                        shared.forget(&mut p);
                     }
                     redo.push(key);
                 }
                 Err(e) if e.is_fenced() => {
                     tracing::error!(topic = %key.0, partition = key.1, error = %e, "partition fenced: giving it up");
-                    if let Some(p) = parts.remove(&key) {
-                        lock(&shared.report).stats.add(&p.pipeline.stats);
+                    shared.metrics.flush_outcome("fenced");
+                    if let Some(mut p) = parts.remove(&key) {
+                        shared.forget(&mut p);
                     }
                     lock(&shared.report).fenced += 1;
                     let mut tpl = TopicPartitionList::new();
@@ -452,6 +551,7 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                     let _ = consumer.pause(&tpl);
                 }
                 Err(e) => {
+                    shared.metrics.flush_outcome("failed");
                     shared.fail(anyhow::Error::new(e).context(format!("flushing {}[{}]", key.0, key.1)));
                     break;
                 }

@@ -13,6 +13,23 @@ use crate::position::KafkaCoords;
 use base64::Engine;
 use serde::Serialize;
 
+/// Every reason code a dead letter can carry (decode, pivot, truncate): metrics start each at 0.
+pub const REASONS: [&str; 13] = [
+    "invalid_json",
+    "not_debezium",
+    "bad_field",
+    "unknown_op",
+    "invalid_avro",
+    "schema_registry",
+    "unknown_attribute",
+    "type_mismatch",
+    "value_out_of_range",
+    "tenant_mismatch",
+    "missing_before_image",
+    "bad_hot_attributes",
+    "truncate",
+];
+
 /// Where a stream's dead letters go.
 #[derive(Clone, Default)]
 pub enum DeadLetterTarget {

@@ -167,7 +167,8 @@ impl Pivot {
         self.first_seq
     }
 
-    /// Folds one change of `entities` or `entity_values`.
+    /// Folds one change of `entities` or `entity_values`; returns the entity type it changed
+    /// (`None` for a catalog change, which is not folded).
     pub fn apply(
         &mut self,
         catalog: &Catalog,
@@ -176,13 +177,14 @@ impl Pivot {
         tx: Option<&str>,
         row: &RowChange,
         origin: &Origin,
-    ) -> Result<(), PivotError> {
+    ) -> Result<Option<Arc<str>>, PivotError> {
         let (tenant_id, entity_type, entity_id, effect) = match row {
             RowChange::Entity { before, after } => self.entity_effect(catalog, op, before.as_ref(), after.as_ref())?,
             RowChange::Value { before, after } => self.value_effect(catalog, op, before.as_ref(), after.as_ref())?,
             // Catalog changes are the catalog's business.
-            RowChange::Attribute { .. } => return Ok(()),
+            RowChange::Attribute { .. } => return Ok(None),
         };
+        let applied_to = entity_type.clone();
         // Snapshot reads are not transactions (a whole snapshot shares one txId): each read is
         // its own row, so that progress can move during a snapshot of any size.
         // A transaction is known by `source.txId` with `sequence[0]` (the commit LSN before it:
@@ -277,7 +279,7 @@ impl Pivot {
             Effect::Value { cell: Some((id, v)) } => row.set(id, v),
             Effect::Value { cell: None } => {}
         }
-        Ok(())
+        Ok(Some(applied_to))
     }
 
     /// Ends the open transaction: its rows go to the batches.

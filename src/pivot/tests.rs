@@ -105,7 +105,7 @@ impl Feed {
     fn apply(&mut self, tx: Tx, op: Op, row: RowChange) -> Result<(), PivotError> {
         self.seq += 1;
         let origin = Origin { seq: self.seq, kafka: None };
-        self.pivot.apply(&self.catalog, op, &tx.source(self.seq), tx.id, &row, &origin)
+        self.pivot.apply(&self.catalog, op, &tx.source(self.seq), tx.id, &row, &origin).map(|_| ())
     }
 
     fn ok(&mut self, tx: Tx, op: Op, row: RowChange) {

@@ -276,7 +276,7 @@ impl Lake {
         };
         let opts = object_store::PutOptions { mode, ..Default::default() };
         let put = || self.store.put_opts(path, PutPayload::from(bytes.clone()), opts.clone());
-        match self.retrying("put", path, put).await {
+        match self.retrying("put_if", path, put).await {
             Ok(r) => {
                 Ok(Version(Some(VersionTag::Store(object_store::UpdateVersion { e_tag: r.e_tag, version: r.version }))))
             }
@@ -360,6 +360,7 @@ impl Lake {
             match f().await {
                 Ok(v) => return Ok(v),
                 Err(e) if attempt < ATTEMPTS && transient(&e) => {
+                    crate::metrics::prom::count_store_retry(op);
                     tracing::warn!(op, path = %path, attempt, error = %e, "object store request failed, retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));

@@ -2,8 +2,12 @@
 //! reason, rows, files and bytes written. The run prints it at the end; the Prometheus exporter
 //! of the worker reads the same counters.
 
+pub mod http;
+pub mod prom;
+
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct RunStats {
@@ -13,6 +17,8 @@ pub struct RunStats {
     pub changes: u64,
     /// Catalog (attributes) changes applied.
     pub catalog_changes: u64,
+    /// Row changes applied, by entity type.
+    pub changes_by_type: BTreeMap<Arc<str>, u64>,
     /// Changes dropped as Debezium re-sends.
     pub duplicates: u64,
     /// Dead letters by reason code.
@@ -39,6 +45,9 @@ impl RunStats {
         self.records += o.records;
         self.changes += o.changes;
         self.catalog_changes += o.catalog_changes;
+        for (ty, n) in &o.changes_by_type {
+            *self.changes_by_type.entry(ty.clone()).or_default() += n;
+        }
         self.duplicates += o.duplicates;
         for (reason, n) in &o.dead_letters {
             *self.dead_letters.entry(reason).or_default() += n;
@@ -52,6 +61,17 @@ impl RunStats {
         self.files_written += o.files_written;
         self.bytes_written += o.bytes_written;
         self.flushes += o.flushes;
+    }
+
+    /// Counts one applied change of an entity type.
+    pub fn count_change(&mut self, entity_type: &str) {
+        self.changes += 1;
+        match self.changes_by_type.get_mut(entity_type) {
+            Some(n) => *n += 1,
+            None => {
+                self.changes_by_type.insert(entity_type.into(), 1);
+            }
+        }
     }
 
     pub fn count_dead_letter(&mut self, reason: &'static str) {
