@@ -41,9 +41,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-echo "== Kafka (KRaft), Kafka Connect and Debezium jars from Maven Central, for the real-stack tests"
+echo "== Kafka (KRaft), Kafka Connect, Debezium and Apicurio Registry jars from Maven Central, for the real-stack tests"
 ./integration-tests/stack/kafka.sh fetch
 ./integration-tests/stack/connect.sh fetch
+./integration-tests/stack/registry.sh fetch
 
 echo "== Unit, component, golden, PostgreSQL and Kafka tests"
 cargo test --release --locked 2>&1

@@ -109,9 +109,6 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 config.lake.compact_after_run = false;
             }
             if source == "kafka" {
-                if config.decode.format != eavlake::config::Format::Json {
-                    bail!("config key `decode.format`: the Kafka worker reads JSON values in this build");
-                }
                 let shutdown = eavlake::worker::Shutdown::default();
                 shutdown.on_signals()?;
                 let report = eavlake::worker::run_kafka(&config, shutdown).await?;

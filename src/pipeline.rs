@@ -15,8 +15,8 @@
 
 use crate::catalog::{Catalog, CatalogChange};
 use crate::dead_letter::{DeadLetter, DeadLetterTarget};
-use crate::decode::json::JsonDecoder;
-use crate::decode::{DecodeOptions, Event, Op, RowChange, SourceMeta, TableNames};
+use crate::decode::avro::AvroDecoder;
+use crate::decode::{DecodeOptions, Decoder, Event, Op, RowChange, SourceMeta, TableNames};
 use crate::dedup::{Dedup, Verdict};
 use crate::metrics::RunStats;
 use crate::pivot::{FinishedBatch, Origin, Pivot, PivotError};
@@ -57,6 +57,9 @@ pub struct PipelineOptions {
     /// ([`StreamPipeline::take_durable_commit_times`]) and the objects written
     /// ([`StreamPipeline::take_written`]). A file run has no use for them.
     pub detailed_metrics: bool,
+    /// Records are Avro (Confluent wire format) decoded by this, not JSON. Whoever feeds the
+    /// pipeline fetches each record's writer schema first (see `decode::Decoder`).
+    pub avro: Option<Arc<AvroDecoder>>,
 }
 
 impl Default for PipelineOptions {
@@ -76,6 +79,7 @@ impl Default for PipelineOptions {
             timing: Timing::default(),
             writer: default_writer_name(),
             detailed_metrics: false,
+            avro: None,
         }
     }
 }
@@ -140,7 +144,7 @@ pub struct StreamPipeline {
     dead_letters: DeadLetterTarget,
     /// Positions after the durable one whose dead letters a predecessor already delivered.
     already_dead_lettered: std::collections::BTreeSet<i64>,
-    decoder: JsonDecoder,
+    decoder: Decoder,
     dedup: Dedup,
     catalog: Catalog,
     catalog_saved: u64,
@@ -223,7 +227,7 @@ impl StreamPipeline {
             _ => Default::default(),
         };
         Ok(StreamPipeline {
-            decoder: JsonDecoder::new(options.decode, options.tables.clone()),
+            decoder: Decoder::new(options.decode, options.tables.clone(), options.avro.as_ref()),
             pivot: Pivot::new(options.decode.decimal_scale, options.max_pending_entities),
             stream,
             name,

@@ -17,8 +17,8 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::dead_letter::topic::DeadLetterTopic;
 use crate::dead_letter::DeadLetterTarget;
-use crate::decode::json::JsonDecoder;
-use crate::decode::{Event, RowChange};
+use crate::decode::registry::Failure;
+use crate::decode::{Decoder, Event, RowChange};
 use crate::lag::{Standing, Standings};
 use crate::metrics::http::Health;
 use crate::metrics::prom::{PartitionLabels, WorkerMetrics};
@@ -341,9 +341,39 @@ impl Shared {
         self.health.polled(parts.len(), buffered);
     }
 
+    /// Fetches an Avro record's writer schema if it is new. While the registry cannot answer,
+    /// waits (the partition's records wait with it: a registry outage must not turn records into
+    /// dead letters); `false` when a stop was asked for meanwhile. An id the registry refuses
+    /// makes the record a dead letter, as it should.
+    fn schema_ready(&self, value: Option<&[u8]>, shutdown: &Shutdown) -> bool {
+        let Some(avro) = &self.options.avro else { return true };
+        let Some(id) = avro.missing_schema(value) else { return true };
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.runtime.block_on(avro.prepare(id)) {
+                Ok(()) => return true,
+                Err(Failure::Permanent(e)) => {
+                    tracing::warn!(schema_id = id, error = %e, "writer schema refused: its records are dead letters");
+                    return true;
+                }
+                Err(Failure::Transient(e)) => {
+                    tracing::warn!(schema_id = id, error = %e, retry_in_ms = delay.as_millis() as u64, "schema registry");
+                    if shutdown.requested() {
+                        return false;
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
     /// Applies an attributes record from the catalog topic to the shared catalog and every
     /// partition's.
-    fn apply_catalog_record(&self, decoder: &mut JsonDecoder, value: Option<&[u8]>) {
+    fn apply_catalog_record(&self, decoder: &mut Decoder, value: Option<&[u8]>, shutdown: &Shutdown) {
+        if !self.schema_ready(value, shutdown) {
+            return;
+        }
         let Ok(Event::Change { op, row: RowChange::Attribute { before, after }, .. }) = decoder.decode(value) else {
             return;
         };
@@ -397,7 +427,15 @@ pub async fn run_kafka_on(config: &Config, lake: Lake, shutdown: Shutdown) -> an
         metrics.clone(),
         Duration::from_millis(config.metrics.lag_interval_ms),
     ));
-    let options = PipelineOptions { detailed_metrics: true, ..config.pipeline_options() };
+    let avro = match (&config.decode.format, &config.decode.schema_registry_url) {
+        (crate::config::Format::Avro, Some(url)) => {
+            let registry = Arc::new(crate::decode::registry::SchemaRegistry::new(url)?);
+            let p = config.pipeline_options();
+            Some(Arc::new(crate::decode::avro::AvroDecoder::new(registry, p.decode, p.tables)))
+        }
+        _ => None,
+    };
+    let options = PipelineOptions { detailed_metrics: true, avro, ..config.pipeline_options() };
     let shared = Arc::new(Shared {
         lake,
         options,
@@ -432,14 +470,15 @@ pub async fn run_kafka_on(config: &Config, lake: Lake, shutdown: Shutdown) -> an
 fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyhow::Result<()> {
     let k = &config.kafka;
     let timeout = Duration::from_millis(k.request_timeout_ms);
-    let mut decoder = JsonDecoder::new(shared.options.decode, shared.options.tables.clone());
+    let o = &shared.options;
+    let mut decoder = Decoder::new(o.decode, o.tables.clone(), o.avro.as_ref());
     // The catalog first, to its end: values of attributes created before now find their type.
     let catalog = match &k.catalog_topic {
         Some(topic) => CatalogReader::open(k, topic, timeout)?,
         None => None,
     };
     if let Some(c) = &catalog {
-        let n = c.catch_up(timeout, |v| shared.apply_catalog_record(&mut decoder, v))?;
+        let n = c.catch_up(timeout, |v| shared.apply_catalog_record(&mut decoder, v, shutdown))?;
         tracing::info!(records = n, attributes = lock(&shared.catalog).len(), "catalog topic read");
     }
     let consumer: BaseConsumer<WorkerContext> = kafka::group_config(k)
@@ -455,7 +494,7 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
     let mut flush_estimate = Duration::from_millis(50);
     while !shutdown.requested() && lock(&shared.fatal).is_none() {
         if let Some(c) = &catalog {
-            c.poll_ready(|v| shared.apply_catalog_record(&mut decoder, v))?;
+            c.poll_ready(|v| shared.apply_catalog_record(&mut decoder, v, shutdown))?;
         }
         // A burst of records, then the flush decisions (the clock is read once per burst).
         let mut wait = Duration::from_millis(20);
@@ -465,6 +504,10 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
             match m {
                 Err(e) => tracing::warn!(error = %e, "consumer"),
                 Ok(m) => {
+                    if !shared.schema_ready(m.payload(), shutdown) {
+                        // Stopping: this record was not processed; the next owner reads it.
+                        break;
+                    }
                     let topic = m.topic();
                     if let Some(part) = lock(&shared.parts).get_mut(&(topic.to_string(), m.partition())) {
                         if m.offset() >= part.next {

@@ -119,6 +119,14 @@ impl Connect {
         Connect { rest, dir }
     }
 
+    /// [`Connect::start`] with Avro values (config/debezium-avro.properties) whose schemas go to
+    /// `registry`.
+    pub fn start_avro(bootstrap: &str, pg_url: &str, registry: &Registry) -> Connect {
+        let dir = tempfile::Builder::new().prefix("eavlake-connect-").tempdir().expect("temporary folder");
+        let rest = run("connect.sh", &["start", path_str(dir.path()), bootstrap, pg_url, &registry.api_url]);
+        Connect { rest, dir }
+    }
+
     /// Stops the worker gracefully (its offsets committed) and starts it again from its stored
     /// offsets: Debezium resumes streaming, without a new snapshot.
     pub fn restart(&mut self) {
@@ -142,5 +150,30 @@ impl Connect {
 impl Drop for Connect {
     fn drop(&mut self) {
         let _ = Command::new(script("connect.sh")).arg("stop").arg(self.dir.path()).output();
+    }
+}
+
+/// A running schema registry (Apicurio, in memory; `registry.sh`): `url` is its
+/// Confluent-compatible API (eavlake's `decode.schema_registry_url`), `api_url` its own API (the
+/// Kafka Connect converter's).
+pub struct Registry {
+    pub url: String,
+    pub api_url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = tempfile::Builder::new().prefix("eavlake-registry-").tempdir().expect("temporary folder");
+        let url = run("registry.sh", &["start", path_str(dir.path()), "0"]);
+        let api_url =
+            std::fs::read_to_string(dir.path().join("api")).expect("registry.sh writes DIR/api").trim().to_string();
+        Registry { url, api_url, dir }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new(script("registry.sh")).arg("stop").arg(self.dir.path()).output();
     }
 }

@@ -3,8 +3,11 @@
 # 127.0.0.1, from Maven Central jars, for integration tests and CI. No Docker.
 #
 #   connect.sh fetch                          only download the jars (CI warms the cache with this)
-#   connect.sh start DIR BOOTSTRAP PG_URL     start a worker in DIR, print its REST URL once the
-#                                             connector's task is RUNNING
+#   connect.sh start DIR BOOTSTRAP PG_URL [REGISTRY_API_URL]
+#                                             start a worker in DIR, print its REST URL once the
+#                                             connector's task is RUNNING; with REGISTRY_API_URL
+#                                             (registry.sh's DIR/api), values are Avro in the
+#                                             Confluent wire format (config/debezium-avro.properties)
 #   connect.sh stop DIR [kill]                stop it: SIGTERM (offsets committed), SIGKILL after
 #                                             20 s; with `kill`, SIGKILL at once (idempotent)
 #   connect.sh restart DIR [kill]             stop, then start again with DIR's files and offsets
@@ -31,8 +34,10 @@ pom="$here/connect/pom.xml"
 config="$here/../../config"
 connect_version=$(sed -n 's:.*<connect.version>\(.*\)</connect.version>.*:\1:p' "$pom")
 debezium_version=$(sed -n 's:.*<debezium.version>\(.*\)</debezium.version>.*:\1:p' "$pom")
+apicurio_version=$(sed -n 's:.*<apicurio.version>\(.*\)</apicurio.version>.*:\1:p' "$pom")
 cache="${EAVLAKE_CACHE:-$HOME/.cache/eavlake}/jars"
-jars="$cache/connect-$connect_version"
+# The worker's class path holds the Avro converter too: its version is part of the folder name.
+jars="$cache/connect-$connect_version-apicurio-$apicurio_version"
 plugins="$cache/debezium-$debezium_version"
 java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 
@@ -83,21 +88,25 @@ stop() {
 # Writes DIR's worker and connector files from config/, placeholders filled in (values escaped for
 # a properties file).
 configure() {
-    local dir=$1 bootstrap=$2 url=$3 port
+    local dir=$1 bootstrap=$2 url=$3 registry=${4:-} port
     port=$(stack_free_ports 1)
-    python3 - "$config" "$dir" "$bootstrap" "$url" "$port" "$plugins" <<'EOF' || die "cannot use PG_URL $url"
+    python3 - "$config" "$dir" "$bootstrap" "$url" "$port" "$plugins" "$registry" <<'EOF' || die "cannot use PG_URL $url"
 import string, sys, urllib.parse
-config, dir, bootstrap, url, port, plugins = sys.argv[1:]
+config, dir, bootstrap, url, port, plugins, registry = sys.argv[1:]
 u = urllib.parse.urlsplit(url)
 if u.scheme not in ("postgres", "postgresql") or not u.hostname or u.path.strip("/") not in ("", "eav"):
     sys.exit(f"connect.sh: PG_URL must be postgres://USER[:PASSWORD]@HOST:PORT/eav (the connector captures database eav), not {url}")
 values = dict(
     PG_HOST=u.hostname, PG_PORT=str(u.port or 5432),
     PG_USER=urllib.parse.unquote(u.username or "postgres"), PG_PASSWORD=urllib.parse.unquote(u.password or ""),
-    BOOTSTRAP_SERVERS=bootstrap, REST_PORT=port, OFFSET_FILE=f"{dir}/offsets", PLUGIN_PATH=plugins)
+    BOOTSTRAP_SERVERS=bootstrap, REST_PORT=port, OFFSET_FILE=f"{dir}/offsets", PLUGIN_PATH=plugins,
+    REGISTRY_API_URL=registry)
 values = {k: v.replace("\\", "\\\\").replace("\n", "") for k, v in values.items()}
 for src, dst in (("connect-standalone", "worker"), ("debezium-postgres", "connector")):
     text = string.Template(open(f"{config}/{src}.properties").read()).substitute(values)
+    # Avro: the converter settings come after the JSON ones and so replace them.
+    if dst == "connector" and registry:
+        text += "\n" + string.Template(open(f"{config}/debezium-avro.properties").read()).substitute(values)
     open(f"{dir}/{dst}.properties", "w").write(text)
 EOF
     # Connect, Debezium and the clients are verbose at INFO; config dumps (AbstractConfig) are
@@ -170,14 +179,16 @@ start() {
     mkdir -p "$1"
     local dir; dir=$(cd "$1" && pwd)
     if worker_pid "$dir" >/dev/null; then die "a worker is already running in $dir"; fi
-    configure "$dir" "$2" "$3"
+    configure "$dir" "$2" "$3" "${4:-}"
     : >"$dir/connect.log"
     launch "$dir"
 }
 
 case "${1:-}" in
     fetch) fetch ;;
-    start) [ $# -eq 4 ] || die "usage: connect.sh start DIR BOOTSTRAP PG_URL"; start "$2" "$3" "$4" ;;
+    start)
+        [ $# -eq 4 ] || [ $# -eq 5 ] || die "usage: connect.sh start DIR BOOTSTRAP PG_URL [REGISTRY_API_URL]"
+        start "$2" "$3" "$4" "${5:-}" ;;
     stop) [ $# -ge 2 ] || die "usage: connect.sh stop DIR [kill]"; stop "$2" "${3:-}" ;;
     restart)
         if [ $# -lt 2 ] || [ ! -f "$2/worker.properties" ]; then
@@ -186,5 +197,5 @@ case "${1:-}" in
         stop "$2" "${3:-}"; launch "$(cd "$2" && pwd)" ;;
     # Stops the worker once the owner is gone or the TTL is up; exits when the worker does.
     _watchdog) stack_watchdog "$3" "$4" "$2/connect.pid" "$2/worker.properties" TERM ;;
-    *) die "usage: connect.sh fetch | start DIR BOOTSTRAP PG_URL | stop DIR [kill] | restart DIR [kill]" ;;
+    *) die "usage: connect.sh fetch | start DIR BOOTSTRAP PG_URL [REGISTRY_API_URL] | stop DIR [kill] | restart DIR [kill]" ;;
 esac

@@ -11,7 +11,7 @@
 //! Malformed input never panics: it is a [`DecodeError`] (`Avro` for the framing and the datum,
 //! `NotDebezium` / `BadField` for the envelope, `Registry` for the schema lookup).
 
-use super::registry::{RegisteredSchema, SchemaRegistry};
+use super::registry::{Failure, RegisteredSchema, SchemaRegistry};
 use super::value::{
     decimal_from_f64, parse_decimal, parse_timestamp, timestamp_from_days, timestamp_from_int, unscaled_from_be_bytes,
 };
@@ -58,11 +58,20 @@ pub struct AvroDecoder {
     tables: TableNames,
     options: DecodeOptions,
     writers: Mutex<FxHashMap<u32, Arc<Writer>>>,
+    /// Ids the registry will not give (unknown, not Avro), with why: every record naming one
+    /// is a dead letter.
+    refused: Mutex<FxHashMap<u32, DecodeError>>,
+}
+
+impl std::fmt::Debug for AvroDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AvroDecoder").field("registry", &self.registry.url()).finish_non_exhaustive()
+    }
 }
 
 impl AvroDecoder {
     pub fn new(registry: Arc<SchemaRegistry>, options: DecodeOptions, tables: TableNames) -> AvroDecoder {
-        AvroDecoder { registry, tables, options, writers: Mutex::default() }
+        AvroDecoder { registry, tables, options, writers: Mutex::default(), refused: Mutex::default() }
     }
 
     pub fn registry(&self) -> &Arc<SchemaRegistry> {
@@ -71,6 +80,42 @@ impl AvroDecoder {
 
     /// Decodes one record value; `None` (and, as for JSON, an empty value) is a tombstone.
     pub async fn decode(&self, value: Option<&[u8]>) -> Result<Event, DecodeError> {
+        if let Some(id) = self.missing_schema(value) {
+            if let Err(Failure::Transient(e)) = self.prepare(id).await {
+                return Err(e);
+            }
+        }
+        self.decode_ready(value)
+    }
+
+    /// The writer schema id a record names when this decoder has not fetched it yet (nor been
+    /// refused it): the caller [`prepare`](Self::prepare)s it before
+    /// [`decode_ready`](Self::decode_ready).
+    pub fn missing_schema(&self, value: Option<&[u8]>) -> Option<u32> {
+        let (id, _) = split_header(value.filter(|v| !v.is_empty())?).ok()?;
+        let known = self.lock_writers().contains_key(&id) || self.lock_refused().contains_key(&id);
+        (!known).then_some(id)
+    }
+
+    /// Fetches writer schema `id`. A permanent failure is remembered (records naming the id then
+    /// decode to that error); a transient one is returned for the caller to try again later.
+    pub async fn prepare(&self, id: u32) -> Result<(), Failure> {
+        match self.registry.try_registered(id).await {
+            Ok(registered) => {
+                let writer = Arc::new(Writer { plan: plan_for(&registered, &self.options), schema: registered.schema });
+                self.lock_writers().entry(id).or_insert(writer);
+                Ok(())
+            }
+            Err(Failure::Permanent(e)) => {
+                self.lock_refused().insert(id, e.clone());
+                Err(Failure::Permanent(e))
+            }
+            Err(transient) => Err(transient),
+        }
+    }
+
+    /// Decodes one record whose writer schema was prepared (synchronous: no registry request).
+    pub fn decode_ready(&self, value: Option<&[u8]>) -> Result<Event, DecodeError> {
         let Some(bytes) = value else {
             return Ok(Event::Tombstone);
         };
@@ -78,7 +123,14 @@ impl AvroDecoder {
             return Ok(Event::Tombstone);
         }
         let (id, mut body) = split_header(bytes)?;
-        let writer = self.writer(id).await?;
+        let writer = match self.lock_writers().get(&id) {
+            Some(w) => w.clone(),
+            None => {
+                return Err(self.lock_refused().get(&id).cloned().unwrap_or_else(|| {
+                    DecodeError::Registry(format!("schema id {id}: not fetched from {}", self.registry.url()))
+                }))
+            }
+        };
         let datum = apache_avro::from_avro_datum(&writer.schema, &mut body, None)
             .map_err(|e| DecodeError::Avro(format!("datum does not match writer schema id {id}: {e}")))?;
         if !body.is_empty() {
@@ -90,13 +142,8 @@ impl AvroDecoder {
         self.decode_value(datum, &writer.plan)
     }
 
-    async fn writer(&self, id: u32) -> Result<Arc<Writer>, DecodeError> {
-        if let Some(w) = self.lock_writers().get(&id) {
-            return Ok(w.clone());
-        }
-        let registered = self.registry.registered(id).await?;
-        let writer = Arc::new(Writer { plan: plan_for(&registered, &self.options), schema: registered.schema });
-        Ok(self.lock_writers().entry(id).or_insert(writer).clone())
+    fn lock_refused(&self) -> std::sync::MutexGuard<'_, FxHashMap<u32, DecodeError>> {
+        self.refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock_writers(&self) -> std::sync::MutexGuard<'_, FxHashMap<u32, Arc<Writer>>> {

@@ -278,6 +278,35 @@ impl TableNames {
     }
 }
 
+/// The decoder of a stream's record format: JSON, or Avro in the Confluent wire format.
+pub enum Decoder {
+    Json(json::JsonDecoder),
+    /// Shared by a worker's streams (one schema cache); the caller fetches a record's writer
+    /// schema first ([`avro::AvroDecoder::missing_schema`], [`avro::AvroDecoder::prepare`]).
+    Avro(std::sync::Arc<avro::AvroDecoder>),
+}
+
+impl Decoder {
+    /// JSON unless an Avro decoder is given.
+    pub fn new(
+        options: DecodeOptions,
+        tables: TableNames,
+        avro: Option<&std::sync::Arc<avro::AvroDecoder>>,
+    ) -> Decoder {
+        match avro {
+            Some(a) => Decoder::Avro(a.clone()),
+            None => Decoder::Json(json::JsonDecoder::new(options, tables)),
+        }
+    }
+
+    pub fn decode(&mut self, value: Option<&[u8]>) -> Result<Event, DecodeError> {
+        match self {
+            Decoder::Json(d) => d.decode(value),
+            Decoder::Avro(d) => d.decode_ready(value),
+        }
+    }
+}
+
 /// Why a record could not be decoded. `reason()` is the stable code written to dead letters.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum DecodeError {

@@ -98,6 +98,13 @@ impl SchemaRegistry {
     /// The writer schema registered under `id` with its JSON text, fetched once and then served
     /// from the cache.
     pub async fn registered(&self, id: u32) -> Result<RegisteredSchema, DecodeError> {
+        self.try_registered(id).await.map_err(Failure::into_error)
+    }
+
+    /// [`Self::registered`], telling a failure that another try may mend (the registry
+    /// unreachable, timing out, answering 5xx or 429) from one it will not (an unknown id, a
+    /// schema that is not Avro).
+    pub async fn try_registered(&self, id: u32) -> Result<RegisteredSchema, Failure> {
         if let Some(hit) = self.lock().get(&id) {
             return Ok(hit.clone());
         }
@@ -132,22 +139,27 @@ impl SchemaRegistry {
         self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn fetch(&self, id: u32) -> Result<RegisteredSchema, DecodeError> {
+    async fn fetch(&self, id: u32) -> Result<RegisteredSchema, Failure> {
         let url = format!("{}/schemas/ids/{id}", self.base);
         let shown = url::Url::parse(&url).map(|u| redact(&u)).unwrap_or_else(|_| redact_text(&url));
-        let fail = |message: String| DecodeError::Registry(format!("schema id {id}: GET {shown}: {message}"));
+        let error = |message: String| DecodeError::Registry(format!("schema id {id}: GET {shown}: {message}"));
+        let fail = |message: String| Failure::Permanent(error(message));
+        let again = |message: String| Failure::Transient(error(message));
         let response = self
             .client
             .get(&url)
             .header(reqwest::header::ACCEPT, "application/vnd.schemaregistry.v1+json, application/json")
             .send()
             .await
-            .map_err(|e| fail(error_chain(&e.without_url())))?;
+            .map_err(|e| again(error_chain(&e.without_url())))?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| fail(format!("HTTP {status}, body unreadable: {}", error_chain(&e.without_url()))))?;
+            .map_err(|e| again(format!("HTTP {status}, body unreadable: {}", error_chain(&e.without_url()))))?;
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(again(format!("HTTP {status}: {}", quote_body(&body))));
+        }
         if !status.is_success() {
             // The registry explains itself as {"error_code": 40403, "message": "Schema 7 not found"}.
             let detail = match serde_json::from_slice::<ErrorResponse>(&body) {
@@ -168,6 +180,23 @@ impl SchemaRegistry {
             return Err(fail(format!("schema has {} references, which are not supported", answer.references.len())));
         }
         parse(id, &answer.schema).map_err(fail)
+    }
+}
+
+/// Why a schema could not be had.
+#[derive(Debug)]
+pub enum Failure {
+    /// Another try will not help: the records that name this id are dead letters.
+    Permanent(DecodeError),
+    /// The registry may answer later: the caller waits and tries again.
+    Transient(DecodeError),
+}
+
+impl Failure {
+    pub fn into_error(self) -> DecodeError {
+        match self {
+            Failure::Permanent(e) | Failure::Transient(e) => e,
+        }
     }
 }
 
