@@ -976,3 +976,39 @@ async fn bad_magic_byte_never_reaches_the_registry() {
     assert!(matches!(&err, DecodeError::Registry(m) if m.contains("schema id 5")), "{err}");
     assert_eq!(server.requests.load(Ordering::SeqCst), 1);
 }
+
+/// The worker's path: it fetches a record's writer schema first, then decodes without the
+/// registry. An unknown id is refused for good (its records are dead letters, and the registry is
+/// not asked again); an unreachable registry is a transient failure, remembered nowhere.
+#[tokio::test]
+async fn prepared_schemas_decode_without_the_registry() {
+    let mut schemas = HashMap::new();
+    schemas.insert(ID_PRECISE, registry_body(&values_schema(PRECISE, ZONED)));
+    let server = serve(schemas).await;
+    let d = AvroDecoder::new(Arc::new(client_for(&server)), DecodeOptions::default(), TableNames::default());
+    let record = frame(ID_PRECISE, change(&STREAM, "c", None, Some(PRICE.avro(DecimalForm::Precise)), None));
+    assert_eq!(d.missing_schema(Some(&record)), Some(ID_PRECISE));
+    assert!(matches!(d.decode_ready(Some(&record)), Err(DecodeError::Registry(m)) if m.contains("not fetched")));
+    d.prepare(ID_PRECISE).await.unwrap();
+    assert_eq!(d.missing_schema(Some(&record)), None);
+    assert!(matches!(d.decode_ready(Some(&record)), Ok(Event::Change { .. })));
+    assert_eq!(d.missing_schema(None), None, "a tombstone needs no schema");
+    assert_eq!(d.missing_schema(Some(b"{}")), None, "not the wire format: decoding says so");
+
+    let mut unknown = record.clone();
+    unknown[1..5].copy_from_slice(&77u32.to_be_bytes());
+    assert!(matches!(d.prepare(77).await, Err(Failure::Permanent(_))));
+    assert_eq!(d.missing_schema(Some(&unknown)), None, "refused ids are not asked for again");
+    let err = d.decode_ready(Some(&unknown)).unwrap_err();
+    assert!(matches!(&err, DecodeError::Registry(m) if m.contains("Schema 77 not found")), "{err}");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+
+    // Nothing listens on port 9: try again later, nothing remembered.
+    let down = AvroDecoder::new(
+        Arc::new(SchemaRegistry::new("http://127.0.0.1:9/").unwrap()),
+        DecodeOptions::default(),
+        TableNames::default(),
+    );
+    assert!(matches!(down.prepare(ID_PRECISE).await, Err(Failure::Transient(_))));
+    assert_eq!(down.missing_schema(Some(&record)), Some(ID_PRECISE));
+}
