@@ -21,10 +21,14 @@ fn script() -> PathBuf {
     root().join("integration-tests/stack/prometheus.sh")
 }
 
-/// `promtool check config` on config/prometheus.yml (with the rule files it names) and `promtool
-/// check rules` on config/alerts.yml.
+/// `promtool check config` on config/prometheus.yml (with the rule files it names), `promtool
+/// check rules` on config/alerts.yml and its unit tests, config/alerts.test.yml.
 pub fn promtool_check() {
-    for args in [["check", "config", "config/prometheus.yml"], ["check", "rules", "config/alerts.yml"]] {
+    for args in [
+        ["check", "config", "config/prometheus.yml"],
+        ["check", "rules", "config/alerts.yml"],
+        ["test", "rules", "config/alerts.test.yml"],
+    ] {
         let out = Command::new("promtool")
             .args(args)
             .current_dir(root())
