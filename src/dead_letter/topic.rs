@@ -62,6 +62,9 @@ pub struct DeadLetterTopic {
     reader: ClientConfig,
     template: String,
     timeout: Duration,
+    /// Partition count of each dead-letter topic, read once: a dead letter must not cost a
+    /// metadata request (and the mapping must not move under a running worker).
+    partitions: std::sync::Mutex<std::collections::HashMap<String, i32>>,
 }
 
 impl DeadLetterTopic {
@@ -82,6 +85,7 @@ impl DeadLetterTopic {
             reader,
             template: template.into(),
             timeout,
+            partitions: Default::default(),
         })
     }
 
@@ -91,13 +95,20 @@ impl DeadLetterTopic {
 
     /// The dead-letter partition of a source partition.
     fn partition_for(&self, dlq: &str, source_partition: i32) -> i32 {
-        let count = self
-            .producer
-            .client()
-            .fetch_metadata(Some(dlq), self.timeout)
-            .ok()
-            .and_then(|m| m.topics().first().map(|t| t.partitions().len() as i32))
-            .unwrap_or(0);
+        let known = self.partitions.lock().unwrap_or_else(|e| e.into_inner()).get(dlq).copied();
+        let count = known.unwrap_or_else(|| {
+            let count = self
+                .producer
+                .client()
+                .fetch_metadata(Some(dlq), self.timeout)
+                .ok()
+                .and_then(|m| m.topics().first().map(|t| t.partitions().len() as i32))
+                .unwrap_or(0);
+            if count > 0 {
+                self.partitions.lock().unwrap_or_else(|e| e.into_inner()).insert(dlq.to_string(), count);
+            }
+            count
+        });
         // A topic not created yet is auto-created with at least one partition.
         if count > 0 {
             source_partition.rem_euclid(count)
