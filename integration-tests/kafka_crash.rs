@@ -6,6 +6,9 @@
 //! them inside a flush; every fifth a double SIGTERM) and restarted; a last worker catches up and is stopped with SIGTERM (exit 0). The lake must then
 //! hold every change exactly once (current state equal to the workload's ground truth, no change
 //! row twice) and the dead-letter topic exactly the poison records, bytes unchanged.
+//!
+//! And the broker down for longer than the group's session timeout mid-stream: the worker comes
+//! back by itself (a new consumer if the old one was fenced) and the lake holds every change once.
 
 #[path = "common/kafka_broker.rs"]
 mod kafka_broker;
@@ -23,7 +26,8 @@ use std::time::{Duration, Instant};
 const TOPIC: &str = "eav.public.entity_values";
 const PARTITIONS: i32 = 4;
 
-fn write_config(dir: &Path, bootstrap: &str, lake: &Path) -> std::path::PathBuf {
+/// `properties`: more `[kafka.properties]` lines (the session timeout at least).
+fn write_config(dir: &Path, bootstrap: &str, lake: &Path, properties: &str) -> std::path::PathBuf {
     let path = dir.join("worker.toml");
     let text = format!(
         r#"
@@ -47,7 +51,7 @@ request_timeout_ms = 10000
 [kafka.properties]
 # Static membership: a restarted worker takes its place in the group at once.
 "group.instance.id" = "crash-worker-1"
-"session.timeout.ms" = "10000"
+{properties}
 [metrics]
 # The HTTP listener runs (and is scraped by nobody) on a port of its own.
 listen = "127.0.0.1:0"
@@ -99,7 +103,7 @@ async fn sigkill_at_20_random_moments_loses_and_duplicates_nothing() {
     broker.create_topic(&format!("{TOPIC}.dlq"), 2);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let config = write_config(dir.path(), &broker.bootstrap, &lake);
+    let config = write_config(dir.path(), &broker.bootstrap, &lake, r#""session.timeout.ms" = "10000""#);
     let log = dir.path().join("worker.log");
 
     let spec = eavlake::workload::WorkloadSpec {
@@ -194,4 +198,67 @@ async fn sigkill_at_20_random_moments_loses_and_duplicates_nothing() {
     let redone = text.matches("removed the objects of an incomplete flush").count();
     eprintln!("{redone} flushes were cut by a kill and redone");
     assert!(redone >= 3, "kills landed inside flushes: {redone}");
+}
+
+/// The broker down for longer than the session timeout, mid-stream: librdkafka gives the
+/// partitions up as lost and resets its member id; the offset commits it deferred meanwhile go
+/// out with that empty id once the broker is back, and the coordinator, which still knows the
+/// static member, answers FENCED_INSTANCE_ID: a fatal error, after which the consumer neither
+/// fetches nor rejoins. The worker must replace its consumer and catch up, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_past_the_session_timeout_then_back() {
+    let broker = kafka_broker::KafkaBroker::start();
+    broker.create_topic(TOPIC, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    // Deferred commits wait a session timeout for the coordinator: the broker is back within it,
+    // and the worker reconnects at once.
+    let properties = "\"session.timeout.ms\" = \"10000\"\n\"reconnect.backoff.max.ms\" = \"500\"";
+    let config = write_config(dir.path(), &broker.bootstrap, &lake, properties);
+    let log = dir.path().join("worker.log");
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let spec = eavlake::workload::WorkloadSpec {
+        events: 8_000,
+        tenants: 4,
+        seed: 77,
+        max_bulk: 200,
+        ..eavlake::workload::WorkloadSpec::default()
+    };
+    let producing = {
+        let b = broker.bootstrap.clone();
+        tokio::spawn(async move { produce_workload(&b, TOPIC, 2, &spec, 1_000).await })
+    };
+    let mut worker = spawn_worker(&config, &log);
+    let until = Instant::now() + Duration::from_secs(30);
+    while (0..2).any(|p| lake_progress(&lake, TOPIC, p).is_none()) {
+        assert!(Instant::now() < until, "no partitions within 30 s; log:\n{}", text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    broker.stop();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !text().contains("partition given up") {
+        assert!(Instant::now() < until, "the session did not time out; log:\n{}", text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    broker.start_again();
+    let produced = producing.await.unwrap();
+    let ends = high_watermarks(&broker.bootstrap, TOPIC, 2);
+    let caught_up =
+        tokio::time::timeout(Duration::from_secs(40), wait_for_lake(&lake, TOPIC, &ends, Duration::from_secs(3600)));
+    assert!(caught_up.await.is_ok(), "the worker did not catch up after the outage; log:\n{}", text());
+    assert!(worker.try_wait().unwrap().is_none(), "the worker exited; log:\n{}", text());
+    let replaced = text().matches("Kafka consumer failed: replacing it").count();
+    // Usually 1; 0 when the broker took longer than a session timeout to come back (the deferred
+    // commits then expire unsent): a slow machine.
+    eprintln!("the consumer was replaced {replaced} time(s)");
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+
+    let c = eavlake::config::Config::load(&config).unwrap();
+    let store = eavlake::sink::Lake::open(&c.lake.url, &c.s3_options()).unwrap();
+    eavlake::run::compact(&c, &store).await.unwrap();
+    assert_same_state(&read_current(&lake), &produced.truth.current);
+    let keys = change_row_keys(&lake);
+    let unique: std::collections::BTreeSet<_> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "a change row landed twice");
 }

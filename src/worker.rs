@@ -14,7 +14,7 @@
 //! and the memory held is bounded by `batch.max_buffered_bytes` over all partitions.
 
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, KafkaConfig};
 use crate::dead_letter::topic::DeadLetterTopic;
 use crate::dead_letter::DeadLetterTarget;
 use crate::decode::registry::Failure;
@@ -30,6 +30,7 @@ use crate::source::kafka::{self, CatalogReader};
 use crate::source::Record;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::Serialize;
@@ -467,6 +468,17 @@ pub async fn run_kafka_on(config: &Config, lake: Lake, shutdown: Shutdown) -> an
     Ok(report)
 }
 
+/// A consumer group member subscribed to the configured topics.
+fn subscribe(shared: &Arc<Shared>, k: &KafkaConfig) -> anyhow::Result<BaseConsumer<WorkerContext>> {
+    let consumer: BaseConsumer<WorkerContext> = kafka::group_config(k)
+        .create_with_context(WorkerContext(shared.clone()))
+        .context("creating the Kafka consumer")?;
+    let topics = kafka::subscription(k);
+    consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>()).context("subscribing")?;
+    tracing::info!(group = %k.group_id, topics = ?topics, "consuming");
+    Ok(consumer)
+}
+
 fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyhow::Result<()> {
     let k = &config.kafka;
     let timeout = Duration::from_millis(k.request_timeout_ms);
@@ -481,12 +493,8 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
         let n = c.catch_up(timeout, |v| shared.apply_catalog_record(&mut decoder, v, shutdown))?;
         tracing::info!(records = n, attributes = lock(&shared.catalog).len(), "catalog topic read");
     }
-    let consumer: BaseConsumer<WorkerContext> = kafka::group_config(k)
-        .create_with_context(WorkerContext(shared.clone()))
-        .context("creating the Kafka consumer")?;
-    let topics = kafka::subscription(k);
-    consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>()).context("subscribing")?;
-    tracing::info!(group = %k.group_id, topics = ?topics, "consuming");
+    let mut consumer = subscribe(shared, k)?;
+    let mut replaced: Option<Instant> = None;
 
     let max_age = Duration::from_millis(config.batch.max_age_ms);
     let max_age_ms = config.batch.max_age_ms as i64;
@@ -498,10 +506,15 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
         }
         // A burst of records, then the flush decisions (the clock is read once per burst).
         let mut wait = Duration::from_millis(20);
+        let mut fatal = None;
         for _ in 0..1024 {
             let Some(m) = consumer.poll(wait) else { break };
             wait = Duration::ZERO;
             match m {
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                    fatal = Some(e);
+                    break;
+                }
                 Err(e) => tracing::warn!(error = %e, "consumer"),
                 Ok(m) => {
                     if !shared.schema_ready(m.payload(), shutdown) {
@@ -532,6 +545,27 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                     }
                 }
             }
+        }
+        // After a fatal error the consumer neither fetches nor rejoins the group: polling it
+        // would stall the worker for good. Seen after a broker outage longer than the session
+        // timeout with static membership: librdkafka reset its member id, then sent the commits
+        // it had deferred with the empty id, and the coordinator answered FENCED_INSTANCE_ID.
+        // A new consumer joins again as the same static member; partitions resume from the lake.
+        if let Some(e) = fatal {
+            if replaced.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+                // Twice within a minute: likely another worker with the same group.instance.id.
+                shared.fail(anyhow::Error::new(e).context("the Kafka consumer failed again after being replaced"));
+                break;
+            }
+            tracing::error!(error = %e, "Kafka consumer failed: replacing it");
+            let keys: Vec<(String, i32)> = lock(&shared.parts).keys().cloned().collect();
+            for (topic, partition) in keys {
+                shared.close_part(&consumer, &topic, partition);
+            }
+            drop(consumer);
+            consumer = subscribe(shared, k)?;
+            replaced = Some(Instant::now());
+            continue;
         }
         // Flushes due: by rows or bytes, by age (early by what flushes take; partitions half way
         // there go along, so that flushes come together), by total memory.

@@ -67,16 +67,30 @@ impl KafkaBroker {
     /// Stops the broker and starts it again with its data, on the same port; once more if that
     /// start fails (the first failure is printed).
     pub fn restart(&self) {
-        if let Err(first) = self.try_restart() {
+        self.retried("restart");
+    }
+
+    /// Stops the broker (until [`Self::start_again`]).
+    pub fn stop(&self) {
+        self.try_run("stop").unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Starts a stopped broker again with its data, on the same port, like [`Self::restart`].
+    pub fn start_again(&self) {
+        self.retried("start");
+    }
+
+    fn retried(&self, verb: &str) {
+        if let Err(first) = self.try_run(verb) {
             eprintln!("{first}\n(trying once more)");
             std::thread::sleep(std::time::Duration::from_secs(3));
-            self.try_restart().unwrap_or_else(|e| panic!("{e}"));
+            self.try_run(verb).unwrap_or_else(|e| panic!("{e}"));
         }
     }
 
-    fn try_restart(&self) -> Result<(), String> {
+    fn try_run(&self, verb: &str) -> Result<(), String> {
         let out = Command::new(script())
-            .arg("restart")
+            .arg(verb)
             .arg(self.dir.path())
             .env("EAVLAKE_STACK_OWNER_PID", std::process::id().to_string())
             .output()
@@ -85,7 +99,7 @@ impl KafkaBroker {
             let log = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             return Err(format!(
-                "kafka.sh restart failed ({}):\n{}\nbroker.log ends:\n{}",
+                "kafka.sh {verb} failed ({}):\n{}\nbroker.log ends:\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
