@@ -39,10 +39,13 @@ start() {
     command -v "$bin" >/dev/null || die "prometheus not found (apt-get install prometheus, or set PROMETHEUS_BIN)"
     local port; port=$(stack_free_ports 1)
     local log="$dir/prometheus.log"
-    setsid "$bin" --config.file="$config" --storage.tsdb.path="$dir/data" \
+    nohup "$bin" --config.file="$config" --storage.tsdb.path="$dir/data" \
         --web.listen-address="127.0.0.1:$port" --web.enable-lifecycle \
         --storage.tsdb.retention.time=1d >"$log" 2>&1 </dev/null &
-    echo $! >"$dir/prometheus.pid"
+    local pid=$!
+    echo "$pid" >"$dir/prometheus.pid"
+    # Until the forked shell has exec'd, its cmdline is ours and prom_pid would call it gone.
+    while ! prom_pid "$dir" >/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     local url="http://127.0.0.1:$port"
     for _ in $(seq 150); do
         if ! prom_pid "$dir" >/dev/null; then
