@@ -191,10 +191,22 @@ pub fn read_dead_letters(bootstrap: &str, dlq: &str) -> DeadLetters {
     out
 }
 
-/// High watermarks of a topic's partitions.
+/// High watermarks of a topic's partitions. A broker just (re)started answers "not leader" for a
+/// moment: asked again for up to 30 s.
 pub fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    (0..partitions).map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1)).collect()
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let high = |p: i32| loop {
+        match c.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+            Ok((_, high)) => return high,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("high watermark of {topic}[{p}]: {e} (asking again)");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("high watermark of {topic}[{p}]: {e}"),
+        }
+    };
+    (0..partitions).map(|p| (p, high(p))).collect()
 }
 
 /// The lake's recorded progress of `topic[p]` (last durable offset), if any.
