@@ -1,0 +1,283 @@
+//! The Postgres side of a reconcile: checksums and cells of the live EAV store, computed in SQL
+//! over ranges of entity_id, on a bounded pool of connections.
+//!
+//! The cells of a range are built by one CTE (`CELLS`) that renders each value in the canonical
+//! form of `checksum.rs`: a presence cell per live entity, a cell per non-null hot attribute
+//! (`entities.hot_attributes`, typed by the catalog as the pivot types them) and per non-null
+//! cold value (`entity_values`, the typed column matching the attribute's data type).
+
+use super::checksum::{sum_from_sql, Checksum};
+use super::ReconcileError;
+use crate::decode::DataType;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+/// The canonical cells of one tenant's entities of one type with ids in `[$3, $4)`:
+/// `(entity_id, name, v, data_type)`, `v` null when the cell is null.
+const CELLS: &str = r#"
+WITH e AS (
+    SELECT entity_id, hot_attributes FROM entities
+    WHERE tenant_id = $1 AND entity_type = $2 AND NOT is_deleted AND entity_id >= $3 AND entity_id < $4
+), a AS (
+    SELECT attribute_id, name, data_type FROM attributes WHERE tenant_id = $1 AND entity_type = $2
+), cells AS (
+    SELECT e.entity_id, ''::text AS name, ''::text AS v, ''::text AS data_type FROM e
+    UNION ALL
+    SELECT e.entity_id, h.key,
+        CASE a.data_type
+            WHEN 'text' THEN h.value #>> '{}'
+            WHEN 'int' THEN h.value #>> '{}'
+            WHEN 'bool' THEN h.value #>> '{}'
+            WHEN 'decimal' THEN trim_scale((h.value #>> '{}')::numeric)::text
+            WHEN 'timestamp' THEN CASE jsonb_typeof(h.value)
+                WHEN 'number' THEN h.value #>> '{}'
+                ELSE ((extract(epoch FROM (h.value #>> '{}')::timestamptz) * 1000000)::bigint)::text END
+            ELSE h.value::text
+        END,
+        coalesce(a.data_type, 'json')
+    FROM e CROSS JOIN LATERAL jsonb_each(e.hot_attributes) AS h
+    LEFT JOIN a ON a.name = h.key
+    WHERE jsonb_typeof(h.value) <> 'null'
+    UNION ALL
+    SELECT v.entity_id, a.name,
+        CASE a.data_type
+            WHEN 'text' THEN v.value_text
+            WHEN 'int' THEN v.value_int::text
+            WHEN 'bool' THEN v.value_bool::text
+            WHEN 'decimal' THEN trim_scale(v.value_decimal)::text
+            WHEN 'timestamp' THEN ((extract(epoch FROM v.value_timestamp) * 1000000)::bigint)::text
+            ELSE v.value_json::text
+        END,
+        a.data_type
+    FROM e JOIN entity_values v ON v.entity_id = e.entity_id
+    JOIN a ON a.attribute_id = v.attribute_id
+    WHERE v.entity_id >= $3 AND v.entity_id < $4 AND v.tenant_id = $1
+)
+"#;
+
+/// The Postgres side: a pool of connections, all in UTC.
+pub struct Pg {
+    pool: Pool,
+    /// Where it is, for messages (no password).
+    pub name: String,
+}
+
+/// One cell as Postgres has it.
+#[derive(Debug, Clone)]
+pub struct PgCell {
+    pub entity_id: i64,
+    /// Empty for the presence cell.
+    pub name: String,
+    pub value: String,
+    pub data_type: Option<DataType>,
+}
+
+fn pg_err(name: &str, what: &str, e: impl std::fmt::Display) -> ReconcileError {
+    ReconcileError::Postgres(format!("{name}: {what}: {e}"))
+}
+
+impl Pg {
+    /// Connects (checking the server answers and holds the EAV tables).
+    pub async fn connect(url: &str, max_connections: usize) -> Result<Pg, ReconcileError> {
+        let mut cfg = tokio_postgres::Config::from_str(url)
+            .map_err(|e| ReconcileError::Postgres(format!("database URL: {e}")))?;
+        cfg.options("-c TimeZone=UTC");
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(Duration::from_secs(10));
+        }
+        let hosts: Vec<String> = cfg
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect();
+        let ports: Vec<String> = cfg.get_ports().iter().map(|p| p.to_string()).collect();
+        let name = format!(
+            "PostgreSQL at {}:{} database `{}`",
+            hosts.join(","),
+            if ports.is_empty() { "5432".into() } else { ports.join(",") },
+            cfg.get_dbname().unwrap_or("?")
+        );
+        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr)
+            .max_size(max_connections.max(1))
+            .build()
+            .map_err(|e| pg_err(&name, "connection pool", e))?;
+        let pg = Pg { pool, name };
+        let client = pg.client().await?;
+        let row = client
+            .query_one(
+                "SELECT to_regclass('attributes') IS NOT NULL, to_regclass('entities') IS NOT NULL,
+                        to_regclass('entity_values') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_err(&pg.name, "checking the schema", e))?;
+        for (i, table) in ["attributes", "entities", "entity_values"].iter().enumerate() {
+            if !row.get::<_, bool>(i) {
+                return Err(ReconcileError::Postgres(format!(
+                    "{}: no table `{table}`: not an EAV store of schemas/eav.sql",
+                    pg.name
+                )));
+            }
+        }
+        Ok(pg)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, ReconcileError> {
+        self.pool.get().await.map_err(|e| {
+            // deadpool wraps the driver's error; its source says why (refused, timeout, auth).
+            let cause = match &e {
+                deadpool_postgres::PoolError::Backend(b) => format!("{b}"),
+                other => other.to_string(),
+            };
+            ReconcileError::Postgres(format!("{}: cannot connect: {cause}", self.name))
+        })
+    }
+
+    /// The server's current WAL write position.
+    pub async fn wal_lsn(&self) -> Result<u64, ReconcileError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::text", &[])
+            .await
+            .map_err(|e| pg_err(&self.name, "pg_current_wal_lsn()", e))?;
+        let text: String = row.get(0);
+        text.parse().map_err(|_| pg_err(&self.name, "pg_current_wal_lsn()", format!("unexpected `{text}`")))
+    }
+
+    /// (tenant_id, entity_type) pairs with entities, live or not.
+    pub async fn scopes(&self) -> Result<Vec<(i64, String)>, ReconcileError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT DISTINCT tenant_id, entity_type FROM entities ORDER BY 1, 2", &[])
+            .await
+            .map_err(|e| pg_err(&self.name, "listing tenants and entity types", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// The attribute catalog: attribute_id → (tenant_id, entity_type, name, data_type).
+    pub async fn attributes(&self) -> Result<Vec<(i64, i64, String, String, String)>, ReconcileError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT attribute_id, tenant_id, entity_type, name, data_type FROM attributes", &[])
+            .await
+            .map_err(|e| pg_err(&self.name, "reading attributes", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect())
+    }
+
+    /// Smallest and largest id of the live entities of a scope within `[lo, hi)`.
+    pub async fn bounds(
+        &self,
+        tenant: i64,
+        entity_type: &str,
+        lo: i64,
+        hi: i64,
+    ) -> Result<Option<(i64, i64)>, ReconcileError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT min(entity_id), max(entity_id) FROM entities
+                 WHERE tenant_id = $1 AND entity_type = $2 AND NOT is_deleted AND entity_id >= $3 AND entity_id < $4",
+                &[&tenant, &entity_type, &lo, &hi],
+            )
+            .await
+            .map_err(|e| pg_err(&self.name, "entity id bounds", e))?;
+        Ok(match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
+            (Some(a), Some(b)) => Some((a, b)),
+            _ => None,
+        })
+    }
+
+    /// Checksums of the buckets `[bounds[i], bounds[i + 1])`, in one scan.
+    pub async fn checksums(
+        &self,
+        tenant: i64,
+        entity_type: &str,
+        bounds: &[i64],
+    ) -> Result<Vec<Checksum>, ReconcileError> {
+        let buckets = bounds.len().saturating_sub(1);
+        let mut out = vec![Checksum::default(); buckets];
+        if buckets == 0 {
+            return Ok(out);
+        }
+        let sql = format!(
+            "{CELLS} SELECT width_bucket(entity_id, $5::bigint[]), count(*),
+                    sum(('x' || substr(md5(entity_id::text || chr(31) || name || chr(31) || v), 1, 16))::bit(64)::bigint::numeric)::text
+             FROM cells WHERE v IS NOT NULL GROUP BY 1"
+        );
+        let client = self.client().await?;
+        let (lo, hi) = (bounds[0], bounds[buckets]);
+        let rows = client
+            .query(&sql, &[&tenant, &entity_type, &lo, &hi, &bounds])
+            .await
+            .map_err(|e| pg_err(&self.name, &format!("checksums of tenant {tenant} {entity_type} [{lo}, {hi})"), e))?;
+        for r in rows {
+            let b: i32 = r.get(0);
+            let count: i64 = r.get(1);
+            let sum: Option<String> = r.get(2);
+            let Some(slot) = usize::try_from(b).ok().and_then(|b| b.checked_sub(1)).and_then(|b| out.get_mut(b)) else {
+                continue;
+            };
+            slot.count = count as u64;
+            slot.sum = sum_from_sql(sum.as_deref()).map_err(|e| pg_err(&self.name, "checksum", e))?;
+        }
+        Ok(out)
+    }
+
+    /// The cells of the entities with ids in `[lo, hi)`.
+    pub async fn cells(&self, tenant: i64, entity_type: &str, lo: i64, hi: i64) -> Result<Vec<PgCell>, ReconcileError> {
+        let sql = format!("{CELLS} SELECT entity_id, name, v, data_type FROM cells WHERE v IS NOT NULL");
+        let client = self.client().await?;
+        let rows = client
+            .query(&sql, &[&tenant, &entity_type, &lo, &hi])
+            .await
+            .map_err(|e| pg_err(&self.name, &format!("cells of tenant {tenant} {entity_type} [{lo}, {hi})"), e))?;
+        Ok(rows
+            .iter()
+            .map(|r| PgCell {
+                entity_id: r.get(0),
+                name: r.get(1),
+                value: r.get(2),
+                data_type: DataType::parse(r.get::<_, &str>(3)),
+            })
+            .collect())
+    }
+
+    /// Asks Debezium for an incremental snapshot of these entities (their `entities` and
+    /// `entity_values` rows), through its signal table. Several signals when the ids do not fit
+    /// one (the reference table's `data` is varchar(4096)).
+    pub async fn request_snapshot(
+        &self,
+        signal_table: &str,
+        schema: &str,
+        ids: &[i64],
+    ) -> Result<Vec<String>, ReconcileError> {
+        let client = self.client().await?;
+        let mut sent = Vec::new();
+        for chunk in ids.chunks(200) {
+            let list = chunk.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+            let data = serde_json::json!({
+                "data-collections": [format!("{schema}.entities"), format!("{schema}.entity_values")],
+                "type": "incremental",
+                "additional-conditions": [
+                    {"data-collection": format!("{schema}.entities"), "filter": format!("entity_id IN ({list})")},
+                    {"data-collection": format!("{schema}.entity_values"), "filter": format!("entity_id IN ({list})")},
+                ],
+            })
+            .to_string();
+            let id = format!("eavlake-reconcile-{}-{}-{}", std::process::id(), crate::progress::now_ms(), sent.len());
+            let sql = format!("INSERT INTO {signal_table} (id, type, data) VALUES ($1, 'execute-snapshot', $2)");
+            client
+                .execute(&sql, &[&id, &data])
+                .await
+                .map_err(|e| pg_err(&self.name, &format!("writing a snapshot signal into `{signal_table}`"), e))?;
+            sent.push(id);
+        }
+        Ok(sent)
+    }
+}
