@@ -387,6 +387,20 @@ async fn tricky_values_hash_alike_on_both_sides() {
         let pg_text: String = client.query_one("SELECT $1::text::jsonb::text", &[&input]).await.unwrap().get(0);
         assert_eq!(eavlake::reconcile::checksum::canonical_json(input).unwrap(), pg_text, "{input}");
     }
+    // The cell hash is Postgres' own hashtextextended, reimplemented: bit for bit, any length
+    // (the 12-byte blocks and every tail length), any seed.
+    let mut texts: Vec<String> = (0..40).map(|n| "aé☃😀xyz".chars().cycle().take(n).collect()).collect();
+    texts.push(String::new());
+    for (i, t) in texts.iter().enumerate() {
+        for seed in [0i64, 1, -1, i64::MIN, 0x1234_5678_9abc_def0, i as i64 * 7919] {
+            let want: i64 = client.query_one("SELECT hashtextextended($1, $2)", &[t, &seed]).await.unwrap().get(0);
+            assert_eq!(
+                eavlake::reconcile::checksum::hash_bytes_extended(t.as_bytes(), seed as u64) as i64,
+                want,
+                "{t:?} {seed}"
+            );
+        }
+    }
     // An entity of tricky values in every type, captured, agrees.
     client
         .batch_execute(

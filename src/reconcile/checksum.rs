@@ -15,18 +15,18 @@
 //! entity without values is still seen, and null values contribute nothing (the lake does not
 //! tell a null value from an absent one).
 //!
-//! The hash of a cell is the first 8 bytes of the MD5 of its bytes, read as a big-endian signed
-//! 64-bit integer (what `('x' || substr(md5(..), 1, 16))::bit(64)::bigint` gives in SQL); a
+//! The hash of a cell is PostgreSQL's own 64-bit text hash, `hashtextextended(value, seed)` with
+//! `seed = entity_id # hashtextextended(name, 0)` (`#`: xor), reimplemented here bit for bit
+//! ([`hash_bytes_extended`], Bob Jenkins' lookup3 as in PostgreSQL's `hashfn.c`): several times
+//! cheaper in SQL than `md5()` of a concatenation, which is what bounds the Postgres side. A
 //! range's checksum is the number of its cells and the sum of their hashes modulo 2^64, so the
-//! checksums of two halves add up to the checksum of the whole.
+//! checksums of two halves add up to the checksum of the whole. In SQL the sum is taken as two
+//! `int4` halves (`sum(int4)` accumulates in `int8`, much cheaper than `numeric`) and put back
+//! together here ([`sum_from_halves`]).
 
 use crate::columns::Value;
 use crate::decode::value::format_decimal;
 use crate::decode::DataType;
-use md5::{Digest, Md5};
-
-/// Separator between the parts of a cell (ASCII unit separator: not in names, rare in values).
-pub const SEP: u8 = 0x1f;
 
 /// The checksum of a set of cells: how many, and the sum of their hashes modulo 2^64.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,43 +47,152 @@ impl Checksum {
     }
 }
 
-/// The hash of one cell, as an unsigned 64-bit integer (the two's complement of SQL's bigint).
-pub fn cell_hash(buf: &mut Vec<u8>, entity_id: i64, name: &str, value: &str) -> u64 {
-    buf.clear();
-    buf.extend_from_slice(entity_id.to_string().as_bytes());
-    buf.push(SEP);
-    buf.extend_from_slice(name.as_bytes());
-    buf.push(SEP);
-    buf.extend_from_slice(value.as_bytes());
-    let digest = Md5::digest(&buf[..]);
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    u64::from_be_bytes(first)
+/// The seed of an attribute's cells: `hashtextextended(name, 0)`; the presence cell's name is
+/// empty.
+pub fn name_seed(name: &str) -> u64 {
+    hash_bytes_extended(name.as_bytes(), 0)
+}
+
+/// The hash of one cell (as SQL's bigint, two's complement): `hashtextextended(value,
+/// entity_id # name_seed)`.
+pub fn cell_hash(entity_id: i64, name_seed: u64, value: &str) -> u64 {
+    hash_bytes_extended(value.as_bytes(), (entity_id as u64) ^ name_seed)
 }
 
 /// The hash of an entity's presence cell.
-pub fn presence_hash(buf: &mut Vec<u8>, entity_id: i64) -> u64 {
-    cell_hash(buf, entity_id, "", "")
+pub fn presence_hash(entity_id: i64) -> u64 {
+    cell_hash(entity_id, name_seed(""), "")
 }
 
-/// A SQL `sum(...)::text` of bigint hashes (exact, as numeric) reduced modulo 2^64.
-pub fn sum_from_sql(text: Option<&str>) -> Result<u64, String> {
-    let Some(text) = text else { return Ok(0) };
-    let v: i128 = text.trim().parse().map_err(|_| format!("checksum sum `{text}` is not an integer"))?;
-    Ok(v.rem_euclid(1i128 << 64) as u64)
+/// The sum modulo 2^64 of `count` hashes, from SQL's `sum((h >> 32)::int4)` and
+/// `sum(((h & 4294967295) - 2147483648)::int4)`.
+pub fn sum_from_halves(count: i64, high: i64, low: i64) -> u64 {
+    (high as u64).wrapping_shl(32).wrapping_add(low as u64).wrapping_add((count as u64).wrapping_mul(1 << 31))
+}
+
+/// PostgreSQL's `hash_bytes_extended` (src/common/hashfn.c), which `hashtextextended` applies to
+/// a text's bytes under a deterministic collation.
+pub fn hash_bytes_extended(k: &[u8], seed: u64) -> u64 {
+    #[inline(always)]
+    fn mix(a: &mut u32, b: &mut u32, c: &mut u32) {
+        *a = a.wrapping_sub(*c);
+        *a ^= c.rotate_left(4);
+        *c = c.wrapping_add(*b);
+        *b = b.wrapping_sub(*a);
+        *b ^= a.rotate_left(6);
+        *a = a.wrapping_add(*c);
+        *c = c.wrapping_sub(*b);
+        *c ^= b.rotate_left(8);
+        *b = b.wrapping_add(*a);
+        *a = a.wrapping_sub(*c);
+        *a ^= c.rotate_left(16);
+        *c = c.wrapping_add(*b);
+        *b = b.wrapping_sub(*a);
+        *b ^= a.rotate_left(19);
+        *a = a.wrapping_add(*c);
+        *c = c.wrapping_sub(*b);
+        *c ^= b.rotate_left(4);
+        *b = b.wrapping_add(*a);
+    }
+    #[inline(always)]
+    fn fin(a: &mut u32, b: &mut u32, c: &mut u32) {
+        *c ^= *b;
+        *c = c.wrapping_sub(b.rotate_left(14));
+        *a ^= *c;
+        *a = a.wrapping_sub(c.rotate_left(11));
+        *b ^= *a;
+        *b = b.wrapping_sub(a.rotate_left(25));
+        *c ^= *b;
+        *c = c.wrapping_sub(b.rotate_left(16));
+        *a ^= *c;
+        *a = a.wrapping_sub(c.rotate_left(4));
+        *b ^= *a;
+        *b = b.wrapping_sub(a.rotate_left(14));
+        *c ^= *b;
+        *c = c.wrapping_sub(b.rotate_left(24));
+    }
+    let le = |x: &[u8]| u32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+    let init = 0x9e37_79b9u32.wrapping_add(k.len() as u32).wrapping_add(3_923_095);
+    let (mut a, mut b, mut c) = (init, init, init);
+    if seed != 0 {
+        a = a.wrapping_add((seed >> 32) as u32);
+        b = b.wrapping_add(seed as u32);
+        mix(&mut a, &mut b, &mut c);
+    }
+    let mut k = k;
+    while k.len() >= 12 {
+        a = a.wrapping_add(le(&k[0..4]));
+        b = b.wrapping_add(le(&k[4..8]));
+        c = c.wrapping_add(le(&k[8..12]));
+        mix(&mut a, &mut b, &mut c);
+        k = &k[12..];
+    }
+    // The tail, little-endian; the lowest byte of c is left for the length (added above).
+    let byte = |i: usize, shift: u32| (k[i] as u32) << shift;
+    let r = k.len();
+    if r >= 11 {
+        c = c.wrapping_add(byte(10, 24));
+    }
+    if r >= 10 {
+        c = c.wrapping_add(byte(9, 16));
+    }
+    if r >= 9 {
+        c = c.wrapping_add(byte(8, 8));
+    }
+    if r >= 8 {
+        b = b.wrapping_add(byte(7, 24));
+    }
+    if r >= 7 {
+        b = b.wrapping_add(byte(6, 16));
+    }
+    if r >= 6 {
+        b = b.wrapping_add(byte(5, 8));
+    }
+    if r >= 5 {
+        b = b.wrapping_add(byte(4, 0));
+    }
+    if r >= 4 {
+        a = a.wrapping_add(byte(3, 24));
+    }
+    if r >= 3 {
+        a = a.wrapping_add(byte(2, 16));
+    }
+    if r >= 2 {
+        a = a.wrapping_add(byte(1, 8));
+    }
+    if r >= 1 {
+        a = a.wrapping_add(byte(0, 0));
+    }
+    fin(&mut a, &mut b, &mut c);
+    ((b as u64) << 32) | c as u64
 }
 
 /// The canonical text of a lake cell of an attribute of `data_type`; `decimal_scale` is the
 /// lake's. A value whose kind does not match the type (which the lake never writes) is rendered
 /// by its own kind, so that it differs from Postgres rather than being dropped.
 pub fn canonical_value(value: &Value, data_type: DataType, decimal_scale: u32) -> String {
+    let mut out = String::new();
+    canonical_value_into(value, data_type, decimal_scale, &mut out);
+    out
+}
+
+/// [`canonical_value`], appended to `out` (no allocation for the common kinds).
+pub fn canonical_value_into(value: &Value, data_type: DataType, decimal_scale: u32, out: &mut String) {
+    use std::fmt::Write;
     match value {
-        Value::Int(i) => i.to_string(),
-        Value::Decimal(d) => trim_decimal(&format_decimal(*d, decimal_scale)),
-        Value::Bool(b) => b.to_string(),
-        Value::Timestamp(us) => us.to_string(),
-        Value::Text(s) if data_type == DataType::Json => canonical_json(s).unwrap_or_else(|_| s.clone()),
-        Value::Text(s) => s.clone(),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Decimal(d) => out.push_str(&trim_decimal(&format_decimal(*d, decimal_scale))),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Timestamp(us) => {
+            let _ = write!(out, "{us}");
+        }
+        Value::Text(s) if data_type == DataType::Json => match canonical_json(s) {
+            Ok(j) => out.push_str(&j),
+            Err(_) => out.push_str(s),
+        },
+        Value::Text(s) => out.push_str(s),
     }
 }
 
@@ -446,14 +555,12 @@ mod tests {
     }
 
     #[test]
-    fn hashes_match_sql_and_sums_wrap() {
-        // SELECT ('x' || substr(md5('7' || chr(31) || 'a' || chr(31) || 'b'), 1, 16))::bit(64)::bigint
-        let mut buf = Vec::new();
-        let h = cell_hash(&mut buf, 7, "a", "b");
-        let hex = format!("{:x}", Md5::digest(b"7\x1fa\x1fb"));
-        assert_eq!(format!("{h:016x}"), hex[..16]);
-        assert_eq!(sum_from_sql(Some("-1")).unwrap(), u64::MAX);
-        assert_eq!(sum_from_sql(Some("18446744073709551617")).unwrap(), 1);
-        assert_eq!(sum_from_sql(None).unwrap(), 0);
+    fn sums_wrap_and_halves_rebuild_the_sum() {
+        let hashes = [u64::MAX, 1u64 << 63, 12345, 0xdead_beef_0000_0001];
+        let want = hashes.iter().fold(0u64, |s, h| s.wrapping_add(*h));
+        let high: i64 = hashes.iter().map(|h| (*h as i64) >> 32).sum();
+        let low: i64 = hashes.iter().map(|h| ((*h as i64) & 0xffff_ffff) - (1 << 31)).sum();
+        assert_eq!(sum_from_halves(hashes.len() as i64, high, low), want);
+        assert_eq!(sum_from_halves(0, 0, 0), 0);
     }
 }

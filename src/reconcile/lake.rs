@@ -6,7 +6,7 @@
 //! hash sum, as prefix sums), from which the checksum of any id range is two binary searches; the
 //! cells themselves are read again only for the few ranges that differ.
 
-use super::checksum::{canonical_value, cell_hash, presence_hash, Checksum};
+use super::checksum::{canonical_value, canonical_value_into, cell_hash, name_seed, presence_hash, Checksum};
 use super::ReconcileError;
 use crate::catalog::Catalog;
 use crate::compact::{self, CompactError, CompactOptions};
@@ -139,7 +139,6 @@ impl LakeSide {
         let durable = self.durable().await?;
         let scale = self.settings.decimal_scale;
         let mut entries: Vec<(i64, Checksum)> = Vec::new();
-        let mut buf = Vec::with_capacity(128);
         let span = [(lo, hi.saturating_sub(1))];
         let mut value = String::new();
         compact::read_current_state::<ReconcileError>(
@@ -150,14 +149,15 @@ impl LakeSide {
             &durable,
             Some(&span),
             |_, cols, entities| {
+                let seeds: Vec<u64> = cols.iter().map(|c| name_seed(&c.0)).collect();
                 for (id, cells) in entities {
                     let mut c = Checksum::default();
-                    c.add(presence_hash(&mut buf, id));
+                    c.add(presence_hash(id));
                     for (i, cell) in cells.iter().enumerate() {
                         let (Some(v), Some(col)) = (cell, cols.get(i)) else { continue };
                         value.clear();
-                        value.push_str(&canonical_value(v, col.2, scale));
-                        c.add(cell_hash(&mut buf, id, &col.0, &value));
+                        canonical_value_into(v, col.2, scale, &mut value);
+                        c.add(cell_hash(id, seeds[i], &value));
                     }
                     entries.push((id, c));
                 }

@@ -6,7 +6,7 @@
 //! (`entities.hot_attributes`, typed by the catalog as the pivot types them) and per non-null
 //! cold value (`entity_values`, the typed column matching the attribute's data type).
 
-use super::checksum::{sum_from_sql, Checksum};
+use super::checksum::{sum_from_halves, Checksum};
 use super::ReconcileError;
 use crate::decode::DataType;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -83,7 +83,8 @@ impl Pg {
     pub async fn connect(url: &str, max_connections: usize) -> Result<Pg, ReconcileError> {
         let mut cfg = tokio_postgres::Config::from_str(url)
             .map_err(|e| ReconcileError::Postgres(format!("database URL: {e}")))?;
-        cfg.options("-c TimeZone=UTC");
+        // JIT compiling costs ~0.4 s per query here and gains nothing on these scans.
+        cfg.options("-c TimeZone=UTC -c jit=off");
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(Duration::from_secs(10));
         }
@@ -207,8 +208,10 @@ impl Pg {
         }
         let sql = format!(
             "{CELLS} SELECT width_bucket(entity_id, $5::bigint[]), count(*),
-                    sum(('x' || substr(md5(entity_id::text || chr(31) || name || chr(31) || v), 1, 16))::bit(64)::bigint::numeric)::text
-             FROM cells WHERE v IS NOT NULL GROUP BY 1"
+                    sum((h >> 32)::int4), sum(((h & 4294967295) - 2147483648)::int4)
+             FROM (SELECT entity_id, hashtextextended(v, entity_id # hashtextextended(name, 0)) AS h
+                   FROM cells WHERE v IS NOT NULL) AS hashed
+             GROUP BY 1"
         );
         let client = self.client().await?;
         let (lo, hi) = (bounds[0], bounds[buckets]);
@@ -219,12 +222,12 @@ impl Pg {
         for r in rows {
             let b: i32 = r.get(0);
             let count: i64 = r.get(1);
-            let sum: Option<String> = r.get(2);
+            let (high, low): (Option<i64>, Option<i64>) = (r.get(2), r.get(3));
             let Some(slot) = usize::try_from(b).ok().and_then(|b| b.checked_sub(1)).and_then(|b| out.get_mut(b)) else {
                 continue;
             };
             slot.count = count as u64;
-            slot.sum = sum_from_sql(sum.as_deref()).map_err(|e| pg_err(&self.name, "checksum", e))?;
+            slot.sum = sum_from_halves(count, high.unwrap_or(0), low.unwrap_or(0));
         }
         Ok(out)
     }
