@@ -416,6 +416,10 @@ async fn tricky_values_hash_alike_on_both_sides() {
               (1, 1, 'thing', '{"hot_dec": 12.50, "hot_ts": "2024-02-29T23:59:59.999999+01:00", "hot_json": {"z": [1.0, {"b": 1, "a": "\\u00e9"}]}, "hot_text": "tab\there ☃", "hot_flag": false, "hot_n": -9223372036854775808}'),
               (2, 1, 'thing', '{"hot_dec": "-0.000000001", "hot_ts": 1709287200123456, "hot_json": "just a string", "hot_text": null}'),
               (3, 1, 'thing', '{}');
+            -- Soft-deleted, with values left behind: not present, on either side.
+            INSERT INTO entities (entity_id, tenant_id, entity_type, hot_attributes, is_deleted) VALUES
+              (4, 1, 'thing', '{"hot_n": 1}', true);
+            INSERT INTO entity_values (entity_id, attribute_id, tenant_id, value_int) VALUES (4, 10, 1, 5);
             INSERT INTO entity_values (entity_id, attribute_id, tenant_id, value_decimal) VALUES (1, 5, 1, 100.000000000), (2, 5, 1, -0.5);
             INSERT INTO entity_values (entity_id, attribute_id, tenant_id, value_timestamp) VALUES (1, 6, 1, '1969-12-31 23:59:59.000001+00'), (2, 6, 1, '2262-04-11 23:47:16.854775+00');
             INSERT INTO entity_values (entity_id, attribute_id, tenant_id, value_json) VALUES (1, 7, 1, '{"k": 1e3, "kk": [true, null]}'), (2, 7, 1, '"\u2028 line sep"');

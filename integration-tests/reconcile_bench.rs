@@ -188,9 +188,13 @@ fn run(pg: &str, lake: &str) -> (f64, i32, String) {
     let t = Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_eavlake"))
         .args(["reconcile", "--postgres", pg, "--lake", lake, "--lag-wait", "0", "--format", "json"])
-        .env("RUST_LOG", "warn")
+        // EAVLAKE_BENCH_LOG=eavlake=debug shows where the time goes (the child's log on stderr).
+        .env("RUST_LOG", std::env::var("EAVLAKE_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
         .output()
         .unwrap();
+    if std::env::var("EAVLAKE_BENCH_LOG").is_ok() {
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
     let secs = t.elapsed().as_secs_f64();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.code() == Some(2) {

@@ -257,7 +257,18 @@ async fn diff_scope(
         })
         .buffer_unordered(o.concurrency.max(1))
         .try_collect::<Vec<_>>();
-    let (summary, pg_first) = futures::join!(lake.summary(tenant, et, lo, hi), pg_first);
+    let t0 = Instant::now();
+    let lake_read = async {
+        let s = lake.summary(tenant, et, lo, hi).await;
+        tracing::debug!(tenant, entity_type = et, seconds = t0.elapsed().as_secs_f64(), "lake side read");
+        s
+    };
+    let pg_read = async {
+        let c = pg_first.await;
+        tracing::debug!(tenant, entity_type = et, seconds = t0.elapsed().as_secs_f64(), "Postgres first level");
+        c
+    };
+    let (summary, pg_first) = futures::join!(lake_read, pg_read);
     let summary = summary?;
     let pg_first = pg_first?;
     report.lake_entities += summary.entities() as u64;
