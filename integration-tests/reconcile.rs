@@ -293,6 +293,37 @@ async fn agrees_then_names_exactly_the_drift() {
     let r4 = reconcile(&range).await.unwrap();
     assert_eq!(r4.different.len(), 1);
     assert!(r4.missing_in_lake.is_empty() && r4.extra_in_lake.is_empty());
+    // --repair asks Debezium (through its signal table) to re-snapshot exactly the drifted
+    // entities Postgres still has; the one deleted there cannot be re-sent and is said so. No
+    // Debezium runs here, so --wait gives up after its timeout, reporting nothing repaired.
+    let repair = ReconcileOptions {
+        repair: true,
+        wait: true,
+        repair_timeout: Duration::from_secs(2),
+        ..options(&s.pg.url, &lake)
+    };
+    let r = reconcile(&repair).await.unwrap();
+    assert_eq!(r.repaired, Some(false));
+    assert_eq!(refs(&r.not_repairable), BTreeSet::from([deleted]));
+    let signals = client.query("SELECT id, type, data FROM debezium_signal ORDER BY id", &[]).await.unwrap();
+    assert_eq!(signals.len(), r.repair_signals.len());
+    let mut asked: BTreeSet<i64> = BTreeSet::new();
+    for row in &signals {
+        assert_eq!(row.get::<_, &str>(1), "execute-snapshot");
+        let data: serde_json::Value = serde_json::from_str(row.get(2)).unwrap();
+        assert_eq!(data["type"], "incremental");
+        assert_eq!(data["data-collections"], serde_json::json!(["public.entities", "public.entity_values"]));
+        let conds = data["additional-conditions"].as_array().unwrap();
+        assert_eq!(conds.len(), 2);
+        let filter = conds[0]["filter"].as_str().unwrap();
+        assert_eq!(conds[1]["filter"].as_str().unwrap(), filter);
+        let list = filter.strip_prefix("entity_id IN (").and_then(|f| f.strip_suffix(')')).unwrap();
+        asked.extend(list.split(',').map(|i| i.parse::<i64>().unwrap()));
+    }
+    let mut want: BTreeSet<i64> = removed_ids.clone();
+    want.extend([changed_id, hot_id]);
+    assert_eq!(asked, want);
+
     let types: Vec<String> = client
         .query("SELECT DISTINCT entity_type FROM entities", &[])
         .await
