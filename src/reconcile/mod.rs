@@ -20,8 +20,9 @@
 //!   lake of another schema) is a [`ReconcileError`] (exit code 2), never an agreement.
 //! - `repair` asks Debezium to re-snapshot the drifted entities (an `execute-snapshot` signal
 //!   with `additional-conditions` on their ids); with `wait`, re-checks them until they agree or
-//!   `repair_timeout` passes. An entity extra in the lake cannot be re-snapshotted (Postgres has
-//!   no row to send) and is reported as not repairable that way.
+//!   `repair_timeout` passes. An entity extra in the lake has no row to re-snapshot: the capture
+//!   is made to carry its delete (a soft-deleted entity is touched; an absent one is inserted and
+//!   deleted in one transaction, which no reader sees).
 
 pub mod checksum;
 pub mod lake;
@@ -508,7 +509,13 @@ async fn repair(pg: &Pg, lake: &LakeSide, o: &ReconcileOptions, report: &mut Rep
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    report.not_repairable = report.extra_in_lake.clone();
+    // Entities extra in the lake: no row to re-snapshot, so the capture is made to carry their
+    // delete instead.
+    for e in report.extra_in_lake.clone() {
+        if !pg.capture_delete(e.tenant_id, &e.entity_type, e.entity_id).await? {
+            report.not_repairable.push(e);
+        }
+    }
     if !ids.is_empty() {
         report.repair_signals = pg.request_snapshot(&o.signal_table, &o.schema, &ids).await?;
         tracing::info!(entities = ids.len(), signals = report.repair_signals.len(), "incremental snapshot requested");

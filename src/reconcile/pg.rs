@@ -260,6 +260,41 @@ impl Pg {
             .collect())
     }
 
+    /// Makes the capture carry a delete of an entity the lake still has and Postgres does not:
+    /// a soft-deleted entity is touched (its update says `is_deleted`); an absent one is inserted
+    /// and deleted in one transaction (no reader ever sees it; the lake folds both into a
+    /// delete). Returns whether the entity was absent or soft-deleted (a live one is left alone).
+    pub async fn capture_delete(&self, tenant: i64, entity_type: &str, entity_id: i64) -> Result<bool, ReconcileError> {
+        let mut client = self.client().await?;
+        let what = format!("capturing the delete of entity {entity_id}");
+        let tx = client.transaction().await.map_err(|e| pg_err(&self.name, &what, e))?;
+        let row = tx
+            .query_opt("SELECT is_deleted FROM entities WHERE entity_id = $1 FOR UPDATE", &[&entity_id])
+            .await
+            .map_err(|e| pg_err(&self.name, &what, e))?;
+        match row.map(|r| r.get::<_, bool>(0)) {
+            Some(false) => return Ok(false),
+            Some(true) => {
+                tx.execute("UPDATE entities SET version = version + 1 WHERE entity_id = $1", &[&entity_id])
+                    .await
+                    .map_err(|e| pg_err(&self.name, &what, e))?;
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO entities (entity_id, tenant_id, entity_type, is_deleted) VALUES ($1, $2, $3, true)",
+                    &[&entity_id, &tenant, &entity_type],
+                )
+                .await
+                .map_err(|e| pg_err(&self.name, &what, e))?;
+                tx.execute("DELETE FROM entities WHERE entity_id = $1", &[&entity_id])
+                    .await
+                    .map_err(|e| pg_err(&self.name, &what, e))?;
+            }
+        }
+        tx.commit().await.map_err(|e| pg_err(&self.name, &what, e))?;
+        Ok(true)
+    }
+
     /// Asks Debezium for an incremental snapshot of these entities (their `entities` and
     /// `entity_values` rows), through its signal table. Several signals when the ids do not fit
     /// one (the reference table's `data` is varchar(4096)).

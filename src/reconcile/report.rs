@@ -52,7 +52,7 @@ pub struct Report {
     pub lake_lsn: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub repair_signals: Vec<String>,
-    /// Drifted entities a re-snapshot cannot heal (extra in the lake: nothing to send).
+    /// Drifted entities a repair cannot heal (extra in the lake, yet live in Postgres by then).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_repairable: Vec<EntityRef>,
     /// With `--repair --wait`: whether everything agreed in the end.
@@ -154,11 +154,7 @@ impl Report {
             let _ = writeln!(out, "repair: {} snapshot signal(s) sent", self.repair_signals.len());
         }
         if !self.not_repairable.is_empty() {
-            let _ = writeln!(
-                out,
-                "repair: {} entit(ies) extra in the lake cannot be re-snapshotted",
-                self.not_repairable.len()
-            );
+            let _ = writeln!(out, "repair: {} entit(ies) could not be repaired", self.not_repairable.len());
         }
         out
     }
