@@ -87,6 +87,15 @@ fn pg_err(name: &str, what: &str, e: impl std::fmt::Display) -> ReconcileError {
     ReconcileError::Postgres(format!("{name}: {what}: {e}"))
 }
 
+/// A driver error with the server's own message (the driver's Display says only "db error").
+fn db_err(name: &str, what: &str, e: tokio_postgres::Error) -> ReconcileError {
+    let cause = match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    pg_err(name, what, cause)
+}
+
 impl Pg {
     /// Connects (checking the server answers and holds the EAV tables).
     pub async fn connect(url: &str, max_connections: usize) -> Result<Pg, ReconcileError> {
@@ -126,7 +135,7 @@ impl Pg {
                 &[],
             )
             .await
-            .map_err(|e| pg_err(&pg.name, "checking the schema", e))?;
+            .map_err(|e| db_err(&pg.name, "checking the schema", e))?;
         for (i, table) in ["attributes", "entities", "entity_values"].iter().enumerate() {
             if !row.get::<_, bool>(i) {
                 return Err(ReconcileError::Postgres(format!(
@@ -155,7 +164,7 @@ impl Pg {
         let row = client
             .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::text", &[])
             .await
-            .map_err(|e| pg_err(&self.name, "pg_current_wal_lsn()", e))?;
+            .map_err(|e| db_err(&self.name, "pg_current_wal_lsn()", e))?;
         let text: String = row.get(0);
         text.parse().map_err(|_| pg_err(&self.name, "pg_current_wal_lsn()", format!("unexpected `{text}`")))
     }
@@ -166,7 +175,7 @@ impl Pg {
         let rows = client
             .query("SELECT DISTINCT tenant_id, entity_type FROM entities ORDER BY 1, 2", &[])
             .await
-            .map_err(|e| pg_err(&self.name, "listing tenants and entity types", e))?;
+            .map_err(|e| db_err(&self.name, "listing tenants and entity types", e))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
@@ -176,7 +185,7 @@ impl Pg {
         let rows = client
             .query("SELECT attribute_id, tenant_id, entity_type, name, data_type FROM attributes", &[])
             .await
-            .map_err(|e| pg_err(&self.name, "reading attributes", e))?;
+            .map_err(|e| db_err(&self.name, "reading attributes", e))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect())
     }
 
@@ -196,7 +205,7 @@ impl Pg {
                 &[&tenant, &entity_type, &lo, &hi],
             )
             .await
-            .map_err(|e| pg_err(&self.name, "entity id bounds", e))?;
+            .map_err(|e| db_err(&self.name, "entity id bounds", e))?;
         Ok(match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
             (Some(a), Some(b)) => Some((a, b)),
             _ => None,
@@ -227,7 +236,7 @@ impl Pg {
         let rows = client
             .query(&sql, &[&tenant, &entity_type, &lo, &hi, &bounds])
             .await
-            .map_err(|e| pg_err(&self.name, &format!("checksums of tenant {tenant} {entity_type} [{lo}, {hi})"), e))?;
+            .map_err(|e| db_err(&self.name, &format!("checksums of tenant {tenant} {entity_type} [{lo}, {hi})"), e))?;
         for r in rows {
             let b: i32 = r.get(0);
             let count: i64 = r.get(1);
@@ -248,7 +257,7 @@ impl Pg {
         let rows = client
             .query(&sql, &[&tenant, &entity_type, &lo, &hi])
             .await
-            .map_err(|e| pg_err(&self.name, &format!("cells of tenant {tenant} {entity_type} [{lo}, {hi})"), e))?;
+            .map_err(|e| db_err(&self.name, &format!("cells of tenant {tenant} {entity_type} [{lo}, {hi})"), e))?;
         Ok(rows
             .iter()
             .map(|r| PgCell {
@@ -267,17 +276,17 @@ impl Pg {
     pub async fn capture_delete(&self, tenant: i64, entity_type: &str, entity_id: i64) -> Result<bool, ReconcileError> {
         let mut client = self.client().await?;
         let what = format!("capturing the delete of entity {entity_id}");
-        let tx = client.transaction().await.map_err(|e| pg_err(&self.name, &what, e))?;
+        let tx = client.transaction().await.map_err(|e| db_err(&self.name, &what, e))?;
         let row = tx
             .query_opt("SELECT is_deleted FROM entities WHERE entity_id = $1 FOR UPDATE", &[&entity_id])
             .await
-            .map_err(|e| pg_err(&self.name, &what, e))?;
+            .map_err(|e| db_err(&self.name, &what, e))?;
         match row.map(|r| r.get::<_, bool>(0)) {
             Some(false) => return Ok(false),
             Some(true) => {
                 tx.execute("UPDATE entities SET version = version + 1 WHERE entity_id = $1", &[&entity_id])
                     .await
-                    .map_err(|e| pg_err(&self.name, &what, e))?;
+                    .map_err(|e| db_err(&self.name, &what, e))?;
             }
             None => {
                 tx.execute(
@@ -285,13 +294,13 @@ impl Pg {
                     &[&entity_id, &tenant, &entity_type],
                 )
                 .await
-                .map_err(|e| pg_err(&self.name, &what, e))?;
+                .map_err(|e| db_err(&self.name, &what, e))?;
                 tx.execute("DELETE FROM entities WHERE entity_id = $1", &[&entity_id])
                     .await
-                    .map_err(|e| pg_err(&self.name, &what, e))?;
+                    .map_err(|e| db_err(&self.name, &what, e))?;
             }
         }
-        tx.commit().await.map_err(|e| pg_err(&self.name, &what, e))?;
+        tx.commit().await.map_err(|e| db_err(&self.name, &what, e))?;
         Ok(true)
     }
 
@@ -306,7 +315,21 @@ impl Pg {
     ) -> Result<Vec<String>, ReconcileError> {
         let client = self.client().await?;
         let mut sent = Vec::new();
-        for chunk in ids.chunks(200) {
+        // The reference table's `data` is varchar(4096): as many ids per signal as fit.
+        let mut chunks: Vec<Vec<i64>> = vec![Vec::new()];
+        let mut len = 0usize;
+        for &id in ids {
+            let w = id.to_string().len() + 1;
+            if len + w > 1500 && !chunks.last().is_some_and(|c| c.is_empty()) {
+                chunks.push(Vec::new());
+                len = 0;
+            }
+            len += w;
+            if let Some(last) = chunks.last_mut() {
+                last.push(id);
+            }
+        }
+        for chunk in chunks.iter().filter(|c| !c.is_empty()) {
             let list = chunk.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
             let data = serde_json::json!({
                 "data-collections": [format!("{schema}.entities"), format!("{schema}.entity_values")],
@@ -322,7 +345,7 @@ impl Pg {
             client
                 .execute(&sql, &[&id, &data])
                 .await
-                .map_err(|e| pg_err(&self.name, &format!("writing a snapshot signal into `{signal_table}`"), e))?;
+                .map_err(|e| db_err(&self.name, &format!("writing a snapshot signal into `{signal_table}`"), e))?;
             sent.push(id);
         }
         Ok(sent)
