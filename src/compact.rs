@@ -110,6 +110,28 @@ async fn compact_tenant(
     durable: &FxHashMap<String, i64>,
     stats: &mut CompactStats,
 ) -> Result<(), CompactError> {
+    let changes = durable_changes(lake, entity_type, tenant_id, durable).await?;
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let plan = plan_tenant(lake, entity_type, tenant_id, opts, changes).await?;
+    // Neighbouring ranges are compacted together, so that each change file is read once per
+    // group rather than once per range; a group holds the state of its ranges in memory, so it
+    // is bounded by count and by the size of their current objects.
+    for group in plan.groups(plan.touched.clone()) {
+        compact_group(lake, entity_type, tenant_id, &group, &plan.changes, &plan.cache, opts, stats).await?;
+    }
+    Ok(())
+}
+
+/// The change files of a tenant's entity type that the streams' progress records cover, oldest
+/// first (so that the newest file's type of a column wins).
+async fn durable_changes(
+    lake: &Lake,
+    entity_type: &str,
+    tenant_id: i64,
+    durable: &FxHashMap<String, i64>,
+) -> Result<Vec<ChangeFile>, CompactError> {
     let mut changes: Vec<ChangeFile> = lake
         .list(&Lake::changes_prefix(entity_type, Some(tenant_id)))
         .await?
@@ -117,12 +139,50 @@ async fn compact_tenant(
         .filter_map(|m| parse_change_file(&m.location))
         .filter(|f| durable.get(&f.stream).is_some_and(|d| f.last <= *d))
         .collect();
-    if changes.is_empty() {
-        return Ok(());
-    }
-    // Oldest first, so that the newest file's type of a column wins.
     changes.sort_by(|a, b| (a.first, a.part, &a.stream).cmp(&(b.first, b.part, &b.stream)));
+    Ok(changes)
+}
 
+/// What folding a tenant's entity type needs: its change files newer than some range's
+/// watermarks, the ranges each of them is new to, and the existing ranges.
+struct TenantPlan {
+    changes: Vec<ChangeFile>,
+    cache: Vec<Option<Arc<ParquetObject>>>,
+    /// Range start → indexes (into `changes`) of the files new to it.
+    touched: BTreeMap<i64, Vec<usize>>,
+    /// Compressed size of each existing range's current object.
+    sizes: BTreeMap<i64, usize>,
+}
+
+impl TenantPlan {
+    /// Splits ranges into groups of neighbours folded together (see [`GROUP_RANGES`]).
+    fn groups(&self, ranges: BTreeMap<i64, Vec<usize>>) -> Vec<Vec<(i64, Vec<usize>)>> {
+        let mut groups = Vec::new();
+        let mut group: Vec<(i64, Vec<usize>)> = Vec::new();
+        let mut group_bytes = 0usize;
+        for (lo, files) in ranges {
+            let size = self.sizes.get(&lo).copied().unwrap_or(0);
+            if !group.is_empty() && (group.len() >= GROUP_RANGES || group_bytes + size > GROUP_BYTES) {
+                groups.push(std::mem::take(&mut group));
+                group_bytes = 0;
+            }
+            group_bytes += size;
+            group.push((lo, files));
+        }
+        if !group.is_empty() {
+            groups.push(group);
+        }
+        groups
+    }
+}
+
+async fn plan_tenant(
+    lake: &Lake,
+    entity_type: &str,
+    tenant_id: i64,
+    opts: CompactOptions,
+    mut changes: Vec<ChangeFile>,
+) -> Result<TenantPlan, CompactError> {
     // Watermarks of the existing ranges decide which change files are new to which range.
     let mut ranges: BTreeMap<i64, Watermarks> = BTreeMap::new();
     let mut sizes: BTreeMap<i64, usize> = BTreeMap::new();
@@ -161,23 +221,50 @@ async fn compact_tenant(
             }
         }
     }
-    // Neighbouring ranges are compacted together, so that each change file is read once per
-    // group rather than once per range; a group holds the state of its ranges in memory, so it
-    // is bounded by count and by the size of their current objects.
-    let mut group: Vec<(i64, Vec<usize>)> = Vec::new();
-    let mut group_bytes = 0usize;
-    for (lo, files) in touched {
-        let size = sizes.get(&lo).copied().unwrap_or(0);
-        if !group.is_empty() && (group.len() >= GROUP_RANGES || group_bytes + size > GROUP_BYTES) {
-            let ranges = std::mem::take(&mut group);
-            compact_group(lake, entity_type, tenant_id, &ranges, &changes, &cache, opts, stats).await?;
-            group_bytes = 0;
-        }
-        group_bytes += size;
-        group.push((lo, files));
+    Ok(TenantPlan { changes, cache, touched, sizes })
+}
+
+/// One attribute column of the current state: name, attribute id, data type.
+pub type CurrentColumn = (Arc<str>, i64, DataType);
+
+/// Reads the current state of one entity type of one tenant as a reader of the lake should see
+/// it, without writing anything: each range's current object with the durable change rows newer
+/// than its watermarks applied, exactly as [`compact_all`] would write it. With `spans`
+/// (inclusive, sorted `[lo, hi]` entity-id spans), only ranges and row groups overlapping them
+/// are read, and only entities inside them are visited.
+///
+/// `visit` gets each range's start, its columns and its live entities in entity_id order (each
+/// entity's cells indexed like the columns; a missing or `None` cell is null).
+pub async fn read_current_state<E>(
+    lake: &Lake,
+    entity_type: &str,
+    tenant_id: i64,
+    opts: CompactOptions,
+    durable: &FxHashMap<String, i64>,
+    spans: Option<&[(i64, i64)]>,
+    mut visit: impl FnMut(i64, &[CurrentColumn], &mut dyn Iterator<Item = (i64, &[Option<Value>])>) -> Result<(), E>,
+) -> Result<(), E>
+where
+    E: From<CompactError>,
+{
+    let changes = durable_changes(lake, entity_type, tenant_id, durable).await?;
+    let plan = plan_tenant(lake, entity_type, tenant_id, opts, changes).await?;
+    let overlaps = |lo: i64, hi: i64| spans.is_none_or(|s| s.iter().any(|&(a, b)| a <= hi && b >= lo));
+    let mut ranges: BTreeMap<i64, Vec<usize>> = plan.touched.clone();
+    for &lo in plan.sizes.keys() {
+        ranges.entry(lo).or_default();
     }
-    if !group.is_empty() {
-        compact_group(lake, entity_type, tenant_id, &group, &changes, &cache, opts, stats).await?;
+    ranges.retain(|&lo, _| overlaps(lo, lo + opts.range_size - 1));
+    let inside = |id: i64| spans.is_none_or(|s| s.iter().any(|&(a, b)| a <= id && id <= b));
+    for group in plan.groups(ranges) {
+        let mut stats = CompactStats::default();
+        let (cols, work) =
+            fold_group(lake, entity_type, tenant_id, &group, &plan.changes, &plan.cache, opts, spans, &mut stats)
+                .await?;
+        for w in &work {
+            let mut entities = w.state.iter().filter(|(id, _)| inside(**id)).map(|(id, s)| (*id, s.cells.as_slice()));
+            visit(w.lo, &cols.cols, &mut entities)?;
+        }
     }
     Ok(())
 }
@@ -264,12 +351,12 @@ struct RangeWork {
     rows: Vec<ChangeRow>,
 }
 
-/// Compacts neighbouring ranges of one tenant: each touched range's object is read, the
-/// change files new to any of them are read once, their rows routed to their range, and each
-/// range is written back with one PUT. The ranges share one column set, so they agree on
-/// their columns and types.
+/// Folds neighbouring ranges of one tenant: each range's object is read, the change files new
+/// to any of them are read once and their rows routed to their range and applied. The ranges
+/// share one column set, so they agree on their columns and types. With `spans`, only the row
+/// groups of current objects that overlap them are read.
 #[allow(clippy::too_many_arguments)]
-async fn compact_group(
+async fn fold_group(
     lake: &Lake,
     entity_type: &str,
     tenant_id: i64,
@@ -277,8 +364,9 @@ async fn compact_group(
     changes: &[ChangeFile],
     cache: &[Option<Arc<ParquetObject>>],
     opts: CompactOptions,
+    spans: Option<&[(i64, i64)]>,
     stats: &mut CompactStats,
-) -> Result<(), CompactError> {
+) -> Result<(ColumnSet, Vec<RangeWork>), CompactError> {
     let mut cols = ColumnSet::default();
     let mut work: Vec<RangeWork> = Vec::with_capacity(group.len());
     for (lo, files) in group {
@@ -288,7 +376,21 @@ async fn compact_group(
         if let Some(bytes) = lake.get(&path).await? {
             let obj = ParquetObject::open(path.as_ref(), bytes)?;
             watermarks = read_watermarks(&obj, &path)?;
-            for batch in obj.read(obj.row_groups_for(*lo, lo + opts.range_size - 1))? {
+            let hi = lo + opts.range_size - 1;
+            let row_groups = match spans {
+                None => obj.row_groups_for(*lo, hi),
+                Some(spans) => {
+                    let mut rgs: Vec<usize> = spans
+                        .iter()
+                        .filter(|&&(a, b)| a <= hi && b >= *lo)
+                        .flat_map(|&(a, b)| obj.row_groups_for(a.max(*lo), b.min(hi)))
+                        .collect();
+                    rgs.sort_unstable();
+                    rgs.dedup();
+                    rgs
+                }
+            };
+            for batch in obj.read(row_groups)? {
                 load_current(&batch, &mut cols, &mut state, &path)?;
             }
         }
@@ -335,10 +437,29 @@ async fn compact_group(
         }
     }
 
-    let scale = opts.decimal_scale;
     let types: Vec<DataType> = cols.cols.iter().map(|c| c.2).collect();
     for w in &mut work {
-        apply_rows(w, &types, scale, stats);
+        apply_rows(w, &types, opts.decimal_scale, stats);
+    }
+    Ok((cols, work))
+}
+
+/// Compacts neighbouring ranges of one tenant: folds them ([`fold_group`]) and writes each
+/// range back with one PUT.
+#[allow(clippy::too_many_arguments)]
+async fn compact_group(
+    lake: &Lake,
+    entity_type: &str,
+    tenant_id: i64,
+    group: &[(i64, Vec<usize>)],
+    changes: &[ChangeFile],
+    cache: &[Option<Arc<ParquetObject>>],
+    opts: CompactOptions,
+    stats: &mut CompactStats,
+) -> Result<(), CompactError> {
+    let (cols, mut work) = fold_group(lake, entity_type, tenant_id, group, changes, cache, opts, None, stats).await?;
+    let scale = opts.decimal_scale;
+    for w in &mut work {
         for &fi in &w.files {
             let f = &changes[fi];
             let mark = w.watermarks.entry(f.stream.clone()).or_insert(i64::MIN);

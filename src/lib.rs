@@ -17,6 +17,7 @@
 //! - [`pipeline`]: one stream through all of the above, flushes included.
 //! - [`compact`]: change rows → the current state per entity type, tenant and id range.
 //! - [`metrics`]: what a run did, counted; the worker's Prometheus metrics and HTTP endpoints.
+//! - [`reconcile`]: `eavlake reconcile`, the lake checked against the live EAV store in Postgres.
 //! - [`lag`]: how far behind the lake is per partition (the lag metrics, `eavlake lag`).
 //! - [`run`]: the `eavlake run` file job (the embedded default).
 //! - [`worker`]: `eavlake run --source kafka`, the long-running consumer-group worker.
@@ -35,6 +36,7 @@ pub mod pipeline;
 pub mod pivot;
 pub mod position;
 pub mod progress;
+pub mod reconcile;
 pub mod run;
 pub mod sink;
 pub mod source;

@@ -60,6 +60,53 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// Compare the lake with the live EAV store in Postgres; exit 0 when they agree, 1 on drift,
+    /// 2 on error.
+    Reconcile {
+        /// Postgres URL (`postgres://user@host:port/db`).
+        #[arg(long, env = "EAVLAKE_RECONCILE_POSTGRES")]
+        postgres: String,
+        #[arg(long)]
+        lake: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long)]
+        tenant: Option<i64>,
+        #[arg(long)]
+        entity_type: Option<String>,
+        /// `LO..HI`, HI exclusive.
+        #[arg(long)]
+        entity_range: Option<String>,
+        /// `table` (default) or `json`.
+        #[arg(long, default_value = "table")]
+        format: String,
+        #[arg(long, default_value_t = 32)]
+        bisection_factor: usize,
+        /// Ranges of at most this many cells are compared cell by cell.
+        #[arg(long, default_value_t = 2048)]
+        bisection_threshold: u64,
+        /// Postgres queries at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Seconds differing entities may wait for the lake to catch up before counting as drift.
+        #[arg(long, default_value_t = 60)]
+        lag_wait: u64,
+        /// Ask Debezium to re-snapshot the drifted entities (signal table).
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: re-check until they agree (at most --repair-timeout seconds).
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = 300)]
+        repair_timeout: u64,
+        #[arg(long, default_value = "debezium_signal")]
+        signal_table: String,
+        /// Also write the outcome as Prometheus metrics to this file.
+        #[arg(long)]
+        metrics_file: Option<PathBuf>,
+    },
     /// Print the configuration in force (file, EAVLAKE__* variables, --set flags; secrets
     /// hidden) after checking it.
     Config {
@@ -163,6 +210,53 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 "table" => print!("{}", eavlake::lag::table(&rows)),
                 "json" => println!("{}", serde_json::to_string_pretty(&rows)?),
                 other => bail!("--format `{other}`: expected `table` or `json`"),
+            }
+        }
+        Command::Reconcile {
+            postgres,
+            lake,
+            config,
+            set,
+            tenant,
+            entity_type,
+            entity_range,
+            format,
+            bisection_factor,
+            bisection_threshold,
+            concurrency,
+            lag_wait,
+            repair,
+            wait,
+            repair_timeout,
+            signal_table,
+            metrics_file,
+        } => {
+            let config = load_config(config.as_ref(), lake.as_ref(), &set)?;
+            let code = eavlake::reconcile::cli(eavlake::reconcile::CliArgs {
+                options: eavlake::reconcile::ReconcileOptions {
+                    postgres_url: postgres,
+                    lake_url: config.lake.url.clone(),
+                    s3: config.s3_options(),
+                    tenant,
+                    entity_type,
+                    entity_range: entity_range.as_deref().map(eavlake::reconcile::parse_entity_range).transpose()?,
+                    bisection_factor,
+                    bisection_threshold,
+                    concurrency,
+                    lag_wait: std::time::Duration::from_secs(lag_wait),
+                    repair,
+                    wait,
+                    repair_timeout: std::time::Duration::from_secs(repair_timeout),
+                    signal_table,
+                    progress: format == "table" && std::io::stderr().is_terminal(),
+                    ..Default::default()
+                },
+                format,
+                metrics_file,
+            })
+            .await?;
+            if code != 0 {
+                std::process::exit(code.into());
             }
         }
         Command::Config { config, set } => {
