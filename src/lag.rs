@@ -1,4 +1,5 @@
-//! How far behind the lake is, per partition: the worker's lag metrics and `eavlake lag`.
+//! How far behind the lake is, per partition: the worker's lag metrics and `eavlake lag`; and the
+//! last reconcile's outcome, kept in the lake, as metrics.
 //!
 //! Lag in messages is the broker's high watermark minus the lake's next offset (what the lake
 //! holds, not what was committed: the committed offset trails the lake by design). Lag in
@@ -142,6 +143,26 @@ pub async fn keep_lag_metrics(
             let Some(&high) = known.get(key) else { continue };
             let labels = PartitionLabels { topic: key.0.clone(), partition: key.1 };
             metrics.set_lag(&labels, high, standing.durable_next, lag_seconds(t, high, standing));
+        }
+    }
+}
+
+/// Publishes the last reconcile's outcome, kept in the lake by `eavlake reconcile`, every
+/// `interval`. A task of its own: a slow store must not hold up the lag figures, which matter
+/// most then.
+pub async fn keep_reconcile_metrics(lake: Lake, metrics: Arc<WorkerMetrics>, interval: Duration) {
+    let path = Lake::meta_path(crate::metrics::ReconcileSummary::OBJECT);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match lake.get(&path).await {
+            Ok(Some(bytes)) => match serde_json::from_slice::<crate::metrics::ReconcileSummary>(&bytes) {
+                Ok(r) => metrics.set_reconcile(&r),
+                Err(e) => tracing::debug!(error = %e, "unreadable reconcile outcome"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "reading the reconcile outcome"),
         }
     }
 }

@@ -428,6 +428,11 @@ pub async fn run_kafka_on(config: &Config, lake: Lake, shutdown: Shutdown) -> an
         metrics.clone(),
         Duration::from_millis(config.metrics.lag_interval_ms),
     ));
+    let reconcile_task = tokio::spawn(crate::lag::keep_reconcile_metrics(
+        lake.clone(),
+        metrics.clone(),
+        Duration::from_millis(config.metrics.lag_interval_ms),
+    ));
     let avro = match (&config.decode.format, &config.decode.schema_registry_url) {
         (crate::config::Format::Avro, Some(url)) => {
             let registry = Arc::new(crate::decode::registry::SchemaRegistry::new(url)?);
@@ -459,6 +464,7 @@ pub async fn run_kafka_on(config: &Config, lake: Lake, shutdown: Shutdown) -> an
         .await
         .context("the consumer thread panicked")??;
     lag_task.abort();
+    reconcile_task.abort();
     let mut report = std::mem::take(&mut *lock(&shared.report));
     report.seconds = started.elapsed().as_secs_f64();
     report.latency = lock(&shared.latency).summary();

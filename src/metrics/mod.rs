@@ -9,6 +9,27 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The outcome of the last `eavlake reconcile`, kept in the lake (`_eavlake/reconcile/last.json`)
+/// so that every worker exports it (`eavlake_reconcile_*`) without a push gateway.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ReconcileSummary {
+    /// Unix ms when the run ended.
+    pub finished_ms: i64,
+    /// `agree` or `drift`.
+    pub status: String,
+    pub missing_in_lake: u64,
+    pub extra_in_lake: u64,
+    pub different: u64,
+    pub lag: u64,
+    /// Limited by --tenant, --entity-type or --entity-range.
+    pub scoped: bool,
+}
+
+impl ReconcileSummary {
+    /// Where it is kept, under the lake's `_eavlake/`.
+    pub const OBJECT: &'static str = "reconcile/last.json";
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct RunStats {
     /// Records read from the source (all kinds).

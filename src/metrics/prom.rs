@@ -106,6 +106,9 @@ pub struct WorkerMetrics {
     high_watermark: Family<PartitionLabels, Gauge>,
     durable_offset: Family<PartitionLabels, Gauge>,
     last_flush: GaugeF,
+    reconcile_agree: Gauge,
+    reconcile_entities: Family<KindLabels, Gauge>,
+    reconcile_finished: GaugeF,
 }
 
 /// Flush outcomes counted by `eavlake_flushes_total{outcome}`.
@@ -138,6 +141,9 @@ impl WorkerMetrics {
             high_watermark: Family::default(),
             durable_offset: Family::default(),
             last_flush: GaugeF::default(),
+            reconcile_agree: Gauge::default(),
+            reconcile_entities: Family::default(),
+            reconcile_finished: GaugeF::default(),
             registry: Registry::default(),
         };
         let info: Family<InfoLabels, Gauge> = Family::default();
@@ -207,6 +213,22 @@ impl WorkerMetrics {
             m.last_flush.clone(),
         );
         r.register("object_store_retries", "Object-store requests retried, by operation", STORE_RETRIES.clone());
+        r.register(
+            "reconcile_agree",
+            "1 when the last `eavlake reconcile` found the lake equal to Postgres, 0 on drift (absent before any)",
+            m.reconcile_agree.clone(),
+        );
+        r.register(
+            "reconcile_entities",
+            "Entities the last `eavlake reconcile` found missing_in_lake, extra_in_lake, different, or only lagging",
+            m.reconcile_entities.clone(),
+        );
+        r.register_with_unit(
+            "reconcile_last_run_timestamp",
+            "When the last `eavlake reconcile` ended",
+            Unit::Seconds,
+            m.reconcile_finished.clone(),
+        );
         for reason in dead_letter_reasons {
             let _ = m.dead_letters.get_or_create(&ReasonLabels { reason });
         }
@@ -318,6 +340,20 @@ impl WorkerMetrics {
         self.durable_offset.get_or_create(p).set(durable_next);
         self.lag_messages.get_or_create(p).set((high_watermark - durable_next).max(0));
         self.lag_seconds.get_or_create(p).set(seconds);
+    }
+
+    /// Publishes the last reconcile's outcome (read from the lake).
+    pub fn set_reconcile(&self, r: &super::ReconcileSummary) {
+        self.reconcile_agree.set(i64::from(r.status == "agree"));
+        for (kind, n) in [
+            ("missing_in_lake", r.missing_in_lake),
+            ("extra_in_lake", r.extra_in_lake),
+            ("different", r.different),
+            ("lag", r.lag),
+        ] {
+            self.reconcile_entities.get_or_create(&KindLabels { kind }).set(n as i64);
+        }
+        self.reconcile_finished.set(r.finished_ms as f64 / 1000.0);
     }
 
     /// Drops a partition's series when the worker gives it up (another worker reports it now).

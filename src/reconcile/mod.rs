@@ -187,6 +187,19 @@ pub async fn cli(args: CliArgs) -> anyhow::Result<u8> {
         std::fs::write(path, report.to_metrics())
             .map_err(|e| anyhow::anyhow!("writing metrics to `{}`: {e}", path.display()))?;
     }
+    // Kept in the lake for the workers' /metrics; a lake the reconcile may not write to only
+    // loses that.
+    let o = &args.options;
+    let summary = report.summary(o.tenant.is_some() || o.entity_type.is_some() || o.entity_range.is_some());
+    let kept = async {
+        let lake = crate::sink::Lake::open(&o.lake_url, &o.s3)?;
+        let path = crate::sink::Lake::meta_path(crate::metrics::ReconcileSummary::OBJECT);
+        lake.put(&path, bytes::Bytes::from(serde_json::to_vec(&summary)?)).await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = kept.await {
+        tracing::warn!(error = %format!("{e:#}"), "the outcome was not kept in the lake (workers will not export it)");
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     Ok(report.exit_code())

@@ -159,6 +159,19 @@ impl Report {
         out
     }
 
+    /// The counts the workers export (see [`crate::metrics::ReconcileSummary`]).
+    pub fn summary(&self, scoped: bool) -> crate::metrics::ReconcileSummary {
+        crate::metrics::ReconcileSummary {
+            finished_ms: crate::progress::now_ms(),
+            status: self.status.to_string(),
+            missing_in_lake: self.missing_in_lake.len() as u64,
+            extra_in_lake: self.extra_in_lake.len() as u64,
+            different: self.different.len() as u64,
+            lag: self.lag.len() as u64,
+            scoped,
+        }
+    }
+
     /// Prometheus text exposition (for node_exporter's textfile collector or a Pushgateway).
     pub fn to_metrics(&self) -> String {
         let mut out = String::new();
