@@ -55,7 +55,7 @@ static ONE_STACK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Stack {
     /// Kept for the registry's lifetime (Avro stacks).
-    registry: Option<stack::Registry>,
+    _registry: Option<stack::Registry>,
     pg: stack::Postgres,
     kafka: kafka_broker::KafkaBroker,
     connect: stack::Connect,
