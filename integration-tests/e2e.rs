@@ -137,7 +137,7 @@ lag_interval_ms = 1000
         let lake = Lake::open(&config.lake.url, &config.s3_options()).unwrap();
         let prometheus = prometheus::Prometheus::start(&metrics_addr, "3s", &[LAG_ALERT]);
         Stack {
-            registry,
+            _registry: registry,
             pg,
             kafka,
             connect,
