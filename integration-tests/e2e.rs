@@ -9,8 +9,8 @@
 //! 1. steady state;
 //! 2. the worker killed with SIGKILL repeatedly during the workload;
 //! 3. Kafka Connect killed and restarted mid-stream (Debezium re-sends a tail of changes);
-//! 4. the Kafka broker restarted: the worker waits and resumes (`broker_restart_mid_stream`, a
-//!    test of its own, not in CI yet — see the note on it);
+//! 4. the Kafka broker restarted: the worker waits and resumes (`broker_restart_mid_stream`, on a
+//!    stack of its own);
 //! 5. the S3 server frozen for 30 s: the worker retries, commits nothing early, loses nothing;
 //! 6. a malformed record produced into the source topic: it lands in the dead-letter topic with
 //!    its headers, and everything after it in the lake.
@@ -463,14 +463,11 @@ async fn real_stack_end_to_end() {
     assert_eq!(last["stats"]["dead_letters"]["invalid_json"], 1, "{last}");
 }
 
-/// Phase 4 on its own stack. The stall it used to show (about 1 run in 5: the consumer failed
-/// fatally with FENCED_INSTANCE_ID after an outage longer than the session timeout and was
-/// polled forever) is fixed: the worker replaces a failed consumer, which
-/// `kafka_crash::broker_down_past_the_session_timeout_then_back` shows in CI. This test passed
-/// the one time it ran after the fix; it joins CI once it has passed more runs.
-/// `cargo test --release --test e2e -- --ignored`
+/// Phase 4 on its own stack. It used to stall in about 1 run in 5: after an outage longer than
+/// the session timeout the consumer failed fatally (FENCED_INSTANCE_ID) and was polled forever;
+/// the worker now replaces a failed consumer
+/// (`kafka_crash::broker_down_past_the_session_timeout_then_back` forces that case).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not in CI until it has passed more runs after the stall fix; see the doc comment"]
 async fn broker_restart_mid_stream() {
     let _one = ONE_STACK.lock().await;
     let mut s = Stack::start(false);
