@@ -44,11 +44,11 @@ start() {
         --storage.tsdb.retention.time=1d >"$log" 2>&1 </dev/null &
     local pid=$!
     echo "$pid" >"$dir/prometheus.pid"
-    # Until the forked shell has exec'd, its cmdline is ours and prom_pid would call it gone.
-    while ! prom_pid "$dir" >/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    # Alive is judged by the pid we started (its cmdline changes, and can read empty, while the
+    # shell execs nohup and nohup execs prometheus).
     local url="http://127.0.0.1:$port"
     for _ in $(seq 150); do
-        if ! prom_pid "$dir" >/dev/null; then
+        if ! kill -0 "$pid" 2>/dev/null; then
             tail -n 30 "$log" >&2; die "prometheus exited at start (log above)"
         fi
         if python3 - "$url/-/ready" <<'PY' 2>/dev/null
