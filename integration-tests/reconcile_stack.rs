@@ -71,20 +71,13 @@ async fn agree_within(opts: &ReconcileOptions, within: Duration) -> eavlake::rec
     }
 }
 
-// Known failure, not yet understood: everything up to the repair passes (agreement, exactly the
-// drifted entities and attribute named), and after `--repair --wait` the missing entities are
-// back and the extra one is gone, but the re-snapshotted entities' cold values never reach the
-// lake within 120 s (their `entity_values` rows: lake null, Postgres set). To look at: whether
-// Debezium's incremental snapshot of `entity_values` (partitioned, published via its root)
-// emits those rows, and how the worker folds them.
-#[ignore = "fails at the --repair step: re-snapshotted entity_values do not reach the lake (see the note)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_on_the_real_stack() {
     let pg = stack::Postgres::start();
     let kafka = kafka_broker::KafkaBroker::start();
     kafka.create_topic(DATA, 4);
     kafka.create_topic(CATALOG, 1);
-    let _connect = stack::Connect::start(&kafka.bootstrap, &pg.url);
+    let connect = stack::Connect::start(&kafka.bootstrap, &pg.url);
     let dir = tempfile::tempdir().unwrap();
     let lake_dir = dir.path().join("lake");
     let config_path = dir.path().join("worker.toml");
@@ -121,6 +114,7 @@ catalog_topic = "{CATALOG}"
         postgres_url: pg.url.clone(),
         lake_url: lake_dir.to_str().unwrap().to_string(),
         lag_wait: Duration::from_secs(5),
+        kafka: Some(config.kafka.clone()),
         ..ReconcileOptions::default()
     };
     // A clean run agrees (once the capture has delivered everything).
@@ -207,21 +201,45 @@ catalog_topic = "{CATALOG}"
     assert_eq!(r.repaired, Some(true), "{}\nworker log tail:\n{}", r.to_json(), tail(&log));
     assert!(reconcile(&opts).await.unwrap().is_clean());
 
-    // The worker paused mid-workload: what differs then is lag, not drift.
+    // The worker stopped mid-workload: what differs then is lag, not drift. Reconcile starts
+    // once the workload is over (a workload still running past lag_wait would be drift, rightly)
+    // and the worker comes back while it waits.
     let load = {
         let url = pg.url.clone();
         tokio::spawn(async move { drive(&url, &spec(60, 22)).await.unwrap() })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     worker.stop();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.await.unwrap();
     let lagging = ReconcileOptions { lag_wait: Duration::from_secs(180), ..opts.clone() };
     let check = tokio::spawn(async move { reconcile(&lagging).await });
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _worker = Worker::start(&config_path, &log);
-    load.await.unwrap();
     let r = check.await.unwrap().unwrap();
-    assert!(r.is_clean(), "{}", r.to_table());
+    if !r.is_clean() {
+        let standing = eavlake::lag::report(&config, &lake).await.map(|rows| eavlake::lag::table(&rows));
+        let connect_errors = std::fs::read_to_string(connect.dir().join("connect.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("Exception"))
+            .map(|l| l.chars().take(400).collect::<String>())
+            .collect::<Vec<_>>();
+        let slot = client
+            .query_one(
+                "SELECT format('%s active=%s confirmed=%s wal=%s', slot_name, active, confirmed_flush_lsn, pg_current_wal_lsn()) FROM pg_replication_slots",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, String>(0));
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let again = reconcile(&ReconcileOptions { lag_wait: Duration::ZERO, ..opts.clone() }).await.map(|r| r.to_table());
+        panic!(
+            "{}\nslot: {slot:?}\nreconcile 15 s later: {again:?}\neavlake lag:\n{standing:?}\nworker log tail:\n{}\nKafka Connect's warnings and errors (last 40):\n{}",
+            r.to_table(),
+            tail(&log),
+            connect_errors[connect_errors.len().saturating_sub(40)..].join("\n")
+        );
+    }
     assert!(!r.lag.is_empty(), "the paused worker left entities behind: {}", r.to_json());
 }
 

@@ -198,6 +198,13 @@ pub struct KafkaConfig {
     pub properties: KafkaProperties,
 }
 
+impl KafkaConfig {
+    /// Whether topics to read are set (a worker config, not the defaults).
+    pub fn subscribes(&self) -> bool {
+        !self.topics.is_empty() || self.topic_pattern.is_some()
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {

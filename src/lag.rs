@@ -185,6 +185,32 @@ pub struct PartitionReport {
     pub flush_pending: bool,
 }
 
+/// Messages of each subscribed partition the lake does not hold yet (high watermark minus the
+/// lake's next offset), by (topic, partition). Cheap: watermarks and progress records only.
+pub async fn lake_behind(k: &crate::config::KafkaConfig, lake: &Lake) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    let k = k.clone();
+    let highs = blocking(move || {
+        let w = Watermarks::new(&k, Duration::from_millis(k.request_timeout_ms))?;
+        let mut highs = Vec::new();
+        for (t, p) in w.partitions(&k)? {
+            let high = w.high(&t, p)?;
+            highs.push(((t, p), high));
+        }
+        Ok(highs)
+    })
+    .await?;
+    let mut out = BTreeMap::new();
+    for ((topic, partition), high) in highs {
+        let stream = StreamId::Kafka { topic: topic.clone(), partition };
+        let record = crate::progress::load(lake, &stream.object_name())
+            .await
+            .with_context(|| format!("reading the lake's progress of {stream}"))?;
+        let next = record.map_or(0, |r| r.last_seq + 1);
+        out.insert((topic, partition), (high - next).max(0));
+    }
+    Ok(out)
+}
+
 /// What `eavlake lag` prints: every partition of the subscription.
 pub async fn report(config: &Config, lake: &Lake) -> anyhow::Result<Vec<PartitionReport>> {
     let k = config.kafka.clone();

@@ -103,6 +103,10 @@ enum Command {
         repair_timeout: u64,
         #[arg(long, default_value = "debezium_signal")]
         signal_table: String,
+        /// Debezium's replication slot (`slot.name`): with a Kafka-fed lake (--config with a
+        /// [kafka] subscription), lag is told from drift by the slot and the topics' watermarks.
+        #[arg(long, default_value = "eavlake")]
+        slot: String,
         /// Also write the outcome as Prometheus metrics to this file.
         #[arg(long)]
         metrics_file: Option<PathBuf>,
@@ -229,6 +233,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             wait,
             repair_timeout,
             signal_table,
+            slot,
             metrics_file,
         } => {
             let config = load_config(config.as_ref(), lake.as_ref(), &set)?;
@@ -248,6 +253,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     wait,
                     repair_timeout: std::time::Duration::from_secs(repair_timeout),
                     signal_table,
+                    slot,
+                    kafka: config.kafka.subscribes().then(|| config.kafka.clone()),
                     progress: format == "table" && std::io::stderr().is_terminal(),
                     ..Default::default()
                 },

@@ -8,7 +8,7 @@
 //! Maven Central jars cached under `$EAVLAKE_CACHE` (default `~/.cache/eavlake`), so it needs
 //! `java` (17+) and `python3`, plus `mvn` the first time (`connect.sh fetch` warms the cache).
 //! The connector is `config/debezium-postgres.properties`: JSON without schemas, `entities` and
-//! `entity_values` both on `eav.public.entity_changes` (4 partitions) keyed by `entity_id`,
+//! `entity_values` both on `eav.public.entity_changes` (4 partitions, partitioned by `entity_id`),
 //! `eav.public.attributes`, `eav.transaction`, `__debezium-heartbeat.eav`.
 //!
 //! Each is stopped when dropped; one that is never dropped (a `static`, a killed test process)

@@ -125,6 +125,14 @@ impl LakeSide {
         Ok(Applied { min_lsn: lsns.iter().copied().min(), max_lsn: lsns.iter().copied().max() })
     }
 
+    /// Messages of each subscribed Kafka partition the lake does not hold yet.
+    pub async fn behind(
+        &self,
+        k: &crate::config::KafkaConfig,
+    ) -> anyhow::Result<std::collections::BTreeMap<(String, i32), i64>> {
+        crate::lag::lake_behind(k, &self.lake).await
+    }
+
     async fn durable(&self) -> Result<FxHashMap<String, i64>, ReconcileError> {
         Ok(progress::load_all(&self.lake)
             .await

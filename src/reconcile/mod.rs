@@ -10,10 +10,15 @@
 //!   in Rust from one read of the scope); ranges that differ are split into `bisection_factor`
 //!   parts, down to ranges of at most `bisection_threshold` cells, whose cells are compared
 //!   directly (the data-diff method). Postgres queries run `concurrency` at a time.
-//! - Drift or lag: an entity that differs is re-checked once the lake has applied Postgres' WAL
-//!   position of the moment (`pg_current_wal_lsn()`), for at most `lag_wait`; if it then agrees
-//!   it is lag, otherwise drift. When every stream of the lake is past that position and it
-//!   still differs, it is drift without waiting longer.
+//! - Drift or lag: an entity that differs is re-checked once the lake has caught up with
+//!   Postgres' WAL position of the moment (`pg_current_wal_lsn()`), for at most `lag_wait`; if
+//!   it then agrees it is lag, otherwise drift. Caught up means a stream of the lake has applied
+//!   a change at or past that position, or, for a lake fed from Kafka (`kafka` set), that
+//!   Debezium's slot has confirmed that position (so every change committed before it is in
+//!   Kafka) and the lake holds every record of every subscribed partition: after a quiet spell
+//!   no captured change may ever pass the position, since WAL also holds commits, checkpoints
+//!   and other databases' writes. When the whole lake has caught up and an entity still
+//!   differs, it is drift without waiting longer.
 //! - The outcome is a [`Report`]: entities missing in the lake, extra in the lake, different
 //!   (attribute by attribute, with both values), and lagging. [`Report::exit_code`]: 0 when
 //!   they agree (lag alone included), 1 on drift; any error (unreachable database, missing lake,
@@ -73,6 +78,11 @@ pub struct ReconcileOptions {
     pub repair_timeout: Duration,
     /// Debezium's signal table and the schema of the captured tables.
     pub signal_table: String,
+    /// Debezium's replication slot (`slot.name`), for telling lag from drift.
+    pub slot: String,
+    /// Where the lake's worker reads from, when it reads Kafka: then the lake has caught up
+    /// once it holds every record of the subscription (see the contract).
+    pub kafka: Option<crate::config::KafkaConfig>,
     pub schema: String,
     /// A progress line on stderr.
     pub progress: bool,
@@ -95,6 +105,8 @@ impl Default for ReconcileOptions {
             wait: false,
             repair_timeout: Duration::from_secs(300),
             signal_table: "debezium_signal".into(),
+            slot: "eavlake".into(),
+            kafka: None,
             schema: "public".into(),
             progress: false,
         }
@@ -472,22 +484,72 @@ async fn recheck(
     Ok(out)
 }
 
-/// Tells lag from drift: waits (at most `lag_wait`) for the lake to pass Postgres' current WAL
-/// position, re-checks the differing entities, and moves those that now agree to `lag`.
+/// How far the lake has caught up with a WAL position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CaughtUp {
+    No,
+    /// Some streams have applied changes past it: entities there can be re-checked.
+    Partly,
+    /// All of the lake has: what still differs is drift.
+    Fully,
+}
+
+/// Waits (until `deadline`) for the lake to catch up with `target` (see the contract).
+async fn wait_for_lake(
+    pg: &Pg,
+    lake: &LakeSide,
+    o: &ReconcileOptions,
+    target: u64,
+    deadline: Instant,
+    report: &mut Report,
+) -> Result<CaughtUp, ReconcileError> {
+    let mut kafka_failed = false;
+    loop {
+        let mut checked_kafka = false;
+        let applied = lake.applied().await?;
+        report.lake_lsn = applied.max_lsn;
+        if applied.min_lsn.is_some_and(|l| l >= target) {
+            return Ok(CaughtUp::Fully);
+        }
+        if let (Some(k), false) = (&o.kafka, kafka_failed) {
+            if pg.slot_confirmed_lsn(&o.slot).await?.is_some_and(|c| c >= target) {
+                // Watermarks read after the slot confirmed: they cover every change before target.
+                checked_kafka = true;
+                match lake.behind(k).await {
+                    Ok(behind) if !behind.is_empty() && behind.values().all(|&n| n == 0) => {
+                        return Ok(CaughtUp::Fully)
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot read Kafka's watermarks: lag is told from the lake's positions alone");
+                        kafka_failed = true;
+                    }
+                }
+            }
+        }
+        let partly = applied.max_lsn.is_some_and(|l| l >= target);
+        if Instant::now() >= deadline {
+            return Ok(if partly { CaughtUp::Partly } else { CaughtUp::No });
+        }
+        if partly {
+            return Ok(CaughtUp::Partly);
+        }
+        // A Kafka check opens a client: not four times a second.
+        tokio::time::sleep(Duration::from_millis(if checked_kafka { 1000 } else { 250 })).await;
+    }
+}
+
+/// Tells lag from drift: waits (at most `lag_wait`) for the lake to catch up with Postgres'
+/// current WAL position, re-checks the differing entities, and moves those that now agree to
+/// `lag`.
 async fn settle_lag(pg: &Pg, lake: &LakeSide, o: &ReconcileOptions, report: &mut Report) -> Result<(), ReconcileError> {
     let deadline = Instant::now() + o.lag_wait;
     loop {
         let target = pg.wal_lsn().await?;
-        let mut applied = lake.applied().await?;
-        while applied.max_lsn.is_none_or(|l| l < target) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            applied = lake.applied().await?;
-        }
-        let caught_up = applied.max_lsn.is_some_and(|l| l >= target);
         report.wal_lsn = Some(target);
-        report.lake_lsn = applied.max_lsn;
-        if !caught_up {
-            tracing::info!(wal = target, lake = ?applied.max_lsn, "the lake did not reach Postgres' WAL position in time: what differs is drift");
+        let caught_up = wait_for_lake(pg, lake, o, target, deadline, report).await?;
+        if caught_up == CaughtUp::No {
+            tracing::info!(wal = target, lake = ?report.lake_lsn, "the lake did not catch up with Postgres' WAL position in time: what differs is drift");
             return Ok(());
         }
         let before = differing_by_scope(report);
@@ -502,9 +564,7 @@ async fn settle_lag(pg: &Pg, lake: &LakeSide, o: &ReconcileOptions, report: &mut
                 }
             }
         }
-        // Every stream past the position and still different: drift, no point waiting more.
-        let all_past = applied.min_lsn.is_some_and(|l| l >= target);
-        if report.is_clean() || all_past || Instant::now() >= deadline {
+        if report.is_clean() || caught_up == CaughtUp::Fully || Instant::now() >= deadline {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -169,6 +169,24 @@ impl Pg {
         text.parse().map_err(|_| pg_err(&self.name, "pg_current_wal_lsn()", format!("unexpected `{text}`")))
     }
 
+    /// How far Debezium's replication slot has confirmed (every change committed before it is
+    /// in Kafka), or `None` when there is no such slot in this database.
+    pub async fn slot_confirmed_lsn(&self, slot: &str) -> Result<Option<u64>, ReconcileError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::text FROM pg_replication_slots
+                 WHERE slot_name = $1 AND database = current_database()",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| db_err(&self.name, "pg_replication_slots", e))?;
+        let Some(text) = row.and_then(|r| r.get::<_, Option<String>>(0)) else { return Ok(None) };
+        text.parse()
+            .map(Some)
+            .map_err(|_| pg_err(&self.name, "pg_replication_slots.confirmed_flush_lsn", format!("unexpected `{text}`")))
+    }
+
     /// (tenant_id, entity_type) pairs with entities, live or not.
     pub async fn scopes(&self) -> Result<Vec<(i64, String)>, ReconcileError> {
         let client = self.client().await?;
