@@ -46,6 +46,9 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
+/// What is wrong, the variables and `--set` flags that make it so, what stderr must say.
+type Case = (&'static str, Vec<(&'static str, String)>, Vec<String>, &'static str);
+
 /// Each class of configuration error stops `eavlake run --source kafka` at start: exit code 2, the
 /// key named on stderr, no lake folder, no metrics listener.
 #[test]
@@ -58,7 +61,7 @@ fn configuration_errors_stop_before_anything_starts() {
         "[lake]\nurl = \"{}\"\n[kafka]\nbrokers = \"127.0.0.1:1\"\ntopics = [\"t\"]\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
         lake.display()
     );
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<String>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "unknown key in a variable",
             vec![("EAVLAKE__KAFKA__BOOTSTRAP_SERVERZ", "127.0.0.1:9092".into())],

@@ -102,6 +102,10 @@ pub fn lake(lake: &LakeConfig, env: &dyn Fn(&str) -> Option<String>) -> Checked 
     if bucket.is_empty() {
         return fail("lake.url", "no bucket in the s3:// URL");
     }
+    if bucket.contains('@') {
+        // Not echoed: what precedes the `@` would be a key.
+        return fail("lake.url", "credentials do not belong in the URL (use lake.s3.* or the AWS chain)");
+    }
     if !bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')) {
         return fail("lake.url", format!("`{bucket}` is not an S3 bucket name"));
     }
@@ -265,6 +269,12 @@ mod tests {
         let err = http_url("decode.schema_registry_url", &SecretUrl::new("ftp://u:SECRETPW@r/x")).unwrap_err();
         assert_eq!(err.0, "decode.schema_registry_url");
         assert!(!err.1.contains("SECRETPW"), "{}", err.1);
+        let mut lake_config = LakeConfig { url: "s3://AKIA:SECRETPW@bucket/x".into(), ..LakeConfig::default() };
+        let err = lake(&lake_config, &|_| None).unwrap_err();
+        assert_eq!(err.0, "lake.url");
+        assert!(!err.1.contains("SECRETPW"), "{}", err.1);
+        lake_config.url = "s3://bucket/x".into();
+        assert_eq!(lake(&lake_config, &|_| None), Ok(()));
     }
 
     fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
