@@ -275,6 +275,9 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
     #[error("config override `{name}`: {message}")]
     Override { name: String, message: String },
+    /// A variable read beside the configuration (`AWS_PROFILE`, `AWS_SECRET_ACCESS_KEY`, …).
+    #[error("environment variable `{name}`: {message}")]
+    Environment { name: String, message: String },
 }
 
 /// One override of the file: an `EAVLAKE__…` variable or a `--set` flag.
@@ -500,7 +503,13 @@ impl Config {
             }
         }
         // Addresses, URLs and credentials last: their checks read files and the environment.
-        let named = |(key, message): (String, String)| ConfigError::Invalid { key, message };
+        let named = |(key, message): (String, String)| {
+            if key.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                ConfigError::Environment { name: key, message }
+            } else {
+                ConfigError::Invalid { key, message }
+            }
+        };
         checks::lake(&self.lake, env).map_err(named)?;
         checks::brokers(&self.kafka.brokers).map_err(named)?;
         checks::kafka_properties(&self.kafka.properties.0).map_err(named)?;
@@ -709,6 +718,13 @@ mod tests {
             }
             assert!(!err.to_string().contains("SECRETPW"), "{err}");
         }
+        // The same rule for the AWS variables names the variable.
+        let config: Config = toml::from_str("[lake]\nurl = \"s3://b\"").unwrap();
+        let env = |k: &str| (k == "AWS_ACCESS_KEY_ID").then(|| "AKIA".to_string());
+        assert_eq!(
+            config.validate_with_env(&env).unwrap_err().to_string(),
+            "environment variable `AWS_SECRET_ACCESS_KEY`: is required with AWS_ACCESS_KEY_ID"
+        );
     }
 
     #[test]
