@@ -1,6 +1,7 @@
 //! Against a real PostgreSQL (Debian's packages, started here on loopback in a temporary folder):
 //! the reference schema in `schemas/eav.sql` loads with psql as shipped, and the attribute
-//! catalog can be bootstrapped from it.
+//! catalog can be bootstrapped from it, and connections honour libpq's TLS modes against a
+//! server with a certificate of a test CA.
 //!
 //! The server binaries are found through `PG_BIN` or under `/usr/lib/postgresql/*/bin`
 //! (`integration-tests/run.sh` installs them when missing). Without them the tests fail, unless
@@ -78,6 +79,12 @@ fn as_postgres(program: &Path, args: &[&str]) -> Command {
 /// Starts a fresh server with `wal_level=logical` on a free loopback port, or `None` when
 /// PostgreSQL is not installed and skipping was asked for.
 fn start_postgres() -> Option<Postgres> {
+    start_postgres_with(|_| Vec::new())
+}
+
+/// [`start_postgres`] with extra server settings (`-c name=value`), made by `setup` from the
+/// server's folder (which it may fill first, e.g. with certificates).
+fn start_postgres_with(setup: impl FnOnce(&Path) -> Vec<String>) -> Option<Postgres> {
     let Some(bin) = pg_bin() else {
         if std::env::var("EAVLAKE_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
             eprintln!("PostgreSQL not installed: skipped (EAVLAKE_SKIP_POSTGRES=1)");
@@ -99,27 +106,23 @@ fn start_postgres() -> Option<Postgres> {
     assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
     let port = TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
     let sockets = dir.path().to_str().expect("utf-8 path").to_string();
-    let child = as_postgres(
-        &bin.join("postgres"),
-        &[
-            "-D",
-            data_s,
-            "-p",
-            &port.to_string(),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            &format!("unix_socket_directories={sockets}"),
-            "-c",
-            "wal_level=logical",
-            "-c",
-            "fsync=off",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("postgres starts");
+    let settings = [
+        "listen_addresses=127.0.0.1".to_string(),
+        format!("unix_socket_directories={sockets}"),
+        "wal_level=logical".into(),
+        "fsync=off".into(),
+    ];
+    let extra = setup(dir.path());
+    let port_s = port.to_string();
+    let mut args = vec!["-D", data_s, "-p", &port_s];
+    for s in settings.iter().chain(&extra) {
+        args.extend(["-c", s.as_str()]);
+    }
+    let child = as_postgres(&bin.join("postgres"), &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("postgres starts");
     let pg = Postgres { child, port, bin, _dir: dir };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -253,4 +256,139 @@ fn workload_driver_writes_realistic_traffic() {
     // A second drive continues on the same store (ids and attributes carry on).
     let again = rt.block_on(drive(&pg.url(), &DriveSpec { transactions: 30, bulk_size: 50, ..spec })).expect("drive");
     assert!(again.transactions >= 30);
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl command runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA (`ca.pem`), a server certificate it signs for the name `localhost` only (`server.pem`,
+/// `server.key`) and an unrelated CA (`other-ca.pem`), made with the openssl command.
+fn make_certificates(dir: &Path) {
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=eavlake test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").expect("write san.ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    // The server refuses a key others can read; as root it runs as `postgres`, who must own it.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let ok =
+            Command::new("chown").args(["postgres:postgres", "server.key", "server.pem"]).current_dir(dir).status();
+        assert!(ok.is_ok_and(|s| s.success()), "chown of the server's key");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).expect("chmod server.key");
+}
+
+/// Every `sslmode` against a server with `ssl=on` and a certificate for `localhost` signed by a
+/// test CA: `disable` is plaintext, `require` encrypts without checking, `verify-ca` checks the
+/// chain (and fails with another CA), `verify-full` also checks the name (fails by IP address,
+/// works by name); the catalog bootstrap goes through the same path.
+#[test]
+fn tls_modes_against_a_server_with_a_test_ca() {
+    let mut certs = None;
+    let Some(pg) = start_postgres_with(|dir| {
+        make_certificates(dir);
+        certs = Some(dir.to_path_buf());
+        vec![
+            "ssl=on".into(),
+            format!("ssl_cert_file={}", dir.join("server.pem").display()),
+            format!("ssl_key_file={}", dir.join("server.key").display()),
+        ]
+    }) else {
+        return;
+    };
+    let certs = certs.expect("certificates made");
+    let ca = certs.join("ca.pem").display().to_string();
+    let other = certs.join("other-ca.pem").display().to_string();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // Whether the session is encrypted, as the server sees it.
+    let encrypted = |url: String| -> Result<bool, String> {
+        rt.block_on(async {
+            let client = eavlake::pg::connect(&url).await.map_err(|e| format!("{e:#}"))?;
+            let row = client
+                .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(row.get::<_, bool>(0))
+        })
+    };
+    let at = |host: &str, query: &str| format!("postgres://postgres@{host}:{}/postgres?{query}", pg.port);
+    assert_eq!(encrypted(at("127.0.0.1", "sslmode=disable")), Ok(false));
+    assert_eq!(encrypted(at("127.0.0.1", "sslmode=prefer")), Ok(true));
+    assert_eq!(encrypted(at("127.0.0.1", "sslmode=require")), Ok(true));
+    assert_eq!(encrypted(at("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}"))), Ok(true));
+    let err = encrypted(at("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={other}"))).unwrap_err();
+    assert!(err.contains("certificate verify failed"), "{err}");
+    // libpq: `require` with a root certificate checks the chain.
+    let err = encrypted(at("127.0.0.1", &format!("sslmode=require&sslrootcert={other}"))).unwrap_err();
+    assert!(err.contains("certificate verify failed"), "{err}");
+    let err = encrypted(at("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={ca}"))).unwrap_err();
+    assert!(err.contains("certificate verify failed"), "the name is not checked: {err}");
+    assert_eq!(encrypted(at("localhost", &format!("sslmode=verify-full&sslrootcert={ca}"))), Ok(true));
+    // The key=value form.
+    let kv =
+        format!("host=localhost port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert='{ca}'", pg.port);
+    assert_eq!(encrypted(kv), Ok(true));
+
+    pg.psql(&["-f", &schema_path()]);
+    let verified = at("localhost", &format!("sslmode=verify-full&sslrootcert={ca}"));
+    let catalog = rt.block_on(Catalog::bootstrap_from_postgres(&verified, "attributes")).expect("bootstrap over TLS");
+    assert_eq!(catalog.len(), 0);
+    let refused = at("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={other}"));
+    let err = rt.block_on(Catalog::bootstrap_from_postgres(&refused, "attributes")).unwrap_err().to_string();
+    assert!(err.starts_with("catalog from Postgres (connect)"), "{err}");
 }

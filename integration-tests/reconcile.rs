@@ -119,7 +119,7 @@ async fn capture(pg_url: &str, lake: &Path, file: &Path, only: Option<&[i64]>) {
 
 fn options(pg_url: &str, lake: &Path) -> ReconcileOptions {
     ReconcileOptions {
-        postgres_url: pg_url.to_string(),
+        postgres_url: eavlake::secret::SecretUrl::new(pg_url),
         lake_url: lake.to_str().unwrap().to_string(),
         // Drift here is made behind the capture's back: the lake will not move.
         lag_wait: Duration::from_secs(1),

@@ -111,7 +111,7 @@ catalog_topic = "{CATALOG}"
     drive(&pg.url, &spec(120, 21)).await.unwrap();
 
     let opts = ReconcileOptions {
-        postgres_url: pg.url.clone(),
+        postgres_url: eavlake::secret::SecretUrl::new(pg.url.clone()),
         lake_url: lake_dir.to_str().unwrap().to_string(),
         lag_wait: Duration::from_secs(5),
         kafka: Some(config.kafka.clone()),

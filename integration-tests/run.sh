@@ -34,9 +34,10 @@ command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== From Debian's packages: ${missing[*]} (Kafka broker; librdkafka's TLS; Prometheus scraping the real stack)"
+    echo "== From Debian's packages: ${missing[*]} (Kafka broker; librdkafka's and Postgres' TLS, test certificates; Prometheus scraping the real stack)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -210,8 +210,8 @@ impl Catalog {
             what: what.to_string(),
             message: e.to_string(),
         };
-        let config: tokio_postgres::Config = url.parse().map_err(|e| pg("connection string", &e))?;
-        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+        let target = crate::pg::parse(url).map_err(|e| pg("connection string", &e))?;
+        let manager = deadpool_postgres::Manager::new(target.config, target.tls);
         let pool = deadpool_postgres::Pool::builder(manager).max_size(1).build().map_err(|e| pg("pool", &e))?;
         let client = pool.get().await.map_err(|e| pg("connect", &e))?;
         let sql =

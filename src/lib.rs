@@ -3,6 +3,9 @@
 //! # Layout
 //! Data flows one way, top to bottom; no module reaches back up.
 //! - [`config`]: the typed TOML configuration, checked at start.
+//! - [`secret`]: secrets and URLs with passwords, redacted wherever they are printed.
+//! - [`pg`]: PostgreSQL connection strings with libpq's TLS modes (reconcile, catalog bootstrap,
+//!   workload driver).
 //! - [`position`]: LSNs, commit positions and stream positions, the orders everything uses.
 //! - [`source`]: where records come from (a file of Debezium JSON values; Kafka).
 //! - [`decode`]: Debezium records (JSON with and without schemas, Avro + schema registry) →
@@ -32,12 +35,14 @@ pub mod decode;
 pub mod dedup;
 pub mod lag;
 pub mod metrics;
+pub mod pg;
 pub mod pipeline;
 pub mod pivot;
 pub mod position;
 pub mod progress;
 pub mod reconcile;
 pub mod run;
+pub mod secret;
 pub mod sink;
 pub mod source;
 pub mod worker;

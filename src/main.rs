@@ -63,8 +63,10 @@ enum Command {
     /// Compare the lake with the live EAV store in Postgres; exit 0 when they agree, 1 on drift,
     /// 2 on error.
     Reconcile {
-        /// Postgres URL (`postgres://user@host:port/db`).
-        #[arg(long, env = "EAVLAKE_RECONCILE_POSTGRES")]
+        /// Postgres URL (`postgres://user@host:port/db?sslmode=verify-full&sslrootcert=ca.pem`);
+        /// A URL with a password is better given in the variable: other users of the machine
+        /// can read command lines.
+        #[arg(long, env = "EAVLAKE_RECONCILE_POSTGRES", hide_env_values = true)]
         postgres: String,
         #[arg(long)]
         lake: Option<String>,
@@ -237,6 +239,9 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             metrics_file,
         } => {
             let config = load_config(config.as_ref(), lake.as_ref(), &set)?;
+            // Checked before anything starts; the message names the parameter, not the password.
+            eavlake::pg::parse(&postgres).map_err(|e| anyhow::anyhow!("--postgres: {e}"))?;
+            let postgres = eavlake::secret::SecretUrl::new(postgres);
             let code = eavlake::reconcile::cli(eavlake::reconcile::CliArgs {
                 options: eavlake::reconcile::ReconcileOptions {
                     postgres_url: postgres,

@@ -386,8 +386,17 @@ impl Shared {
     }
 }
 
+fn check_topics(config: &Config) -> anyhow::Result<()> {
+    if config.kafka.topics.is_empty() && config.kafka.topic_pattern.is_none() {
+        anyhow::bail!("config key `kafka.topics`: give the topics to consume (or kafka.topic_pattern)");
+    }
+    Ok(())
+}
+
 /// Runs the worker until `shutdown` is requested or a fatal error.
 pub async fn run_kafka(config: &Config, shutdown: Shutdown) -> anyhow::Result<WorkerReport> {
+    // Before the lake is opened (a local lake's folder would be created).
+    check_topics(config)?;
     let lake = Lake::open(&config.lake.url, &config.s3_options())?;
     run_kafka_on(config, lake, shutdown).await
 }
@@ -395,9 +404,7 @@ pub async fn run_kafka(config: &Config, shutdown: Shutdown) -> anyhow::Result<Wo
 /// [`run_kafka`] on a lake opened by the caller.
 pub async fn run_kafka_on(config: &Config, lake: Lake, shutdown: Shutdown) -> anyhow::Result<WorkerReport> {
     let started = Instant::now();
-    if config.kafka.topics.is_empty() && config.kafka.topic_pattern.is_none() {
-        anyhow::bail!("config key `kafka.topics`: give the topics to consume (or kafka.topic_pattern)");
-    }
+    check_topics(config)?;
     lake.ensure_settings(config.lake.range_size, config.lake.decimal_scale).await?;
     let timeout = Duration::from_millis(config.kafka.request_timeout_ms);
     let dlq = DeadLetterTopic::new(&kafka::client_config(&config.kafka), &config.kafka.dead_letter_topic, timeout)?;
@@ -435,7 +442,7 @@ pub async fn run_kafka_on(config: &Config, lake: Lake, shutdown: Shutdown) -> an
     ));
     let avro = match (&config.decode.format, &config.decode.schema_registry_url) {
         (crate::config::Format::Avro, Some(url)) => {
-            let registry = Arc::new(crate::decode::registry::SchemaRegistry::new(url)?);
+            let registry = Arc::new(crate::decode::registry::SchemaRegistry::new(url.expose())?);
             let p = config.pipeline_options();
             Some(Arc::new(crate::decode::avro::AvroDecoder::new(registry, p.decode, p.tables)))
         }

@@ -23,6 +23,8 @@ use std::process::{Command, Output};
 /// A running broker; `bootstrap` is its `127.0.0.1:PORT` for `bootstrap.servers`.
 pub struct KafkaBroker {
     pub bootstrap: String,
+    /// The SASL_PLAINTEXT listener of [`KafkaBroker::start_with_sasl`].
+    pub sasl_bootstrap: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -40,19 +42,35 @@ impl KafkaBroker {
     /// Starts a broker and waits until it serves requests; panics with the script's stderr
     /// (which ends with the tail of the broker's log) when it does not come up.
     pub fn start() -> KafkaBroker {
+        Self::start_inner(None)
+    }
+
+    /// [`Self::start`] with a SASL_PLAINTEXT listener too (`sasl_bootstrap`), where `user` logs
+    /// in with `password` (letters and digits) by PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    pub fn start_with_sasl(user: &str, password: &str) -> KafkaBroker {
+        Self::start_inner(Some((user, password)))
+    }
+
+    fn start_inner(sasl: Option<(&str, &str)>) -> KafkaBroker {
         let dir = tempfile::Builder::new().prefix("eavlake-kafka-").tempdir().expect("temporary folder");
-        let out = check(
-            "kafka.sh start",
-            Command::new(script())
-                .arg("start")
-                .arg(dir.path())
-                // The watchdog stops the broker when this test process is gone.
-                .env("EAVLAKE_STACK_OWNER_PID", std::process::id().to_string())
-                .output(),
-        );
+        let mut cmd = Command::new(script());
+        cmd.arg("start")
+            .arg(dir.path())
+            // The watchdog stops the broker when this test process is gone.
+            .env("EAVLAKE_STACK_OWNER_PID", std::process::id().to_string())
+            .env_remove("EAVLAKE_KAFKA_SASL_USER")
+            .env_remove("EAVLAKE_KAFKA_SASL_PASSWORD");
+        if let Some((user, password)) = sasl {
+            cmd.env("EAVLAKE_KAFKA_SASL_USER", user).env("EAVLAKE_KAFKA_SASL_PASSWORD", password);
+        }
+        let out = check("kafka.sh start", cmd.output());
         let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert!(!bootstrap.is_empty(), "kafka.sh start printed no bootstrap address");
-        KafkaBroker { bootstrap, dir }
+        let sasl_bootstrap = sasl.map(|_| {
+            let file = dir.path().join("sasl_bootstrap");
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())).trim().to_string()
+        });
+        KafkaBroker { bootstrap, sasl_bootstrap, dir }
     }
 
     /// Creates a topic with replication factor 1 (topics are also auto-created, with one

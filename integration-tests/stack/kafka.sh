@@ -12,6 +12,10 @@
 # dies and after $EAVLAKE_STACK_TTL seconds (default 3600), so a killed test run leaves no JVM
 # (the watchdog in common.sh).
 # DIR holds server.properties, data/, broker.log, broker.pid, watchdog.pid and bootstrap.
+#
+# With EAVLAKE_KAFKA_SASL_USER and EAVLAKE_KAFKA_SASL_PASSWORD (letters and digits) set at the
+# first start, the broker also has a SASL_PLAINTEXT listener, its address in DIR/sasl_bootstrap,
+# where that user logs in with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (for the secrets tests).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -83,6 +87,29 @@ while cid.startswith("-"): cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).de
 print(*(s.getsockname()[1] for s in socks), cid)') || die "python3 is needed to pick free ports"
     fi
 
+    local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+    local advertised="PLAINTEXT://127.0.0.1:$port" protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    local sasl_port="" sasl_user="${EAVLAKE_KAFKA_SASL_USER:-}" sasl_password="${EAVLAKE_KAFKA_SASL_PASSWORD:-}"
+    if [ -f "$dir/sasl.properties" ]; then
+        # A restart keeps the SASL listener of the first start, on its port.
+        sasl_port=$(sed -n 's/^# port=//p' "$dir/sasl.properties")
+    elif [ -n "$sasl_user" ]; then
+        [[ "$sasl_user$sasl_password" =~ ^[A-Za-z0-9]+$ ]] || die "SASL user and password: letters and digits only"
+        sasl_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        cat >"$dir/sasl.properties" <<EOF
+# port=$sasl_port
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$sasl_password";
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+EOF
+    fi
+    if [ -n "$sasl_port" ]; then
+        listeners+=",SASL_PLAINTEXT://127.0.0.1:$sasl_port"
+        advertised+=",SASL_PLAINTEXT://127.0.0.1:$sasl_port"
+        protocols+=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    fi
+
     # Replication factors and ISR of 1 for the internal topics, or groups and transactions fail
     # on one node; no initial rebalance delay, or each new consumer group waits 3 s. Classic
     # groups (rdkafka's cooperative-sticky) are on by default.
@@ -90,9 +117,9 @@ print(*(s.getsockname()[1] for s in socks), cid)') || die "python3 is needed to 
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=$listeners
+advertised.listeners=$advertised
+listener.security.protocol.map=$protocols
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/data
@@ -105,6 +132,7 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
+    if [ -n "$sasl_port" ]; then cat "$dir/sasl.properties" >>"$dir/server.properties"; fi
     cat >"$dir/log4j2.properties" <<'EOF'
 appender.err.type = Console
 appender.err.name = err
@@ -119,8 +147,14 @@ EOF
     : >"$log"
     # A DIR whose broker was stopped is already formatted: it restarts with its data.
     if [ ! -f "$dir/data/meta.properties" ]; then
+        local scram=()
+        if [ -n "$sasl_port" ]; then
+            # SCRAM credentials live in the cluster's metadata: written when it is formatted.
+            scram=(--add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$sasl_password]"
+                   --add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]")
+        fi
         tool "$dir" kafka.tools.StorageTool format --config "$dir/server.properties" \
-            --cluster-id "$cluster_id" >"$log" 2>&1 || { cat "$log" >&2; die "formatting $dir/data failed"; }
+            --cluster-id "$cluster_id" "${scram[@]}" >"$log" 2>&1 || { cat "$log" >&2; die "formatting $dir/data failed"; }
     fi
 
     # nohup and no inherited stdio: the broker must not hold the caller's pipes open.
@@ -132,6 +166,7 @@ EOF
     # Until the forked shell has exec'd, its cmdline is ours and broker_pid would call it gone.
     while ! broker_pid "$dir" >/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     echo "127.0.0.1:$port" >"$dir/bootstrap"
+    if [ -n "$sasl_port" ]; then echo "127.0.0.1:$sasl_port" >"$dir/sasl_bootstrap"; fi
     stack_spawn_watchdog "$dir"
 
     # KafkaRaftServer logs "Kafka Server started" only once the broker is unfenced and serving.

@@ -58,7 +58,8 @@ pub enum ReconcileError {
 /// What to reconcile and how.
 #[derive(Debug, Clone)]
 pub struct ReconcileOptions {
-    pub postgres_url: String,
+    /// With its password, which prints as `***`.
+    pub postgres_url: crate::secret::SecretUrl,
     pub lake_url: String,
     pub s3: crate::sink::S3Options,
     pub tenant: Option<i64>,
@@ -91,7 +92,7 @@ pub struct ReconcileOptions {
 impl Default for ReconcileOptions {
     fn default() -> Self {
         ReconcileOptions {
-            postgres_url: String::new(),
+            postgres_url: crate::secret::SecretUrl::new(""),
             lake_url: String::new(),
             s3: Default::default(),
             tenant: None,
@@ -145,7 +146,7 @@ fn check_options(o: &ReconcileOptions) -> Result<(), ReconcileError> {
 pub async fn reconcile(o: &ReconcileOptions) -> Result<Report, ReconcileError> {
     check_options(o)?;
     let started = Instant::now();
-    let pg = Pg::connect(&o.postgres_url, o.concurrency).await?;
+    let pg = Pg::connect(o.postgres_url.expose(), o.concurrency).await?;
     let lake = LakeSide::open(&o.lake_url, &o.s3).await?;
     check_same_schema(&pg, &lake).await?;
 

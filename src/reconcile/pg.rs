@@ -10,9 +10,7 @@ use super::checksum::{sum_from_halves, Checksum};
 use super::ReconcileError;
 use crate::decode::DataType;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use std::str::FromStr;
 use std::time::Duration;
-use tokio_postgres::NoTls;
 
 /// The canonical cells of one tenant's entities of one type with ids in `[$3, $4)`:
 /// `(entity_id, name, v, data_type)`, `v` null when the cell is null.
@@ -99,8 +97,8 @@ fn db_err(name: &str, what: &str, e: tokio_postgres::Error) -> ReconcileError {
 impl Pg {
     /// Connects (checking the server answers and holds the EAV tables).
     pub async fn connect(url: &str, max_connections: usize) -> Result<Pg, ReconcileError> {
-        let mut cfg = tokio_postgres::Config::from_str(url)
-            .map_err(|e| ReconcileError::Postgres(format!("database URL: {e}")))?;
+        let target = crate::pg::parse(url).map_err(|e| ReconcileError::Postgres(format!("database URL: {e}")))?;
+        let mut cfg = target.config;
         // JIT compiling costs ~0.4 s per query here and gains nothing on these scans.
         cfg.options("-c TimeZone=UTC -c jit=off");
         if cfg.get_connect_timeout().is_none() {
@@ -121,7 +119,7 @@ impl Pg {
             if ports.is_empty() { "5432".into() } else { ports.join(",") },
             cfg.get_dbname().unwrap_or("?")
         );
-        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let mgr = Manager::from_config(cfg, target.tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr)
             .max_size(max_connections.max(1))
             .build()

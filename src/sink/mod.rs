@@ -17,8 +17,10 @@
 //! folder with a lock file per object (`_eavlake/locks/`), which serialises processes of one
 //! machine.
 
+pub mod aws_credentials;
 pub mod parquet;
 
+use crate::secret::Secret;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -75,15 +77,18 @@ impl Version {
     }
 }
 
-/// S3 settings beyond the URL. Credentials not given here come from the standard AWS
-/// environment variables.
+/// S3 settings beyond the URL. Credentials not given here come from the rest of the standard
+/// AWS chain (see [`aws_credentials`]).
 #[derive(Debug, Clone, Default)]
 pub struct S3Options {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub allow_http: bool,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+    /// A profile of the shared credentials file (else `AWS_PROFILE`, else `[default]`).
+    pub profile: Option<String>,
 }
 
 /// A lake on an object store.
@@ -118,14 +123,29 @@ impl Lake {
             if let Some(e) = &s3.endpoint {
                 b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
             }
-            if let Some(r) = &s3.region {
+            let env = |k: &str| std::env::var(k).ok();
+            let profile = aws_credentials::from_profile(s3.profile.as_deref(), s3.access_key_id.is_some(), &env)
+                .map_err(|e| err(e.to_string()))?;
+            let region_in_env = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).is_some();
+            let region = s3.region.clone().or_else(|| {
+                // The profile's region yields to the variables, as in the AWS SDKs.
+                profile.as_ref().and_then(|p| p.region.clone()).filter(|_| !region_in_env)
+            });
+            if let Some(r) = region {
                 b = b.with_region(r);
             }
-            if let Some(k) = &s3.access_key_id {
-                b = b.with_access_key_id(k);
+            let (id, secret, token) = match &profile {
+                Some(p) => (Some(&p.access_key_id), Some(&p.secret_access_key), p.session_token.as_ref()),
+                None => (s3.access_key_id.as_ref(), s3.secret_access_key.as_ref(), s3.session_token.as_ref()),
+            };
+            if let Some(k) = id {
+                b = b.with_access_key_id(k.expose());
             }
-            if let Some(k) = &s3.secret_access_key {
-                b = b.with_secret_access_key(k);
+            if let Some(k) = secret {
+                b = b.with_secret_access_key(k.expose());
+            }
+            if let Some(t) = token {
+                b = b.with_token(t.expose());
             }
             if s3.allow_http {
                 // Only when asked: otherwise AWS_ALLOW_HTTP from the environment stands.

@@ -14,7 +14,7 @@ use crate::decode::DataType;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// What to drive.
 #[derive(Debug, Clone)]
@@ -83,20 +83,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn connect(url: &str) -> anyhow::Result<Client> {
-    use anyhow::Context;
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.context("connecting to PostgreSQL")?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::warn!(error = %e, "postgres connection");
-        }
-    });
-    Ok(client)
-}
-
 /// Creates the initial catalog (if the store has none) and drives `spec`'s traffic.
 pub async fn drive(url: &str, spec: &DriveSpec) -> anyhow::Result<DriveReport> {
-    let mut client = connect(url).await?;
+    let mut client = crate::pg::connect(url).await?;
     let existing = client
         .query("SELECT attribute_id, tenant_id, entity_type, name, data_type, is_hot FROM attributes", &[])
         .await?;
@@ -149,7 +138,7 @@ pub async fn drive(url: &str, spec: &DriveSpec) -> anyhow::Result<DriveReport> {
         // Each connection allocates entity ids from its own block.
         let first_id = max_entity + 1 + c as i64 * 1_000_000_000;
         tasks.push(tokio::spawn(async move {
-            let mut client = connect(&url).await?;
+            let mut client = crate::pg::connect(&url).await?;
             let long = c == spec_long(&spec);
             let mut conn = Conn { spec, shared, rng: Rng::new(spec_seed(c)), next_id: first_id, live: Vec::new() };
             if long {
@@ -465,7 +454,7 @@ pub async fn read_state(
 ) -> anyhow::Result<BTreeMap<(String, i64, i64), BTreeMap<String, Expected>>> {
     use crate::decode::json::{hot_decimal, hot_timestamp};
     use crate::decode::value::{parse_decimal, rescale};
-    let client = connect(url).await?;
+    let client = crate::pg::connect(url).await?;
     let mut catalog: BTreeMap<(i64, String, String), DataType> = BTreeMap::new();
     for r in client.query("SELECT tenant_id, entity_type, name, data_type FROM attributes", &[]).await? {
         if let Some(t) = DataType::parse(r.get(3)) {

@@ -10,37 +10,13 @@
 
 use crate::decode::{DecimalMode, DecodeOptions, TableNames, TimeMode};
 use crate::pipeline::PipelineOptions;
+pub use crate::secret::{Secret, SecretUrl};
 use crate::sink::S3Options;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
 
-/// A secret (password, key, connection string with credentials): never printed or logged.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("***")
-    }
-}
+mod checks;
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -88,9 +64,14 @@ pub struct S3Config {
     pub region: Option<String>,
     /// Allow plain HTTP endpoints (local test servers).
     pub allow_http: bool,
-    /// Static credentials; when absent, the standard AWS environment variables apply.
+    /// Static credentials; when absent, the rest of the standard AWS chain applies
+    /// (`AWS_*` variables, a profile of `~/.aws/credentials`, web identity, ECS, EC2).
     pub access_key_id: Option<Secret>,
     pub secret_access_key: Option<Secret>,
+    /// With temporary static credentials.
+    pub session_token: Option<Secret>,
+    /// A profile of the shared credentials file (instead of `AWS_PROFILE`).
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -110,8 +91,9 @@ pub struct DecodeConfig {
     pub decimal_handling_mode: DecimalMode,
     /// Debezium's `time.precision.mode`, for integer timestamps in records without schemas.
     pub time_precision_mode: TimeMode,
-    /// Confluent-compatible schema registry, required for `avro`.
-    pub schema_registry_url: Option<String>,
+    /// Confluent-compatible schema registry, required for `avro` (`https://user:pass@host/…`
+    /// for basic authentication; the password never prints).
+    pub schema_registry_url: Option<SecretUrl>,
 }
 
 impl Default for DecodeConfig {
@@ -242,8 +224,11 @@ impl Default for MetricsConfig {
 pub struct KafkaProperties(pub std::collections::BTreeMap<String, String>);
 
 impl KafkaProperties {
-    fn is_secret(key: &str) -> bool {
-        ["password", "secret", "key.pem", "keystore", "token", "sasl.jaas"].iter().any(|s| key.contains(s))
+    /// Whether a librdkafka property holds a secret (its value never prints).
+    pub fn is_secret(key: &str) -> bool {
+        ["password", "secret", "key.pem", "keystore", "token", "sasl.jaas", "sasl.oauthbearer.config"]
+            .iter()
+            .any(|s| key.contains(s))
     }
 
     fn shown(&self) -> std::collections::BTreeMap<&str, &str> {
@@ -266,8 +251,9 @@ impl Serialize for KafkaProperties {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CatalogConfig {
-    /// Load the attribute catalog from this Postgres at start (`postgres://…`).
-    pub bootstrap_postgres_url: Option<Secret>,
+    /// Load the attribute catalog from this Postgres at start (`postgres://…`, libpq's
+    /// `sslmode`/`sslrootcert` honoured; the password never prints).
+    pub bootstrap_postgres_url: Option<SecretUrl>,
     /// Records a change with an unknown attribute waits for the catalog before it is a dead letter.
     pub unknown_attribute_wait: u64,
     /// The Kafka worker also gives up after this long (a partition may go quiet).
@@ -293,35 +279,120 @@ pub enum ConfigError {
     #[error("config file `{path}`: {message}")]
     File { path: String, message: String },
     #[error("config key `{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid { key: String, message: String },
     #[error("config override `{name}`: {message}")]
     Override { name: String, message: String },
+    /// A variable read beside the configuration (`AWS_PROFILE`, `AWS_SECRET_ACCESS_KEY`, …).
+    #[error("environment variable `{name}`: {message}")]
+    Environment { name: String, message: String },
 }
 
-/// Sets `segments` (a key path) in `root` to `value`, read as a TOML scalar if it is one (but
-/// always as a string under `kafka.properties`).
-fn set_path(root: &mut toml::Table, segments: &[String], value: &str, name: &str) -> Result<(), ConfigError> {
-    let bad = |message: &str| ConfigError::Override { name: name.to_string(), message: message.to_string() };
-    let Some((last, parents)) = segments.split_last() else { return Err(bad("empty key")) };
-    if segments.iter().any(|s| s.is_empty()) {
-        return Err(bad("empty key segment"));
+/// One override of the file: an `EAVLAKE__…` variable or a `--set` flag.
+struct Override {
+    /// How the user wrote it, for messages: the variable's name, or `--set <key>` (never the
+    /// value, which may be a secret).
+    name: String,
+    segments: Vec<String>,
+    value: String,
+}
+
+impl Override {
+    fn from_env(name: &str, value: &str) -> Option<Override> {
+        let rest = name.strip_prefix("EAVLAKE__")?;
+        let segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        let segments = if segments.len() > 2 && segments[0] == "kafka" && segments[1] == "properties" {
+            vec![segments[0].clone(), segments[1].clone(), segments[2..].join("__").replace('_', ".")]
+        } else {
+            segments
+        };
+        Some(Override { name: name.to_string(), segments, value: value.to_string() })
     }
-    let mut table = root;
-    for seg in parents {
-        let entry = table.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry.as_table_mut().ok_or_else(|| bad(&format!("`{seg}` is not a section")))?;
-    }
-    let is_property = segments.len() == 3 && segments[0] == "kafka" && segments[1] == "properties";
-    let parsed = if is_property {
-        toml::Value::String(value.to_string())
-    } else {
-        match toml::from_str::<toml::Table>(&format!("v = {value}")).ok().and_then(|mut t| t.remove("v")) {
-            Some(v) if !v.is_table() => v,
-            _ => toml::Value::String(value.to_string()),
+
+    fn from_flag(index: usize, flag: &str) -> Result<Override, ConfigError> {
+        let Some((key, value)) = flag.split_once('=') else {
+            return Err(ConfigError::Override {
+                name: format!("--set #{}", index + 1),
+                message: "expected key=value".into(),
+            });
+        };
+        let mut segments: Vec<String> = key.trim().split('.').map(str::to_string).collect();
+        if segments.len() > 2 && segments[0] == "kafka" && segments[1] == "properties" {
+            let prop = segments[2..].join(".");
+            segments.truncate(2);
+            segments.push(prop);
         }
-    };
-    table.insert(last.clone(), parsed);
-    Ok(())
+        Ok(Override { name: format!("--set {}", key.trim()), segments, value: value.to_string() })
+    }
+
+    fn key(&self) -> String {
+        self.segments.join(".")
+    }
+
+    fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Override { name: self.name.clone(), message: message.into() }
+    }
+
+    /// The value as a TOML scalar when it reads back as exactly the same text (`7`, `true`),
+    /// else as a string: `+5`, `1_000` or `1.50` stay text, so a secret is never reshaped.
+    fn scalar(&self) -> Option<toml::Value> {
+        let v = toml::from_str::<toml::Table>(&format!("v = {}", self.value)).ok()?.remove("v")?;
+        (!v.is_table() && !v.is_array() && v.to_string() == self.value).then_some(v)
+    }
+
+    /// Sets the key in `root` to `value`.
+    fn set(&self, root: &mut toml::Table, value: toml::Value) -> Result<(), ConfigError> {
+        let Some((last, parents)) = self.segments.split_last() else { return Err(self.error("empty key")) };
+        if self.segments.iter().any(|s| s.is_empty()) {
+            return Err(self.error("empty key segment"));
+        }
+        let mut table = root;
+        for seg in parents {
+            let entry = table.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry.as_table_mut().ok_or_else(|| self.error(format!("`{seg}` is not a section")))?;
+        }
+        table.insert(last.clone(), value);
+        Ok(())
+    }
+
+    /// Applies the override to `root` and checks the result still reads as a [`Config`], so
+    /// that an unknown key or a wrong type is blamed on the override that brought it.
+    fn apply(&self, root: &mut toml::Table) -> Result<(), ConfigError> {
+        let text = toml::Value::String(self.value.clone());
+        let is_property = self.segments.len() == 3 && self.segments[0] == "kafka" && self.segments[1] == "properties";
+        let candidates = match self.scalar() {
+            Some(v) if !is_property => vec![v, text],
+            _ => vec![text],
+        };
+        let mut last_err = None;
+        for value in candidates {
+            let mut attempt = root.clone();
+            self.set(&mut attempt, value)?;
+            match Config::deserialize(attempt.clone()) {
+                Ok(_) => {
+                    *root = attempt;
+                    return Ok(());
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let message = last_err.map(|e| e.message().to_string()).unwrap_or_default();
+        Err(self.error(format!("key `{}`: {message}", self.key())))
+    }
+}
+
+/// A TOML error as ``line L column C (`key`): message``, without the quoted source line that
+/// toml's own Display adds (the line may hold a secret); the key is what precedes `=` there.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else { return e.message().to_string() };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line_text = text[line_start..].lines().next().unwrap_or_default();
+    let line = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    match line_text.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && !k.starts_with('[')) {
+        Some(key) => format!("line {line} column {column} (`{key}`): {}", e.message()),
+        None => format!("line {line} column {column}: {}", e.message()),
+    }
 }
 
 impl Config {
@@ -338,53 +409,45 @@ impl Config {
             Some(p) => std::fs::read_to_string(p).map_err(|e| file_err(e.to_string()))?,
             None => String::new(),
         };
-        let mut root: toml::Table = toml::from_str(&text).map_err(|e: toml::de::Error| file_err(e.to_string()))?;
-        for (name, value) in env {
-            let Some(rest) = name.strip_prefix("EAVLAKE__") else { continue };
-            let segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-            let segments = if segments.len() > 2 && segments[0] == "kafka" && segments[1] == "properties" {
-                vec![segments[0].clone(), segments[1].clone(), segments[2..].join("__").replace('_', ".")]
-            } else {
-                segments
-            };
-            set_path(&mut root, &segments, &value, &name)?;
+        // The file alone first: its errors then point at its lines.
+        toml::from_str::<Config>(&text).map_err(|e| file_err(toml_error(&text, &e)))?;
+        let mut root: toml::Table = toml::from_str(&text).map_err(|e| file_err(toml_error(&text, &e)))?;
+        let mut overrides: Vec<Override> = env.into_iter().filter_map(|(n, v)| Override::from_env(&n, &v)).collect();
+        // Variables in a stable order: the environment's order is arbitrary.
+        overrides.sort_by(|a, b| a.name.cmp(&b.name));
+        for (i, set) in sets.iter().enumerate() {
+            overrides.push(Override::from_flag(i, set)?);
         }
-        for set in sets {
-            let Some((key, value)) = set.split_once('=') else {
-                return Err(ConfigError::Override { name: set.clone(), message: "expected key=value".into() });
-            };
-            let mut segments: Vec<String> = key.trim().split('.').map(str::to_string).collect();
-            if segments.len() > 2 && segments[0] == "kafka" && segments[1] == "properties" {
-                let prop = segments[2..].join(".");
-                segments.truncate(2);
-                segments.push(prop);
-            }
-            set_path(&mut root, &segments, value, set)?;
+        for o in &overrides {
+            o.apply(&mut root)?;
         }
-        let config = Config::deserialize(root).map_err(|e| file_err(e.to_string()))?;
+        let config = Config::deserialize(root).map_err(|e| file_err(e.message().to_string()))?;
         config.validate()?;
         Ok(config)
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let file_err = |message: String| ConfigError::File { path: path.display().to_string(), message };
-        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
-        Config::parse(&text).map_err(|e| match e {
-            ConfigError::File { message, .. } => file_err(message),
-            other => other,
-        })
+        Config::load_layered(Some(path), [], &[])
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::File { path: String::new(), message: e.to_string() })?;
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::File { path: String::new(), message: toml_error(text, &e) })?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Checks every rule, naming the key that breaks one.
+    /// Checks every rule, naming the key that breaks one: values, cross-key rules, addresses
+    /// and URLs, credentials that must come in pairs, files that must exist (TLS). Reads the
+    /// process environment for the AWS variables.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_string() });
+        self.validate_with_env(&|k| std::env::var(k).ok())
+    }
+
+    /// [`Config::validate`] with `env` for the environment.
+    pub fn validate_with_env(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &str, message: &str| Err(ConfigError::Invalid { key: key.to_string(), message: message.to_string() });
         if self.lake.url.trim().is_empty() {
             return invalid("lake.url", "must not be empty");
         }
@@ -437,19 +500,6 @@ impl Config {
         if self.decode.format == Format::Avro && self.decode.schema_registry_url.is_none() {
             return invalid("decode.schema_registry_url", "is required when decode.format = \"avro\"");
         }
-        if let Some(url) = &self.decode.schema_registry_url {
-            if url::Url::parse(url).is_err() {
-                return invalid("decode.schema_registry_url", "is not a URL");
-            }
-        }
-        if let Some(url) = &self.catalog.bootstrap_postgres_url {
-            if url.expose().parse::<tokio_postgres::Config>().is_err() {
-                return invalid("catalog.bootstrap_postgres_url", "is not a PostgreSQL connection string");
-            }
-        }
-        if self.lake.s3.access_key_id.is_some() != self.lake.s3.secret_access_key.is_some() {
-            return invalid("lake.s3.secret_access_key", "access_key_id and secret_access_key go together");
-        }
         for (key, name) in [
             ("tables.attributes", &self.tables.attributes),
             ("tables.entities", &self.tables.entities),
@@ -458,6 +508,27 @@ impl Config {
             if name.trim().is_empty() {
                 return invalid(key, "must not be empty");
             }
+        }
+        // Addresses, URLs and credentials last: their checks read files and the environment.
+        let named = |(key, message): (String, String)| {
+            if key.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                ConfigError::Environment { name: key, message }
+            } else {
+                ConfigError::Invalid { key, message }
+            }
+        };
+        checks::lake(&self.lake, env).map_err(named)?;
+        checks::brokers(&self.kafka.brokers).map_err(named)?;
+        checks::kafka_properties(&self.kafka.properties.0).map_err(named)?;
+        checks::listen(&self.metrics.listen).map_err(named)?;
+        if let Some(url) = &self.decode.schema_registry_url {
+            checks::http_url("decode.schema_registry_url", url).map_err(named)?;
+        }
+        if let Some(url) = &self.catalog.bootstrap_postgres_url {
+            crate::pg::parse(url.expose()).map_err(|e| ConfigError::Invalid {
+                key: "catalog.bootstrap_postgres_url".into(),
+                message: e.to_string(),
+            })?;
         }
         Ok(())
     }
@@ -493,8 +564,10 @@ impl Config {
             endpoint: self.lake.s3.endpoint.clone(),
             region: self.lake.s3.region.clone(),
             allow_http: self.lake.s3.allow_http,
-            access_key_id: self.lake.s3.access_key_id.as_ref().map(|s| s.expose().to_string()),
-            secret_access_key: self.lake.s3.secret_access_key.as_ref().map(|s| s.expose().to_string()),
+            access_key_id: self.lake.s3.access_key_id.clone(),
+            secret_access_key: self.lake.s3.secret_access_key.clone(),
+            session_token: self.lake.s3.session_token.clone(),
+            profile: self.lake.s3.profile.clone(),
         }
     }
 }
@@ -548,7 +621,12 @@ mod tests {
             ("EAVLAKE__KAFKA__PROPERTIES__SASL_PASSWORD".into(), "pw1".into()),
             ("PATH".into(), "/bin".into()),
         ];
-        let sets = ["kafka.brokers=b:2".to_string(), "kafka.properties.security.protocol=SASL_SSL".into()];
+        let sets = [
+            "kafka.brokers=b:2".to_string(),
+            "kafka.properties.security.protocol=SASL_SSL".into(),
+            "kafka.properties.sasl.mechanism=PLAIN".into(),
+            "kafka.properties.sasl.username=u".into(),
+        ];
         let c = Config::load_layered(Some(&file), env, &sets).unwrap();
         assert_eq!((c.kafka.group_id.as_str(), c.kafka.brokers.as_str(), c.batch.max_rows), ("from-env", "b:2", 7));
         assert_eq!(c.kafka.properties.0.get("sasl.password").map(String::as_str), Some("pw1"));
@@ -561,14 +639,124 @@ mod tests {
         let err = Config::load_layered(None, [("EAVLAKE__KAFKA__GROUPID".into(), "x".into())], &[]).unwrap_err();
         assert!(err.to_string().contains("unknown field `groupid`"), "{err}");
         let err = Config::load_layered(None, [], &["nonsense".to_string()]).unwrap_err();
-        assert_eq!(err.to_string(), "config override `nonsense`: expected key=value");
+        assert_eq!(err.to_string(), "config override `--set #1`: expected key=value");
+    }
+
+    /// An unknown key is refused in every section and from every layer, and the message names
+    /// where it came from.
+    #[test]
+    fn unknown_keys_are_refused_in_every_layer() {
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let err = Config::load_layered(None, env("EAVLAKE__KAFKA__BOOTSTRAP_SERVERZ", "a:1"), &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("config override `EAVLAKE__KAFKA__BOOTSTRAP_SERVERZ`: key `kafka.bootstrap_serverz`: unknown field `bootstrap_serverz`"),
+            "{text}"
+        );
+        for section in ["lake", "lake.s3", "decode", "tables", "batch", "catalog", "kafka", "metrics"] {
+            let err = Config::load_layered(None, [], &[format!("{section}.nope=1")]).unwrap_err();
+            assert!(err.to_string().contains("unknown field `nope`"), "{section}: {err}");
+            let err = Config::parse(&format!("[{section}]\nnope = 1\n")).unwrap_err();
+            assert!(err.to_string().contains("line 2 column 1 (`nope`): unknown field `nope`"), "{section}: {err}");
+        }
+        let err = Config::load_layered(None, env("EAVLAKE__NOPE__X", "1"), &[]).unwrap_err();
+        assert!(err.to_string().contains("unknown field `nope`"), "{err}");
+        // A value of the wrong type names the key too.
+        let err = Config::load_layered(None, [], &["batch.max_rows=many".to_string()]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("config override `--set batch.max_rows`: key `batch.max_rows`: invalid type"),
+            "{err}"
+        );
+        // A key librdkafka does not know fails at start, not when the consumer is made.
+        let err = Config::load_layered(None, env("EAVLAKE__KAFKA__PROPERTIES__FETCH_MAX_BYTEZ", "1"), &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config key `kafka.properties.fetch.max.bytez`: No such configuration property"),
+            "{err}"
+        );
+    }
+
+    /// Addresses and URLs are checked at start, naming the key.
+    #[test]
+    fn bad_urls_name_their_key() {
+        for (toml, key) in [
+            ("[lake]\nurl = \"gs://bucket/x\"", "lake.url"),
+            ("[lake]\nurl = \"s3://\"", "lake.url"),
+            ("[lake]\nurl = \"s3://b\"\n[lake.s3]\nendpoint = \"not a url\"", "lake.s3.endpoint"),
+            ("[lake]\nurl = \"s3://b\"\n[lake.s3]\nendpoint = \"http://127.0.0.1:9000\"", "lake.s3.allow_http"),
+            ("[kafka]\nbrokers = \"host:port\"", "kafka.brokers"),
+            ("[metrics]\nlisten = \"9464\"", "metrics.listen"),
+            ("[decode]\nschema_registry_url = \"registry:8081\"", "decode.schema_registry_url"),
+            ("[catalog]\nbootstrap_postgres_url = \"postgres://u:SECRETPW@h:port/db\"", "catalog.bootstrap_postgres_url"),
+            ("[catalog]\nbootstrap_postgres_url = \"postgres://u:SECRETPW@h/db?sslmode=verify-full&sslrootcert=/nonexistent.pem\"", "catalog.bootstrap_postgres_url"),
+        ] {
+            let config: Config = toml::from_str(toml).unwrap();
+            let err = config.validate_with_env(&|_| None).unwrap_err();
+            match &err {
+                ConfigError::Invalid { key: k, .. } => assert_eq!(k, key, "{toml}: {err}"),
+                other => panic!("{toml}: {other}"),
+            }
+            assert!(!err.to_string().contains("SECRETPW"), "{err}");
+        }
+    }
+
+    /// Credentials that come in sets fail at start when one is missing, naming the missing key.
+    #[test]
+    fn partial_credentials_name_the_missing_key() {
+        for (toml, key) in [
+            ("[lake]\nurl = \"s3://b\"\n[lake.s3]\naccess_key_id = \"AKIA\"", "lake.s3.secret_access_key"),
+            ("[lake]\nurl = \"s3://b\"\n[lake.s3]\nsecret_access_key = \"SECRETPW\"", "lake.s3.access_key_id"),
+            ("[lake]\nurl = \"s3://b\"\n[lake.s3]\nprofile = \"nope\"", "lake.s3.profile"),
+            (
+                "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-256\"\n\"sasl.username\" = \"u\"",
+                "kafka.properties.sasl.password",
+            ),
+            (
+                "[kafka.properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"/nonexistent/ca.pem\"",
+                "kafka.properties.ssl.ca.location",
+            ),
+        ] {
+            let config: Config = toml::from_str(toml).unwrap();
+            let home = |k: &str| (k == "HOME").then(|| "/nonexistent-home".to_string());
+            let err = config.validate_with_env(&home).unwrap_err();
+            match &err {
+                ConfigError::Invalid { key: k, .. } => assert_eq!(k, key, "{toml}: {err}"),
+                other => panic!("{toml}: {other}"),
+            }
+            assert!(!err.to_string().contains("SECRETPW"), "{err}");
+        }
+        // The same rule for the AWS variables names the variable.
+        let config: Config = toml::from_str("[lake]\nurl = \"s3://b\"").unwrap();
+        let env = |k: &str| (k == "AWS_ACCESS_KEY_ID").then(|| "AKIA".to_string());
+        assert_eq!(
+            config.validate_with_env(&env).unwrap_err().to_string(),
+            "environment variable `AWS_SECRET_ACCESS_KEY`: is required with AWS_ACCESS_KEY_ID"
+        );
     }
 
     #[test]
     fn secrets_never_print() {
-        let c = Config::parse("[lake.s3]\naccess_key_id = \"AKIA123\"\nsecret_access_key = \"hunter2\"\n").unwrap();
+        let c = Config::load_layered(
+            None,
+            [("EAVLAKE__CATALOG__BOOTSTRAP_POSTGRES_URL".to_string(), "postgres://u:pgpass@h/db".to_string())],
+            &[
+                "lake.s3.access_key_id=AKIA123".to_string(),
+                "lake.s3.secret_access_key=1.50".into(),
+                "decode.schema_registry_url=https://reg:regpass@r:8081/apis".into(),
+            ],
+        )
+        .unwrap();
         let shown = format!("{c:?} {}", toml::to_string(&c).unwrap());
-        assert!(!shown.contains("hunter2") && !shown.contains("AKIA123"), "{shown}");
-        assert_eq!(c.s3_options().secret_access_key.as_deref(), Some("hunter2"));
+        for secret in ["1.50", "AKIA123", "pgpass", "regpass"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("postgres://u:***@h/db") && shown.contains("https://reg:***@r:8081/apis"), "{shown}");
+        // Kept exactly as given, although `1.50` reads as a number.
+        assert_eq!(c.s3_options().secret_access_key.as_ref().map(Secret::expose), Some("1.50"));
+        // Nor does an error quote a file's line holding a secret.
+        let err = Config::parse("[lake.s3]\nsecret_acces_key = \"hunter2\"\n").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = Config::parse("[lake.s3]\nsecret_access_key = \"hunter2\" x\n").unwrap_err();
+        assert!(!err.to_string().contains("hunter2") && err.to_string().contains("line 2"), "{err}");
     }
 }
