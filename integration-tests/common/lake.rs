@@ -104,3 +104,29 @@ pub fn change_row_keys(lake: &Path) -> Vec<(String, i64, i64, i64)> {
     out.sort();
     out
 }
+
+/// Checks tenant isolation on disk: every Parquet object under `changes/` and `current/` holds
+/// only rows whose `tenant_id` is the one its `tenant_id=<t>` folder names. Returns the tenants
+/// seen, with their files.
+pub fn assert_rows_under_their_tenant(lake: &Path) -> BTreeMap<i64, usize> {
+    let mut files_per_tenant = BTreeMap::new();
+    for area in ["changes", "current"] {
+        for path in parquet_files(&lake.join(area)) {
+            let tenant: i64 = path
+                .components()
+                .find_map(|c| c.as_os_str().to_str()?.strip_prefix("tenant_id=")?.parse().ok())
+                .unwrap_or_else(|| panic!("{} is not under a tenant_id=<t> folder", path.display()));
+            let file = std::fs::File::open(&path).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let col = batch.column_by_name(columns::TENANT_ID).expect("a tenant_id column");
+                let others: Vec<i64> =
+                    col.as_primitive::<Int64Type>().values().iter().copied().filter(|t| *t != tenant).collect();
+                assert!(others.is_empty(), "{} holds rows of tenants {others:?}", path.display());
+            }
+            *files_per_tenant.entry(tenant).or_insert(0) += 1;
+        }
+    }
+    files_per_tenant
+}
