@@ -130,3 +130,44 @@ pub fn assert_rows_under_their_tenant(lake: &Path) -> BTreeMap<i64, usize> {
     }
     files_per_tenant
 }
+
+/// Every change row, value for value: (entity type, tenant, entity, `_seq`) → column → value as
+/// text (nulls left out), to compare a lake before and after a rewrite.
+pub fn change_rows(lake: &Path) -> BTreeMap<(String, i64, i64, i64), BTreeMap<String, String>> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let mut out = BTreeMap::new();
+    for path in parquet_files(&lake.join("changes")) {
+        let entity_type = path.strip_prefix(lake.join("changes")).unwrap().components().next().unwrap();
+        let entity_type = entity_type.as_os_str().to_str().unwrap().to_string();
+        let file = std::fs::File::open(&path).unwrap();
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+            let batch = batch.unwrap();
+            let col = |name| batch.column_by_name(name).unwrap().as_primitive::<Int64Type>().clone();
+            let (tenants, ids, seqs) = (col(columns::TENANT_ID), col(columns::ENTITY_ID), col(columns::SEQ));
+            let schema = batch.schema();
+            let opts = FormatOptions::default();
+            // Timestamps as µs integers (named time zones need chrono-tz to be displayed).
+            let arrays: Vec<arrow::array::ArrayRef> = batch
+                .columns()
+                .iter()
+                .map(|c| match c.data_type() {
+                    arrow::datatypes::DataType::Timestamp(_, _) => {
+                        arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).unwrap()
+                    }
+                    _ => c.clone(),
+                })
+                .collect();
+            let formatters: Vec<ArrayFormatter> =
+                arrays.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
+            for r in 0..batch.num_rows() {
+                let cells = (0..batch.num_columns())
+                    .filter(|&c| batch.column(c).is_valid(r))
+                    .map(|c| (schema.field(c).name().clone(), formatters[c].value(r).to_string()))
+                    .collect();
+                let key = (entity_type.clone(), tenants.value(r), ids.value(r), seqs.value(r));
+                assert!(out.insert(key.clone(), cells).is_none(), "{key:?} twice");
+            }
+        }
+    }
+    out
+}
