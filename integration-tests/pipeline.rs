@@ -1276,7 +1276,6 @@ async fn compaction_touches_only_the_ranges_that_have_rows() {
 // Tenant isolation.
 
 #[path = "common/lake.rs"]
-#[allow(dead_code)]
 mod lake_files;
 
 /// Rows whose tenant disagrees with their entity's become dead letters (`tenant_mismatch`) and
