@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 #[path = "common/lake.rs"]
 mod lake;
-use lake::{assert_same_state, change_row_keys, read_current};
+use lake::{assert_rows_under_their_tenant, assert_same_state, change_row_keys, read_current};
 
 fn write_workload(dir: &Path, spec: &WorkloadSpec) -> (PathBuf, GroundTruth) {
     let path = dir.join("events.jsonl");
@@ -75,6 +75,9 @@ fn golden(format: WorkloadFormat) {
     assert_eq!(read_dead_letters(&lake), expected_dead_letters(&truth));
     assert_same_state(&read_current(&lake), &truth.current);
     assert!(truth.current.len() > 1000, "a workload worth the name: {} entities", truth.current.len());
+    // Tenant isolation on disk: each object under tenant_id=<t> holds rows of tenant t only.
+    let tenants = assert_rows_under_their_tenant(&lake);
+    assert_eq!(tenants.len(), spec.tenants as usize, "{tenants:?}");
 
     // A second run of the same file finds everything durable: nothing is written twice.
     let again = rt.block_on(eavlake::run::run_file(&config(&lake, format), &events)).unwrap();

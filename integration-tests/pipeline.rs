@@ -1271,3 +1271,102 @@ async fn compaction_touches_only_the_ranges_that_have_rows() {
     let objects: Vec<String> = file_bytes(&lake.join("current/customer/tenant_id=1")).into_keys().collect();
     assert_eq!(objects, ["entities-000000000000-000000099999.parquet", "entities-002000000000-002000099999.parquet"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tenant isolation.
+
+#[path = "common/lake.rs"]
+mod lake_files;
+
+/// Rows whose tenant disagrees with their entity's become dead letters (`tenant_mismatch`) and
+/// are never written under either tenant: a value row of tenant 2 in the transaction that creates
+/// tenant 1's entity, a value row of tenant 2 for that entity in a later transaction (the
+/// pivot remembers the entity's tenant), and an update moving the entity to tenant 2. Every
+/// object under `tenant_id=<t>` holds rows of tenant t only.
+#[tokio::test]
+async fn rows_of_another_tenant_become_dead_letters_and_are_never_cross_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let cfg = config(&lake);
+    let name = attr(1, "name", "text");
+    let nick = Attr { tenant: 2, ..attr(2, "nickname", "text") };
+    let theirs = |entity| Val { tenant: 2, ..val(entity, 2, V::Text("intruder")) };
+    let mut w = Wal::new();
+    let lines = vec![
+        attribute("c", None, Some(&name), w.tx()),
+        attribute("c", None, Some(&nick), w.same()),
+        entity("c", None, Some(&ent(1)), w.tx()),
+        value("c", None, Some(&val(1, 1, V::Text("Ada"))), w.same()),
+        // Line 5: tenant 2's value for tenant 1's entity, same transaction.
+        value("c", None, Some(&theirs(1)), w.same()),
+        // Line 6: the same, in a later transaction.
+        value("c", None, Some(&theirs(1)), w.tx()),
+        // Line 7: the entity moved to tenant 2.
+        entity("u", Some(&ent(1)), Some(&Ent { tenant: 2, ..ent(1) }), w.tx()),
+        // Tenant 2's own entity and value land.
+        entity("c", None, Some(&Ent { tenant: 2, ..ent(2) }), w.tx()),
+        value("c", None, Some(&theirs(2)), w.same()),
+    ];
+    let report = run(&cfg, &dir.path().join("events.jsonl"), &lines).await;
+
+    assert_eq!(report.stats.dead_letters, BTreeMap::from([("tenant_mismatch", 3)]));
+    let dl = dead_letters(&lake);
+    let got: Vec<(i64, &str, &str)> = dl
+        .iter()
+        .map(|d| (d["line"].as_i64().unwrap(), d["reason"].as_str().unwrap(), d["message"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (5, "tenant_mismatch", "row of tenant 2 refers to entity 1 of tenant 1"),
+            (6, "tenant_mismatch", "row of tenant 2 refers to entity 1 of tenant 1"),
+            (7, "tenant_mismatch", "row of tenant 2 refers to entity 1 (its before-image) of tenant 1"),
+        ]
+    );
+    assert_eq!(dl[1]["value"], lines[5].as_str(), "kept byte for byte");
+    assert_eq!(read_current(&lake), state(&[(1, 1, &[("name", t("Ada"))]), (2, 2, &[("nickname", t("intruder"))])]));
+    // Entity 1 is nowhere under tenant 2, in change rows or current state.
+    for path in files_with(&lake.join("changes"), "parquet").iter().chain(&files_with(&lake.join("current"), "parquet"))
+    {
+        if path.to_str().unwrap().contains("tenant_id=2") {
+            let (_, batches) = read_parquet(path);
+            let ids: Vec<i64> = batches.iter().flat_map(|b| int64_column(b, columns::ENTITY_ID)).collect();
+            assert_eq!(ids, [2], "{}", path.display());
+        }
+    }
+    assert_eq!(lake_files::assert_rows_under_their_tenant(&lake).keys().copied().collect::<Vec<_>>(), [1, 2]);
+}
+
+/// `[tenants] deny = [2]`: tenant 2's changes are skipped and counted, not dead letters, and
+/// nothing of it is written; `allow = [2]` is the mirror image.
+#[tokio::test]
+async fn changes_of_a_denied_tenant_are_skipped_and_counted() {
+    let nick = Attr { tenant: 2, ..attr(2, "nickname", "text") };
+    let mut w = Wal::new();
+    let lines = vec![
+        attribute("c", None, Some(&attr(1, "name", "text")), w.tx()),
+        attribute("c", None, Some(&nick), w.same()),
+        entity("c", None, Some(&ent(1)), w.tx()),
+        value("c", None, Some(&val(1, 1, V::Text("Ada"))), w.same()),
+        entity("c", None, Some(&Ent { tenant: 2, ..ent(2) }), w.tx()),
+        value("c", None, Some(&Val { tenant: 2, ..val(2, 2, V::Text("Bo")) }), w.same()),
+        value("u", None, Some(&Val { tenant: 2, ..val(2, 2, V::Text("Bob")) }), w.tx()),
+    ];
+    for (allow, deny, skipped, expected) in [
+        (vec![], vec![2], 3, state(&[(1, 1, &[("name", t("Ada"))])])),
+        (vec![2], vec![], 2, state(&[(2, 2, &[("nickname", t("Bob"))])])),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = dir.path().join("lake");
+        let mut cfg = config(&lake);
+        cfg.tenants.allow = allow;
+        cfg.tenants.deny = deny;
+        let report = run(&cfg, &dir.path().join("events.jsonl"), &lines).await;
+        assert_eq!(report.stats.tenant_skipped, skipped, "{:?}", report.stats);
+        assert_eq!(report.stats.dead_letter_total(), 0);
+        assert_eq!(report.stats.changes, 5 - skipped);
+        assert_eq!(read_current(&lake), expected);
+        let tenants = lake_files::assert_rows_under_their_tenant(&lake);
+        assert_eq!(tenants.keys().copied().collect::<Vec<_>>(), expected.keys().map(|k| k.0).collect::<Vec<_>>());
+    }
+}

@@ -18,8 +18,9 @@
 use crate::columns::{self, Value};
 use crate::decode::DataType;
 use crate::progress::{self, ProgressError};
+use crate::purge::{PurgeError, PurgeSet};
 use crate::sink::parquet::{encode, ParquetObject};
-use crate::sink::{Lake, SinkError};
+use crate::sink::{Lake, SinkError, Version};
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Decimal128Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
@@ -44,6 +45,9 @@ pub struct CompactStats {
     pub change_files_read: usize,
     pub rows_applied: usize,
     pub live_entities: usize,
+    /// Ranges another writer (a purge, another compaction) replaced while they were folded:
+    /// left for the next compaction.
+    pub ranges_skipped: usize,
     /// Values dropped because an attribute's type changed to one they cannot be converted to.
     pub values_not_convertible: usize,
 }
@@ -56,6 +60,8 @@ pub enum CompactError {
     Progress(#[from] ProgressError),
     #[error("`{path}`: {message}")]
     BadFile { path: String, message: String },
+    #[error(transparent)]
+    Purge(#[from] PurgeError),
 }
 
 /// A change file, from its name: `<stream>-<first seq>-<last seq>[.<part>].parquet`.
@@ -88,6 +94,8 @@ fn parse_change_file(path: &Path) -> Option<ChangeFile> {
 pub async fn compact_all(lake: &Lake, opts: CompactOptions) -> Result<CompactStats, CompactError> {
     let durable: FxHashMap<String, i64> =
         progress::load_all(lake).await?.into_iter().map(|(k, v)| (k, v.last_seq)).collect();
+    // Purged rows are left out of the current state (see `purge`).
+    let mut purged = PurgeSet::load(lake).await?;
     let mut stats = CompactStats::default();
     for entity_type in lake.children(&Path::from("changes")).await? {
         for tenant_dir in lake.children(&Lake::changes_prefix(&entity_type, None)).await? {
@@ -95,7 +103,10 @@ pub async fn compact_all(lake: &Lake, opts: CompactOptions) -> Result<CompactSta
                 tracing::warn!(entity_type, folder = tenant_dir, "skipping a folder that is not tenant_id=<n>");
                 continue;
             };
-            compact_tenant(lake, &entity_type, tenant_id, opts, &durable, &mut stats).await?;
+            if purged.whole_tenant(tenant_id) {
+                continue;
+            }
+            compact_tenant(lake, &entity_type, tenant_id, opts, &durable, &mut purged, &mut stats).await?;
         }
     }
     Ok(stats)
@@ -108,6 +119,7 @@ async fn compact_tenant(
     tenant_id: i64,
     opts: CompactOptions,
     durable: &FxHashMap<String, i64>,
+    purged: &mut PurgeSet,
     stats: &mut CompactStats,
 ) -> Result<(), CompactError> {
     let changes = durable_changes(lake, entity_type, tenant_id, durable).await?;
@@ -119,7 +131,7 @@ async fn compact_tenant(
     // group rather than once per range; a group holds the state of its ranges in memory, so it
     // is bounded by count and by the size of their current objects.
     for group in plan.groups(plan.touched.clone()) {
-        compact_group(lake, entity_type, tenant_id, &group, &plan.changes, &plan.cache, opts, stats).await?;
+        compact_group(lake, entity_type, tenant_id, &group, &plan.changes, &plan.cache, opts, purged, stats).await?;
     }
     Ok(())
 }
@@ -247,6 +259,10 @@ pub async fn read_current_state<E>(
 where
     E: From<CompactError>,
 {
+    let purged = PurgeSet::load(lake).await.map_err(CompactError::from)?;
+    if purged.whole_tenant(tenant_id) {
+        return Ok(());
+    }
     let changes = durable_changes(lake, entity_type, tenant_id, durable).await?;
     let plan = plan_tenant(lake, entity_type, tenant_id, opts, changes).await?;
     let overlaps = |lo: i64, hi: i64| spans.is_none_or(|s| s.iter().any(|&(a, b)| a <= hi && b >= lo));
@@ -258,9 +274,19 @@ where
     let inside = |id: i64| spans.is_none_or(|s| s.iter().any(|&(a, b)| a <= id && id <= b));
     for group in plan.groups(ranges) {
         let mut stats = CompactStats::default();
-        let (cols, work) =
-            fold_group(lake, entity_type, tenant_id, &group, &plan.changes, &plan.cache, opts, spans, &mut stats)
-                .await?;
+        let (cols, work) = fold_group(
+            lake,
+            entity_type,
+            tenant_id,
+            &group,
+            &plan.changes,
+            &plan.cache,
+            opts,
+            spans,
+            &purged,
+            &mut stats,
+        )
+        .await?;
         for w in &work {
             let mut entities = w.state.iter().filter(|(id, _)| inside(**id)).map(|(id, s)| (*id, s.cells.as_slice()));
             visit(w.lo, &cols.cols, &mut entities)?;
@@ -344,6 +370,8 @@ struct ChangeRow {
 struct RangeWork {
     lo: i64,
     path: Path,
+    /// Version of the current object as read: the write back is conditional on it.
+    version: Version,
     state: BTreeMap<i64, EntityState>,
     watermarks: Watermarks,
     /// Indexes (into the tenant's change files) of the files new to this range.
@@ -365,6 +393,7 @@ async fn fold_group(
     cache: &[Option<Arc<ParquetObject>>],
     opts: CompactOptions,
     spans: Option<&[(i64, i64)]>,
+    purged: &PurgeSet,
     stats: &mut CompactStats,
 ) -> Result<(ColumnSet, Vec<RangeWork>), CompactError> {
     let mut cols = ColumnSet::default();
@@ -373,7 +402,8 @@ async fn fold_group(
         let path = Lake::current_path(entity_type, tenant_id, *lo, lo + opts.range_size - 1);
         let mut state = BTreeMap::new();
         let mut watermarks = Watermarks::new();
-        if let Some(bytes) = lake.get(&path).await? {
+        let (bytes, version) = lake.get_versioned(&path).await?;
+        if let Some(bytes) = bytes {
             let obj = ParquetObject::open(path.as_ref(), bytes)?;
             watermarks = read_watermarks(&obj, &path)?;
             let hi = lo + opts.range_size - 1;
@@ -394,7 +424,7 @@ async fn fold_group(
                 load_current(&batch, &mut cols, &mut state, &path)?;
             }
         }
-        work.push(RangeWork { lo: *lo, path, state, watermarks, files: files.clone(), rows: Vec::new() });
+        work.push(RangeWork { lo: *lo, path, version, state, watermarks, files: files.clone(), rows: Vec::new() });
     }
 
     let mut streams: Vec<&str> = changes.iter().map(|f| f.stream.as_str()).collect();
@@ -440,6 +470,9 @@ async fn fold_group(
     let types: Vec<DataType> = cols.cols.iter().map(|c| c.2).collect();
     for w in &mut work {
         apply_rows(w, &types, opts.decimal_scale, stats);
+        if purged.touches(tenant_id) {
+            w.state.retain(|id, _| !purged.removes(tenant_id, *id));
+        }
     }
     Ok((cols, work))
 }
@@ -455,11 +488,21 @@ async fn compact_group(
     changes: &[ChangeFile],
     cache: &[Option<Arc<ParquetObject>>],
     opts: CompactOptions,
+    purged: &mut PurgeSet,
     stats: &mut CompactStats,
 ) -> Result<(), CompactError> {
-    let (cols, mut work) = fold_group(lake, entity_type, tenant_id, group, changes, cache, opts, None, stats).await?;
+    let (cols, mut work) =
+        fold_group(lake, entity_type, tenant_id, group, changes, cache, opts, None, purged, stats).await?;
     let scale = opts.decimal_scale;
     for w in &mut work {
+        // A purge recorded while this group was folded: its rows must not come back with this
+        // write (the purge, waiting before it rewrites, reads what this writes).
+        if purged.refresh(lake).await? {
+            if purged.whole_tenant(tenant_id) {
+                return Ok(());
+            }
+            w.state.retain(|id, _| !purged.removes(tenant_id, *id));
+        }
         for &fi in &w.files {
             let f = &changes[fi];
             let mark = w.watermarks.entry(f.stream.clone()).or_insert(i64::MIN);
@@ -468,7 +511,16 @@ async fn compact_group(
         let batch = current_batch(tenant_id, &cols, &w.state, scale)?;
         let wm = serde_json::to_string(&w.watermarks).unwrap_or_default();
         let bytes = encode(w.path.as_ref(), &[batch], vec![(columns::META_WATERMARKS.to_string(), wm)])?;
-        lake.put(&w.path, bytes).await?;
+        match lake.put_if(&w.path, bytes, &w.version).await {
+            Ok(_) => {}
+            Err(SinkError::Conflict { .. }) => {
+                // Its watermarks did not move: the next compaction folds the range again.
+                tracing::info!(path = %w.path, "current object replaced by another writer meanwhile: left for the next compaction");
+                stats.ranges_skipped += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
         stats.ranges_written += 1;
         stats.live_entities += w.state.len();
         tracing::debug!(path = %w.path, entities = w.state.len(), "range compacted");

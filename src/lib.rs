@@ -12,11 +12,14 @@
 //!   typed [`decode::Event`]s of the three EAV tables.
 //! - [`dedup`]: drops Debezium's re-sends by commit position.
 //! - [`catalog`]: the attribute catalog that types the columns.
+//! - [`tenancy`]: tenant isolation: the allowed tenants, and each entity's tenant remembered.
 //! - [`pivot`]: narrow EAV changes → one wide row per entity per transaction → Arrow batches.
 //! - [`columns`]: the lake's column names, types and metadata, shared by writers and readers.
 //! - [`sink`]: the lake on an object store: layout, Parquet encoding, durable puts.
 //! - [`dead_letter`]: unusable records, kept byte for byte with why and where.
 //! - [`progress`]: per-stream progress stored in the lake, the basis of exactly-once.
+//! - [`purge`]: `eavlake purge`: a tenant's (or some entities') rows removed from every object,
+//!   and the markers that keep flushes and compaction from writing them again.
 //! - [`pipeline`]: one stream through all of the above, flushes included.
 //! - [`compact`]: change rows → the current state per entity type, tenant and id range.
 //! - [`metrics`]: what a run did, counted; the worker's Prometheus metrics and HTTP endpoints.
@@ -40,10 +43,12 @@ pub mod pipeline;
 pub mod pivot;
 pub mod position;
 pub mod progress;
+pub mod purge;
 pub mod reconcile;
 pub mod run;
 pub mod secret;
 pub mod sink;
 pub mod source;
+pub mod tenancy;
 pub mod worker;
 pub mod workload;

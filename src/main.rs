@@ -113,6 +113,29 @@ enum Command {
         #[arg(long)]
         metrics_file: Option<PathBuf>,
     },
+    /// Remove a tenant's rows (or only those of some of its entities) from every object of the
+    /// lake, `changes/` and `current/`, and keep them out of later writes. Exit 0 when done, 2
+    /// on error.
+    Purge {
+        #[arg(long)]
+        tenant: i64,
+        /// Purge only these entities of the tenant (repeatable); without it, the whole tenant.
+        #[arg(long = "entity-id", value_name = "E")]
+        entity_ids: Vec<i64>,
+        #[arg(long)]
+        lake: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Do not wait for running workers' flushes (batch.flush_deadline_ms + clock_skew_ms)
+        /// before rewriting: only when nothing writes the lake.
+        #[arg(long)]
+        no_wait: bool,
+        /// `table` (default) or `json`.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// Print the configuration in force (file, EAVLAKE__* variables, --set flags; secrets
     /// hidden) after checking it.
     Config {
@@ -269,6 +292,31 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             .await?;
             if code != 0 {
                 std::process::exit(code.into());
+            }
+        }
+        Command::Purge { tenant, entity_ids, lake, config, set, no_wait, format } => {
+            if format != "table" && format != "json" {
+                bail!("--format `{format}`: expected `table` or `json`");
+            }
+            let config = load_config(config.as_ref(), lake.as_ref(), &set)?;
+            let store = Lake::open(&config.lake.url, &config.s3_options())?;
+            let wait = if no_wait {
+                std::time::Duration::ZERO
+            } else {
+                std::time::Duration::from_millis(config.batch.flush_deadline_ms + config.batch.clock_skew_ms)
+            };
+            let options = eavlake::purge::rewrite::PurgeOptions {
+                tenant_id: tenant,
+                entity_ids: if entity_ids.is_empty() { None } else { Some(entity_ids) },
+                wait,
+                by: eavlake::pipeline::default_writer_name(),
+            };
+            let report = eavlake::purge::rewrite::purge(&store, &options)
+                .await
+                .with_context(|| format!("purging tenant {tenant} in {}", config.lake.url))?;
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+                _ => print!("{}", report.to_table()),
             }
         }
         Command::Config { config, set } => {

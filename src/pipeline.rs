@@ -22,9 +22,11 @@ use crate::metrics::RunStats;
 use crate::pivot::{FinishedBatch, Origin, Pivot, PivotError};
 use crate::position::{SourcePosition, StreamId};
 use crate::progress::{ProgressError, ProgressHandle, Timing};
+use crate::purge::{PurgeError, PurgeSet};
 use crate::sink::parquet::encode;
 use crate::sink::{Lake, SinkError};
 use crate::source::Record;
+use crate::tenancy::TenantFilter;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::VecDeque;
@@ -47,6 +49,10 @@ pub struct PipelineOptions {
     pub unknown_attribute_wait_time: std::time::Duration,
     /// Changes that may wait at once; beyond, they become dead letters at once.
     pub max_parked: usize,
+    /// Tenants written; changes of the others are skipped (counted in `tenant_skipped`).
+    pub tenants: TenantFilter,
+    /// Entities whose tenant the pivot remembers across transactions (see `tenancy`).
+    pub remembered_entities: usize,
     /// Parquet objects encoded in parallel during a flush.
     pub encode_parallelism: usize,
     /// Flush deadline and clock skew between writers (see `progress`).
@@ -75,6 +81,8 @@ impl Default for PipelineOptions {
             unknown_attribute_wait: 10_000,
             unknown_attribute_wait_time: std::time::Duration::from_secs(30),
             max_parked: 10_000,
+            tenants: TenantFilter::default(),
+            remembered_entities: crate::pivot::DEFAULT_REMEMBERED_ENTITIES,
             encode_parallelism: 2,
             timing: Timing::default(),
             writer: default_writer_name(),
@@ -102,6 +110,8 @@ pub enum PipelineError {
     Task(String),
     #[error(transparent)]
     DeadLetter(#[from] crate::dead_letter::topic::DeadLetterError),
+    #[error(transparent)]
+    Purge(#[from] PurgeError),
 }
 
 impl PipelineError {
@@ -149,6 +159,8 @@ pub struct StreamPipeline {
     catalog: Catalog,
     catalog_saved: u64,
     pivot: Pivot,
+    /// The lake's purges: their rows are left out of every flush (re-read at each flush).
+    purges: PurgeSet,
     dead: Vec<DeadLetter>,
     /// Rows past the durable position (after a change still waiting), held for a later flush.
     carry: Vec<FinishedBatch>,
@@ -216,6 +228,7 @@ impl StreamPipeline {
                 catalog.upsert(attr.clone());
             }
         }
+        let purges = PurgeSet::load(&lake).await?;
         let durable = recorded.last_seq;
         if durable >= stream.first_seq() {
             tracing::info!(stream = %stream, after = durable, "resuming from the lake's progress record");
@@ -228,7 +241,8 @@ impl StreamPipeline {
         };
         Ok(StreamPipeline {
             decoder: Decoder::new(options.decode, options.tables.clone(), options.avro.as_ref()),
-            pivot: Pivot::new(options.decode.decimal_scale, options.max_pending_entities),
+            pivot: Pivot::new(options.decode.decimal_scale, options.max_pending_entities)
+                .with_remembered_entities(options.remembered_entities),
             stream,
             name,
             lake,
@@ -237,6 +251,7 @@ impl StreamPipeline {
             dead_letters,
             already_dead_lettered,
             dedup: Dedup::resume(recorded.mark()),
+            purges,
             catalog_saved: u64::MAX,
             catalog,
             dead: Vec::new(),
@@ -291,6 +306,9 @@ impl StreamPipeline {
                     self.apply_catalog(op, before.as_ref(), after.as_ref());
                     return;
                 }
+                if self.skips_tenant(op, &row) {
+                    return;
+                }
                 match self.pivot.apply(&self.catalog, op, &source, tx.as_deref(), &row, &origin) {
                     Ok(entity_type) => {
                         self.applied(entity_type.as_deref(), rec.seq, source.commit_time_us);
@@ -335,6 +353,33 @@ impl StreamPipeline {
             Ok(Event::Tombstone) => self.stats.tombstones += 1,
             Ok(Event::Message) => self.stats.messages += 1,
             Ok(Event::OtherTable { .. }) => self.stats.other_tables += 1,
+        }
+    }
+
+    /// Whether a change belongs to a tenant the configuration does not write; counts it if so.
+    /// A value row without `tenant_id` takes its attribute's tenant; when neither is known the
+    /// change goes on (to wait for the catalog) and is checked again when it is retried.
+    fn skips_tenant(&mut self, op: Op, row: &RowChange) -> bool {
+        if self.options.tenants.is_open() {
+            return false;
+        }
+        let tenant = match row {
+            RowChange::Entity { before, after } => {
+                let image = if op == Op::Delete { before.as_ref() } else { after.as_ref() };
+                image.and_then(|e| e.tenant_id)
+            }
+            RowChange::Value { before, after } => {
+                let image = if op == Op::Delete { before.as_ref() } else { after.as_ref() };
+                image.and_then(|v| v.tenant_id.or_else(|| self.catalog.get(v.attribute_id).map(|a| a.tenant_id)))
+            }
+            RowChange::Attribute { .. } => None,
+        };
+        match tenant {
+            Some(t) if !self.options.tenants.allows(t) => {
+                self.stats.tenant_skipped += 1;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -439,6 +484,10 @@ impl StreamPipeline {
     fn retry_parked(&mut self) {
         let mut still = VecDeque::new();
         while let Some(p) = self.parked.pop_front() {
+            // Its tenant may have been unknown while it waited (a value row without tenant_id).
+            if self.skips_tenant(p.op, &p.row) {
+                continue;
+            }
             match self.pivot.apply(&self.catalog, p.op, &p.source, p.tx.as_deref(), &p.row, &p.origin) {
                 Ok(entity_type) => {
                     self.applied(entity_type.as_deref(), p.origin.seq, p.source.commit_time_us);
@@ -528,6 +577,10 @@ impl StreamPipeline {
         let slices_from = self.pivot.pending_first_seq().unwrap_or(i64::MAX);
         let (batches, carry) = split_rows(batches, |seq| seq <= last || seq >= slices_from)?;
         self.carry = carry;
+        // A purge recorded before this flush started waits for it to be over before rewriting
+        // the lake: rows it names must not be written from now on.
+        self.purges.refresh(&self.lake).await?;
+        let batches = self.drop_purged(batches)?;
         let first = self.durable + 1;
         let max_row_seq = batches.iter().map(|b| max_seq(&b.batch)).max().unwrap_or(last);
         // Normally `last`; past it only when a huge transaction was folded in slices.
@@ -580,6 +633,22 @@ impl StreamPipeline {
         self.durable_source_ts = self.newest_source_ts;
         self.stats.flushes += 1;
         Ok(())
+    }
+
+    /// The batches without the rows of purged tenants and entities.
+    fn drop_purged(&mut self, batches: Vec<FinishedBatch>) -> Result<Vec<FinishedBatch>, PipelineError> {
+        if self.purges.is_empty() {
+            return Ok(batches);
+        }
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let (kept, removed) = self.purges.filter_batch(b.tenant_id, &b.batch, &self.name)?;
+            self.stats.purged_rows_dropped += removed as u64;
+            if let Some(batch) = kept {
+                out.push(FinishedBatch { batch, ..b });
+            }
+        }
+        Ok(out)
     }
 
     /// Encodes and writes a flush's batches to `paths`, checking the flush's deadline before

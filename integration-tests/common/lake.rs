@@ -104,3 +104,70 @@ pub fn change_row_keys(lake: &Path) -> Vec<(String, i64, i64, i64)> {
     out.sort();
     out
 }
+
+/// Checks tenant isolation on disk: every Parquet object under `changes/` and `current/` holds
+/// only rows whose `tenant_id` is the one its `tenant_id=<t>` folder names. Returns the tenants
+/// seen, with their files.
+pub fn assert_rows_under_their_tenant(lake: &Path) -> BTreeMap<i64, usize> {
+    let mut files_per_tenant = BTreeMap::new();
+    for area in ["changes", "current"] {
+        for path in parquet_files(&lake.join(area)) {
+            let tenant: i64 = path
+                .components()
+                .find_map(|c| c.as_os_str().to_str()?.strip_prefix("tenant_id=")?.parse().ok())
+                .unwrap_or_else(|| panic!("{} is not under a tenant_id=<t> folder", path.display()));
+            let file = std::fs::File::open(&path).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let col = batch.column_by_name(columns::TENANT_ID).expect("a tenant_id column");
+                let others: Vec<i64> =
+                    col.as_primitive::<Int64Type>().values().iter().copied().filter(|t| *t != tenant).collect();
+                assert!(others.is_empty(), "{} holds rows of tenants {others:?}", path.display());
+            }
+            *files_per_tenant.entry(tenant).or_insert(0) += 1;
+        }
+    }
+    files_per_tenant
+}
+
+/// Every change row, value for value: (entity type, tenant, entity, `_seq`) → column → value as
+/// text (nulls left out), to compare a lake before and after a rewrite.
+pub fn change_rows(lake: &Path) -> BTreeMap<(String, i64, i64, i64), BTreeMap<String, String>> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let mut out = BTreeMap::new();
+    for path in parquet_files(&lake.join("changes")) {
+        let entity_type = path.strip_prefix(lake.join("changes")).unwrap().components().next().unwrap();
+        let entity_type = entity_type.as_os_str().to_str().unwrap().to_string();
+        let file = std::fs::File::open(&path).unwrap();
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+            let batch = batch.unwrap();
+            let col = |name| batch.column_by_name(name).unwrap().as_primitive::<Int64Type>().clone();
+            let (tenants, ids, seqs) = (col(columns::TENANT_ID), col(columns::ENTITY_ID), col(columns::SEQ));
+            let schema = batch.schema();
+            let opts = FormatOptions::default();
+            // Timestamps as µs integers (named time zones need chrono-tz to be displayed).
+            let arrays: Vec<arrow::array::ArrayRef> = batch
+                .columns()
+                .iter()
+                .map(|c| match c.data_type() {
+                    arrow::datatypes::DataType::Timestamp(_, _) => {
+                        arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).unwrap()
+                    }
+                    _ => c.clone(),
+                })
+                .collect();
+            let formatters: Vec<ArrayFormatter> =
+                arrays.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
+            for r in 0..batch.num_rows() {
+                let cells = (0..batch.num_columns())
+                    .filter(|&c| batch.column(c).is_valid(r))
+                    .map(|c| (schema.field(c).name().clone(), formatters[c].value(r).to_string()))
+                    .collect();
+                let key = (entity_type.clone(), tenants.value(r), ids.value(r), seqs.value(r));
+                assert!(out.insert(key.clone(), cells).is_none(), "{key:?} twice");
+            }
+        }
+    }
+    out
+}

@@ -28,6 +28,32 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub kafka: KafkaConfig,
     pub metrics: MetricsConfig,
+    pub tenants: TenantsConfig,
+}
+
+/// Which tenants are written (`[tenants]`). Changes of a tenant not allowed are skipped on
+/// purpose: counted (`tenant_skipped` in the run report, `eavlake_tenant_skipped_total`), never
+/// written, not dead letters.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantsConfig {
+    /// Only these tenants are written; empty means every tenant.
+    pub allow: Vec<i64>,
+    /// These tenants are never written.
+    pub deny: Vec<i64>,
+    /// Entities per stream whose tenant is remembered, so that a value row of an entity seen
+    /// under another tenant in an earlier transaction is a dead letter (16 bytes each).
+    pub remembered_entities: usize,
+}
+
+impl Default for TenantsConfig {
+    fn default() -> Self {
+        TenantsConfig {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            remembered_entities: PipelineOptions::default().remembered_entities,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -500,6 +526,15 @@ impl Config {
         if self.decode.format == Format::Avro && self.decode.schema_registry_url.is_none() {
             return invalid("decode.schema_registry_url", "is required when decode.format = \"avro\"");
         }
+        if let Some(t) = self.tenants.deny.iter().find(|t| self.tenants.allow.contains(t)) {
+            return Err(ConfigError::Invalid {
+                key: "tenants.deny",
+                message: format!("tenant {t} is also in tenants.allow: a tenant is allowed or denied, not both"),
+            });
+        }
+        if self.tenants.remembered_entities > 1 << 30 {
+            return invalid("tenants.remembered_entities", "must be at most 2^30 (16 GiB)");
+        }
         for (key, name) in [
             ("tables.attributes", &self.tables.attributes),
             ("tables.entities", &self.tables.entities),
@@ -551,6 +586,8 @@ impl Config {
             unknown_attribute_wait: self.catalog.unknown_attribute_wait,
             unknown_attribute_wait_time: std::time::Duration::from_millis(self.catalog.unknown_attribute_wait_ms),
             max_parked: self.catalog.max_parked,
+            tenants: crate::tenancy::TenantFilter::new(&self.tenants.allow, &self.tenants.deny),
+            remembered_entities: self.tenants.remembered_entities,
             timing: crate::progress::Timing {
                 flush_deadline: std::time::Duration::from_millis(self.batch.flush_deadline_ms),
                 clock_skew: std::time::Duration::from_millis(self.batch.clock_skew_ms),
@@ -653,7 +690,7 @@ mod tests {
             text.starts_with("config override `EAVLAKE__KAFKA__BOOTSTRAP_SERVERZ`: key `kafka.bootstrap_serverz`: unknown field `bootstrap_serverz`"),
             "{text}"
         );
-        for section in ["lake", "lake.s3", "decode", "tables", "batch", "catalog", "kafka", "metrics"] {
+        for section in ["lake", "lake.s3", "decode", "tables", "batch", "catalog", "kafka", "metrics", "tenants"] {
             let err = Config::load_layered(None, [], &[format!("{section}.nope=1")]).unwrap_err();
             assert!(err.to_string().contains("unknown field `nope`"), "{section}: {err}");
             let err = Config::parse(&format!("[{section}]\nnope = 1\n")).unwrap_err();
@@ -732,6 +769,22 @@ mod tests {
             config.validate_with_env(&env).unwrap_err().to_string(),
             "environment variable `AWS_SECRET_ACCESS_KEY`: is required with AWS_ACCESS_KEY_ID"
         );
+    }
+
+    #[test]
+    fn tenant_lists_are_checked() {
+        let c = Config::parse("[tenants]\nallow = [1, 2]\ndeny = [3]\n").unwrap();
+        let f = c.pipeline_options().tenants;
+        assert!(f.allows(1) && !f.allows(3) && !f.allows(4));
+        let err = Config::parse("[tenants]\nallow = [1, 2]\ndeny = [2]\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key `tenants.deny`: tenant 2 is also in tenants.allow: a tenant is allowed or denied, not both"
+        );
+        let err = Config::parse("[tenants]\ndeny = [\"x\"]\n").unwrap_err();
+        assert!(err.to_string().contains("deny"), "{err}");
+        let err = Config::load_layered(None, [], &["tenants.remembered_entities=9999999999".to_string()]).unwrap_err();
+        assert_eq!(err.to_string(), "config key `tenants.remembered_entities`: must be at most 2^30 (16 GiB)");
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct RunStats {
     pub changes_by_type: BTreeMap<Arc<str>, u64>,
     /// Changes dropped as Debezium re-sends.
     pub duplicates: u64,
+    /// Changes of tenants the configuration does not write (`[tenants]`), skipped on purpose.
+    pub tenant_skipped: u64,
+    /// Change rows not written because their tenant or entity was purged (`_eavlake/purges/`).
+    pub purged_rows_dropped: u64,
     /// Dead letters by reason code.
     pub dead_letters: BTreeMap<&'static str, u64>,
     pub heartbeats: u64,
@@ -70,6 +74,8 @@ impl RunStats {
             *self.changes_by_type.entry(ty.clone()).or_default() += n;
         }
         self.duplicates += o.duplicates;
+        self.tenant_skipped += o.tenant_skipped;
+        self.purged_rows_dropped += o.purged_rows_dropped;
         for (reason, n) in &o.dead_letters {
             *self.dead_letters.entry(reason).or_default() += n;
         }

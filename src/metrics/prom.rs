@@ -92,6 +92,8 @@ pub struct WorkerMetrics {
     files_written: Family<TypeLabels, Counter>,
     file_size: Histogram,
     duplicates: Counter,
+    tenant_skipped: Counter,
+    purged_rows: Counter,
     dead_letters: Family<ReasonLabels, Counter>,
     flushes: Family<OutcomeLabels, Counter>,
     flush_duration: Histogram,
@@ -127,6 +129,8 @@ impl WorkerMetrics {
             files_written: Family::default(),
             file_size: Histogram::new(FILE_SIZE_BUCKETS),
             duplicates: Counter::default(),
+            tenant_skipped: Counter::default(),
+            purged_rows: Counter::default(),
             dead_letters: Family::default(),
             flushes: Family::default(),
             flush_duration: Histogram::new(FLUSH_BUCKETS),
@@ -165,6 +169,16 @@ impl WorkerMetrics {
             m.file_size.clone(),
         );
         r.register("duplicates_dropped", "Changes dropped as Debezium re-sends", m.duplicates.clone());
+        r.register(
+            "tenant_skipped",
+            "Changes of tenants the configuration does not write ([tenants] allow/deny)",
+            m.tenant_skipped.clone(),
+        );
+        r.register(
+            "purged_rows_dropped",
+            "Change rows not written because their tenant or entity was purged (_eavlake/purges/)",
+            m.purged_rows.clone(),
+        );
         r.register("dead_letters", "Records sent to the dead-letter topic, by reason", m.dead_letters.clone());
         r.register("flushes", "Partition flushes by outcome (ok, fenced, late, failed)", m.flushes.clone());
         r.register_with_unit(
@@ -272,6 +286,8 @@ impl WorkerMetrics {
             }
         }
         self.duplicates.inc_by(delta(now.duplicates, p.duplicates));
+        self.tenant_skipped.inc_by(delta(now.tenant_skipped, p.tenant_skipped));
+        self.purged_rows.inc_by(delta(now.purged_rows_dropped, p.purged_rows_dropped));
         for (reason, n) in &now.dead_letters {
             let before = p.dead_letters.get(reason).copied().unwrap_or(0);
             if *n > before {

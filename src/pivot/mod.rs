@@ -23,6 +23,7 @@ use crate::columns::Value;
 use crate::decode::value::rescale;
 use crate::decode::{DataType, EntityRow, Field, Op, RowChange, SourceMeta, ValueRow};
 use crate::position::KafkaCoords;
+use crate::tenancy::EntityTenants;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
@@ -146,8 +147,13 @@ pub struct Pivot {
     rows: Vec<WideRow>,
     /// Stream position of the first change in the fold (rows keep their last change's).
     first_seq: Option<i64>,
+    /// The tenant of each entity seen lately (from its `entities` rows), across transactions.
+    entity_tenants: EntityTenants,
     pub batches: BatchSet,
 }
+
+/// Entities whose tenant a pivot remembers by default (4 MiB at most, per stream).
+pub const DEFAULT_REMEMBERED_ENTITIES: usize = 1 << 18;
 
 impl Pivot {
     pub fn new(decimal_scale: u32, max_pending_entities: usize) -> Pivot {
@@ -158,8 +164,15 @@ impl Pivot {
             pending: FxHashMap::default(),
             rows: Vec::new(),
             first_seq: None,
+            entity_tenants: EntityTenants::new(DEFAULT_REMEMBERED_ENTITIES),
             batches: BatchSet::new(decimal_scale),
         }
+    }
+
+    /// Remembers the tenant of about `capacity` entities (0: none; see [`EntityTenants`]).
+    pub fn with_remembered_entities(mut self, capacity: usize) -> Pivot {
+        self.entity_tenants = EntityTenants::new(capacity);
+        self
     }
 
     /// Stream position of the oldest change still in the fold (not yet in a batch).
@@ -184,6 +197,17 @@ impl Pivot {
             // Catalog changes are the catalog's business.
             RowChange::Attribute { .. } => return Ok(None),
         };
+        // A change of an entity seen earlier under another tenant (in an earlier transaction)
+        // would write that entity's row under a second tenant: refused before anything moves.
+        if let Some(known) = self.entity_tenants.get(entity_id) {
+            if known != tenant_id {
+                return Err(PivotError::TenantMismatch {
+                    row: tenant_id,
+                    what: format!("entity {entity_id}"),
+                    other: known,
+                });
+            }
+        }
         let applied_to = entity_type.clone();
         // Snapshot reads are not transactions (a whole snapshot shares one txId): each read is
         // its own row, so that progress can move during a snapshot of any size.
@@ -257,6 +281,9 @@ impl Pivot {
         row.meta.origin.seq = first_seq;
         if let Effect::Entity { .. } = effect {
             row.entity_changed = true;
+            // The entity's own row says which tenant it belongs to; value rows are checked
+            // against it, never the other way round.
+            self.entity_tenants.remember(entity_id, tenant_id);
         }
         match effect {
             Effect::Entity { op: RowOp::Delete, .. } => {
@@ -310,6 +337,17 @@ impl Pivot {
             _ => after.ok_or_else(|| missing("no after image"))?,
         };
         let tenant_id = image.tenant_id.ok_or_else(|| missing("tenant_id is missing"))?;
+        if let Some(was) = before.filter(|_| op == Op::Update).and_then(|b| b.tenant_id) {
+            if was != tenant_id {
+                // An entity moving to another tenant would stay live in the old tenant's
+                // current state: a change the lake cannot represent without a cross-write.
+                return Err(PivotError::TenantMismatch {
+                    row: tenant_id,
+                    what: format!("entity {} (its before-image)", image.entity_id),
+                    other: was,
+                });
+            }
+        }
         let entity_type: Arc<str> =
             Arc::from(image.entity_type.as_deref().ok_or_else(|| missing("entity_type is missing"))?);
         let row_op = match op {

@@ -704,6 +704,42 @@ fn change_of_a_pending_entity_from_another_tenant_is_tenant_mismatch() {
     assert_eq!(e.to_string(), "row of tenant 2 refers to entity 1001 of tenant 1");
 }
 
+/// The entity was folded and handed over in an earlier transaction: a value row of another
+/// tenant for it is still refused (the pivot remembers the entity's tenant), and leaves no row.
+#[test]
+fn value_of_an_entity_seen_earlier_under_another_tenant_is_tenant_mismatch() {
+    let mut f = Feed::new();
+    f.ok(T1, Op::Create, entity_insert(customer(1001, hot("{}"))));
+    f.end();
+    let other = ValueRow { tenant_id: Some(2), ..text(1001, 20, "Al") };
+    let e = error_of(f.apply(T2, Op::Create, value_set(other)));
+    assert_eq!(e, PivotError::TenantMismatch { row: 2, what: "entity 1001".into(), other: 1 });
+    let batches = f.finish();
+    assert_eq!(batches.iter().map(|b| (b.tenant_id, b.batch.num_rows())).collect::<Vec<_>>(), [(1, 1)]);
+    // Without the memory the same value would land under tenant 2.
+    let mut f = Feed { pivot: Pivot::new(9, 100).with_remembered_entities(0), ..Feed::new() };
+    f.ok(T1, Op::Create, entity_insert(customer(1001, hot("{}"))));
+    f.end();
+    f.ok(T2, Op::Create, value_set(ValueRow { tenant_id: Some(2), ..text(1001, 20, "Al") }));
+    assert_eq!(f.finish().len(), 2);
+}
+
+/// An entity whose update moves it to another tenant would stay live under the old one.
+#[test]
+fn entity_moving_to_another_tenant_is_tenant_mismatch() {
+    let mut f = Feed::new();
+    let moved = EntityRow { tenant_id: Some(2), ..customer(1001, hot("{}")) };
+    let e = error_of(f.apply(T1, Op::Update, entity_update(Some(customer(1001, hot("{}"))), moved.clone())));
+    assert_eq!(e, PivotError::TenantMismatch { row: 2, what: "entity 1001 (its before-image)".into(), other: 1 });
+    // And an entity row of another tenant for an entity seen before, without a before-image.
+    f.ok(T1, Op::Create, entity_insert(customer(1002, hot("{}"))));
+    f.end();
+    let again = EntityRow { tenant_id: Some(2), ..customer(1002, hot("{}")) };
+    let e = error_of(f.apply(T2, Op::Update, entity_update(None, again)));
+    assert_eq!(e, PivotError::TenantMismatch { row: 2, what: "entity 1002".into(), other: 1 });
+    assert_eq!(f.finish().iter().map(|b| b.batch.num_rows()).sum::<usize>(), 1);
+}
+
 #[test]
 fn entity_delete_without_tenant_is_missing_before_image() {
     let mut f = Feed::new();

@@ -367,6 +367,18 @@ impl Lake {
         self.retrying("delete", path, delete).await
     }
 
+    /// Removes the folders left empty under `prefix` (and `prefix` itself) in a local lake, so
+    /// that a purged tenant leaves no `tenant_id=` folder behind; object stores have no folders.
+    pub async fn remove_empty_folders(&self, prefix: &Path) -> Result<(), SinkError> {
+        let Some(root) = &self.local_root else { return Ok(()) };
+        let dir = prefix.parts().fold(root.clone(), |d, p| d.join(p.as_ref()));
+        let url = self.url.clone();
+        tokio::task::spawn_blocking(move || remove_empty_dirs(&dir))
+            .await
+            .map_err(|e| SinkError::Location { url: url.clone(), message: e.to_string() })?
+            .map_err(|e| SinkError::Location { url, message: format!("removing empty folders under {prefix}: {e}") })
+    }
+
     /// Runs a store operation, retrying transient failures (timeouts, 5xx, throttling) with
     /// exponential backoff: 100 ms doubling, at most 10 s apart, 8 tries.
     async fn retrying<T, F, Fut>(&self, op: &'static str, path: &Path, mut f: F) -> Result<T, SinkError>
@@ -389,6 +401,29 @@ impl Lake {
                 Err(source) => return Err(SinkError::Store { op, path: path.to_string(), source }),
             }
         }
+    }
+}
+
+/// Removes `dir` and its sub-folders bottom-up where they are empty; a folder with a file stays.
+fn remove_empty_dirs(dir: &std::path::Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_empty_dirs(&entry.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        // Not empty (a file another writer just put there), or already gone.
+        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty || e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 

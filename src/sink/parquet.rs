@@ -89,6 +89,20 @@ impl ParquetObject {
             .and_then(|kv| kv.value.clone())
     }
 
+    /// eavlake's own key-value metadata (`eavlake.*`), to carry over when the object is rewritten.
+    pub fn eavlake_metadata(&self) -> Vec<(String, String)> {
+        let Some(kv) = self.meta.metadata().file_metadata().key_value_metadata() else { return Vec::new() };
+        kv.iter()
+            .filter(|kv| kv.key.starts_with("eavlake."))
+            .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
+            .collect()
+    }
+
+    /// Reads every row.
+    pub fn read_all(&self) -> Result<Vec<RecordBatch>, SinkError> {
+        self.read((0..self.meta.metadata().num_row_groups()).collect())
+    }
+
     /// Row groups whose entity_id statistics overlap `[lo, hi]` (all when there are none).
     pub fn row_groups_for(&self, lo: i64, hi: i64) -> Vec<usize> {
         use parquet::file::statistics::Statistics;
