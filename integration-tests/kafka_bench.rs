@@ -10,9 +10,15 @@
 //!   from each record's Kafka timestamp to the end of the flush that made it durable (the
 //!   worker's own histogram, printed in its report).
 //!
+//! - scale-out (`EAVLAKE_BENCH_MODE=scale`): the same backlog over 8 partitions consumed by 1
+//!   and by 2 worker processes of one group (alternately, `EAVLAKE_BENCH_RUNS` times each):
+//!   records per second to durable, CPU-seconds per record (all workers together), and each
+//!   worker's peak RSS; then the latency at `EAVLAKE_BENCH_RATE` with 1 and with 2 workers.
+//!
 //! Run: `cargo bench --bench kafka_worker` (`EAVLAKE_BENCH_EVENTS`, default 1000000 change
-//! events). Records are keyed as Debezium keys them (by entity_id) over 4 partitions; transaction
-//! markers are left out, as Debezium writes them to a topic of their own.
+//! events). Records are keyed as Debezium keys them (by entity_id) over 4 partitions (8 in the
+//! scale-out mode); transaction markers are left out, as Debezium writes them to a topic of
+//! their own.
 
 #[path = "common/kafka_broker.rs"]
 mod kafka_broker;
@@ -25,6 +31,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 4;
+const SCALE_PARTITIONS: i32 = 8;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -70,6 +77,71 @@ struct Run {
     report: serde_json::Value,
 }
 
+/// One worker process of a [`run_workers`] round.
+struct Worker {
+    peak_rss_kib: u64,
+    cpu_seconds: f64,
+    report: serde_json::Value,
+}
+
+/// User + system CPU time of a live process, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) and its closing parenthesis.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) as f64 / per_second // utime, stime (fields 14 and 15)
+}
+
+/// Starts `n` workers of one group at once, lets `during` run (producing, say), waits until the
+/// lake has every partition to its end, stops them with SIGTERM and returns the seconds from
+/// their start and each one's figures (CPU read just before the stop).
+async fn run_workers(
+    n: usize,
+    config: &Path,
+    lake: &Path,
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    during: impl std::future::Future<Output = ()>,
+) -> (f64, Vec<Worker>) {
+    let started = Instant::now();
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_eavlake"))
+                .args(["run", "--source", "kafka", "--config"])
+                .arg(config)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    during.await;
+    let ends = high_watermarks(bootstrap, topic, partitions);
+    wait_for_lake(lake, topic, &ends, Duration::from_secs(600)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let figures: Vec<(u64, f64)> = children.iter().map(|c| (peak_rss_kib(c.id()), cpu_seconds(c.id()))).collect();
+    for c in &children {
+        // SAFETY: SIGTERM to a child this benchmark started.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    }
+    let workers = children
+        .into_iter()
+        .zip(figures)
+        .map(|(c, (peak_rss_kib, cpu_seconds))| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "worker exit: {}", out.status);
+            let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+            Worker { peak_rss_kib, cpu_seconds, report }
+        })
+        .collect();
+    (seconds, workers)
+}
+
 /// Starts a worker, lets `during` run (producing, say), waits until the lake has every partition
 /// to its end, stops the worker with SIGTERM and returns its report.
 async fn run_worker(
@@ -79,25 +151,9 @@ async fn run_worker(
     topic: &str,
     during: impl std::future::Future<Output = ()>,
 ) -> Run {
-    let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_eavlake"))
-        .args(["run", "--source", "kafka", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    during.await;
-    let ends = high_watermarks(bootstrap, topic, PARTITIONS);
-    wait_for_lake(lake, topic, &ends, Duration::from_secs(600)).await;
-    let seconds = started.elapsed().as_secs_f64();
-    let peak_rss_kib = peak_rss_kib(child.id());
-    // SAFETY: SIGTERM to a child this benchmark started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "worker exit: {}", out.status);
-    let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    Run { seconds, peak_rss_kib, report }
+    let (seconds, mut workers) = run_workers(1, config, lake, bootstrap, topic, PARTITIONS, during).await;
+    let w = workers.remove(0);
+    Run { seconds, peak_rss_kib: w.peak_rss_kib, report: w.report }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -122,6 +178,10 @@ fn main() {
         poison: false,
         ..eavlake::workload::WorkloadSpec::default()
     };
+    if std::env::var("EAVLAKE_BENCH_MODE").is_ok_and(|m| m == "scale") {
+        scale_out(&rt, &broker, dir.path(), &spec(events, 1), runs, rate, seconds, &spec(rate * seconds * 8 / 10, 2));
+        return;
+    }
 
     // Sustained throughput on a backlog.
     let runs = if latency_only { 0 } else { runs };
@@ -188,4 +248,107 @@ fn main() {
         l["count"],
         run.peak_rss_kib / 1024
     );
+}
+
+/// 1 against 2 workers of one group on 8 partitions: a backlog, then a steady producer.
+#[allow(clippy::too_many_arguments)]
+fn scale_out(
+    rt: &tokio::runtime::Runtime,
+    broker: &kafka_broker::KafkaBroker,
+    dir: &Path,
+    backlog: &eavlake::workload::WorkloadSpec,
+    runs: u64,
+    rate: u64,
+    seconds: u64,
+    live: &eavlake::workload::WorkloadSpec,
+) {
+    let topic = "bench.scale";
+    broker.create_topic(topic, SCALE_PARTITIONS);
+    let produced =
+        rt.block_on(produce_workload_with(&broker.bootstrap, topic, SCALE_PARTITIONS, backlog, 0, false, None));
+    println!(
+        "scale-out backlog: {} change events in {} records over {SCALE_PARTITIONS} partitions",
+        backlog.events, produced.records
+    );
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut cpu_per_record: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..runs {
+        // Alternately, so that a change of the machine's load hits both alike.
+        for n in [1usize, 2] {
+            let group = format!("scale{n}w{i}");
+            let (config, lake) = write_config(dir, &broker.bootstrap, topic, &group, 1000);
+            let (secs, workers) =
+                rt.block_on(run_workers(n, &config, &lake, &broker.bootstrap, topic, SCALE_PARTITIONS, async {}));
+            // From the first partition assigned to any of them: joining the group is not throughput.
+            let joined =
+                workers.iter().filter_map(|w| w.report["first_assignment_s"].as_f64()).fold(f64::INFINITY, f64::min);
+            let busy = secs - if joined.is_finite() { joined } else { 0.0 };
+            let read: u64 = workers.iter().map(|w| w.report["stats"]["records"].as_u64().unwrap_or(0)).sum();
+            let cpu: f64 = workers.iter().map(|w| w.cpu_seconds).sum();
+            let per_s = produced.records as f64 / busy;
+            let cpu_us = cpu / produced.records as f64 * 1e6;
+            println!(
+                "run {} with {n} worker(s): {per_s:.0} records/s to durable over {busy:.2} s; {cpu:.2} CPU-s ({cpu_us:.2} µs/record); \
+                 records read {read} ({} re-read after rebalances); per worker: {}",
+                i + 1,
+                read.saturating_sub(produced.records),
+                workers
+                    .iter()
+                    .map(|w| format!(
+                        "{} records, {} partitions, {:.2} CPU-s, peak RSS {} MiB",
+                        w.report["stats"]["records"],
+                        w.report["assignments"],
+                        w.cpu_seconds,
+                        w.peak_rss_kib / 1024
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            rates[n - 1].push(per_s);
+            cpu_per_record[n - 1].push(cpu_us);
+            std::fs::remove_dir_all(&lake).ok();
+        }
+    }
+    for n in [1usize, 2] {
+        println!(
+            "scale-out median with {n} worker(s): {:.0} records/s, {:.2} CPU-µs per record ({runs} runs)",
+            median(rates[n - 1].clone()),
+            median(cpu_per_record[n - 1].clone())
+        );
+    }
+
+    // Lag while keeping up with a steady producer, 1 then 2 workers.
+    for n in [1usize, 2] {
+        let topic = format!("bench.scale.live{n}");
+        broker.create_topic(&topic, SCALE_PARTITIONS);
+        let (config, lake) = write_config(dir, &broker.bootstrap, &topic, &format!("scalelive{n}"), 1000);
+        let b = broker.bootstrap.clone();
+        let t = topic.clone();
+        let live = live.clone();
+        let producing = async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            produce_workload_with(&b, &t, SCALE_PARTITIONS, &live, rate, false, None).await;
+        };
+        let (_, workers) =
+            rt.block_on(run_workers(n, &config, &lake, &broker.bootstrap, &topic, SCALE_PARTITIONS, producing));
+        let cpu: f64 = workers.iter().map(|w| w.cpu_seconds).sum();
+        println!(
+            "latency at {rate} records/s for {seconds} s with {n} worker(s), flush age 1 s: {}; {cpu:.2} CPU-s in all",
+            workers
+                .iter()
+                .map(|w| {
+                    let l = &w.report["latency"];
+                    format!(
+                        "p50 {} ms, p99 {} ms, max {} ms over {} records (peak RSS {} MiB)",
+                        l["p50_ms"],
+                        l["p99_ms"],
+                        l["max_ms"],
+                        l["count"],
+                        w.peak_rss_kib / 1024
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
 }

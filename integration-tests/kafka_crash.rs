@@ -16,81 +16,19 @@ mod kafka_broker;
 mod kafka_workload;
 #[path = "common/lake.rs"]
 mod lake;
+#[path = "common/worker_process.rs"]
+mod worker_process;
 
 use kafka_workload::*;
-use lake::{assert_same_state, change_row_keys, read_current};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use lake::assert_exactly_once;
 use std::time::{Duration, Instant};
+use worker_process::{spawn_worker, wait_for_flush, write_config};
 
 const TOPIC: &str = "eav.public.entity_values";
 const PARTITIONS: i32 = 4;
 
-/// `properties`: more `[kafka.properties]` lines (the session timeout at least).
-fn write_config(dir: &Path, bootstrap: &str, lake: &Path, properties: &str) -> std::path::PathBuf {
-    let path = dir.join("worker.toml");
-    let text = format!(
-        r#"
-[lake]
-url = "{lake}"
-range_size = 5000
-[decode]
-decimal_handling_mode = "string"
-[batch]
-max_rows = 5000
-max_age_ms = 400
-flush_deadline_ms = 1500
-clock_skew_ms = 50
-[catalog]
-# A value may wait this long for its attribute, created in another partition that a restarted
-# worker reaches later: 1 s was too short under 20 restarts (values of attributes added
-# mid-stream became dead letters, about 1 run in 4).
-unknown_attribute_wait = 200000
-unknown_attribute_wait_ms = 8000
-[kafka]
-brokers = "{bootstrap}"
-group_id = "crash"
-topics = ["{TOPIC}"]
-request_timeout_ms = 10000
-[kafka.properties]
-# Static membership: a restarted worker takes its place in the group at once.
-"group.instance.id" = "crash-worker-1"
-{properties}
-[metrics]
-# The HTTP listener runs (and is scraped by nobody) on a port of its own.
-listen = "127.0.0.1:0"
-"#,
-        lake = lake.display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn spawn_worker(config: &Path, log: &Path) -> Child {
-    use std::os::unix::process::CommandExt;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eavlake"));
-    // SAFETY: prctl only sets the child's parent-death signal: a failed test leaves no worker.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.args(["run", "--source", "kafka", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "eavlake=info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-/// Whether some partition's progress record shows a flush begun and not completed.
-fn flush_in_progress(lake: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(lake.join("_eavlake/progress")) else { return false };
-    entries.flatten().any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"pending\"")))
-}
+/// Static membership: a restarted worker takes its place in the group at once.
+const STATIC_MEMBER: &str = "\"group.instance.id\" = \"crash-worker-1\"";
 
 /// A small deterministic generator for the kill moments (the seed is printed).
 fn next(state: &mut u64) -> u64 {
@@ -112,7 +50,8 @@ async fn sigkill_at_20_random_moments_loses_and_duplicates_nothing() {
     broker.create_topic(&format!("{TOPIC}.dlq"), 2);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let config = write_config(dir.path(), &broker.bootstrap, &lake, r#""session.timeout.ms" = "10000""#);
+    let properties = format!("{STATIC_MEMBER}\n\"session.timeout.ms\" = \"10000\"");
+    let config = write_config(dir.path(), &broker.bootstrap, &lake, TOPIC, "crash", &properties);
     let log = dir.path().join("worker.log");
 
     let spec = eavlake::workload::WorkloadSpec {
@@ -131,15 +70,12 @@ async fn sigkill_at_20_random_moments_loses_and_duplicates_nothing() {
     eprintln!("kill moments seed: {seed}");
     let mut kills = 0;
     while kills < 20 {
-        let mut worker = spawn_worker(&config, &log);
+        let mut worker = spawn_worker(&config, &log, None);
         let wait = Duration::from_millis(200 + next(&mut seed) % 1300);
         tokio::time::sleep(wait).await;
         if kills % 2 == 1 {
             // Every other kill lands inside a flush: between its intent and its completion.
-            let until = Instant::now() + Duration::from_secs(3);
-            while !flush_in_progress(&lake) && Instant::now() < until {
-                tokio::time::sleep(Duration::from_micros(500)).await;
-            }
+            wait_for_flush(&lake, Duration::from_secs(3)).await;
         }
         if let Some(status) = worker.try_wait().unwrap() {
             panic!("worker exited by itself ({status}); log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
@@ -164,28 +100,14 @@ async fn sigkill_at_20_random_moments_loses_and_duplicates_nothing() {
     eprintln!("{} records produced, {} poison", produced.records, produced.expected_dead.len());
 
     // A last worker catches up; SIGTERM stops it cleanly within a bound.
-    let mut worker = spawn_worker(&config, &log);
+    let mut worker = spawn_worker(&config, &log, None);
     let ends = high_watermarks(&broker.bootstrap, TOPIC, PARTITIONS);
     wait_for_lake(&lake, TOPIC, &ends, Duration::from_secs(180)).await;
-    // SAFETY: sending SIGTERM to a child process this test started.
-    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
-    let stopped = Instant::now();
-    let status = loop {
-        if let Some(s) = worker.try_wait().unwrap() {
-            break s;
-        }
-        assert!(stopped.elapsed() < Duration::from_secs(30), "no clean stop within 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = worker_process::stop(&mut worker, Duration::from_secs(30)).await;
     assert!(status.success(), "clean stop exits 0: {status}");
     let text = std::fs::read_to_string(&log).unwrap();
     let clean = text.matches("stopped cleanly").count();
     assert!((1..=5).contains(&clean), "the last worker (and perhaps a double-SIGTERM one) stopped cleanly: {clean}");
-
-    let mut c = eavlake::config::Config::load(&config).unwrap();
-    c.lake.compact_after_run = true;
-    let store = eavlake::sink::Lake::open(&c.lake.url, &c.s3_options()).unwrap();
-    eavlake::run::compact(&c, &store).await.unwrap();
 
     // EAVLAKE_KEEP_TEST_LAKE=1 keeps the lake and the workers' log for a look after a failure.
     let _dir = if std::env::var_os("EAVLAKE_KEEP_TEST_LAKE").is_some() {
@@ -194,14 +116,8 @@ async fn sigkill_at_20_random_moments_loses_and_duplicates_nothing() {
     } else {
         Some(dir)
     };
-    assert_same_state(&read_current(&lake), &produced.truth.current);
-    let keys = change_row_keys(&lake);
-    let unique: std::collections::BTreeSet<_> = keys.iter().collect();
-    assert_eq!(unique.len(), keys.len(), "a change row landed twice");
-    let dead = read_dead_letters(&broker.bootstrap, &format!("{TOPIC}.dlq"));
-    let got: Vec<_> = dead.iter().map(|(k, (r, v, _))| (*k, r.clone(), v.clone())).collect();
-    let want: Vec<_> = produced.expected_dead.iter().map(|(k, (r, v))| (*k, r.clone(), v.clone())).collect();
-    assert_eq!(got, want, "the dead-letter topic holds exactly the poison records");
+    assert_exactly_once(&config, &lake, &produced.truth.current).await;
+    assert_dead_letters_exactly(&broker.bootstrap, &format!("{TOPIC}.dlq"), &produced);
     // Offsets were committed (after the lake's record) up to the end.
     assert!(text.contains("resuming from the lake's progress record"));
     let redone = text.matches("removed the objects of an incomplete flush").count();
@@ -223,8 +139,9 @@ async fn broker_down_past_the_session_timeout_then_back() {
     let lake = dir.path().join("lake");
     // Deferred commits wait a session timeout for the coordinator: the broker is back within it,
     // and the worker reconnects at once.
-    let properties = "\"session.timeout.ms\" = \"10000\"\n\"reconnect.backoff.max.ms\" = \"500\"";
-    let config = write_config(dir.path(), &broker.bootstrap, &lake, properties);
+    let properties =
+        format!("{STATIC_MEMBER}\n\"session.timeout.ms\" = \"10000\"\n\"reconnect.backoff.max.ms\" = \"500\"");
+    let config = write_config(dir.path(), &broker.bootstrap, &lake, TOPIC, "crash", &properties);
     let log = dir.path().join("worker.log");
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     // No poison records: a dead letter due while the broker is down is not acknowledged within
@@ -242,7 +159,7 @@ async fn broker_down_past_the_session_timeout_then_back() {
         let b = broker.bootstrap.clone();
         tokio::spawn(async move { produce_workload(&b, TOPIC, 2, &spec, 1_000).await })
     };
-    let mut worker = spawn_worker(&config, &log);
+    let mut worker = spawn_worker(&config, &log, None);
     let until = Instant::now() + Duration::from_secs(30);
     while (0..2).any(|p| lake_progress(&lake, TOPIC, p).is_none()) {
         assert!(Instant::now() < until, "no partitions within 30 s; log:\n{}", text());
@@ -268,11 +185,5 @@ async fn broker_down_past_the_session_timeout_then_back() {
     worker.kill().unwrap();
     worker.wait().unwrap();
 
-    let c = eavlake::config::Config::load(&config).unwrap();
-    let store = eavlake::sink::Lake::open(&c.lake.url, &c.s3_options()).unwrap();
-    eavlake::run::compact(&c, &store).await.unwrap();
-    assert_same_state(&read_current(&lake), &produced.truth.current);
-    let keys = change_row_keys(&lake);
-    let unique: std::collections::BTreeSet<_> = keys.iter().collect();
-    assert_eq!(unique.len(), keys.len(), "a change row landed twice");
+    assert_exactly_once(&config, &lake, &produced.truth.current).await;
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 fn reconcile_options(pg_url: &str, lake: &Path, tenant: i64) -> ReconcileOptions {
     ReconcileOptions {
-        postgres_url: pg_url.to_string(),
+        postgres_url: eavlake::secret::SecretUrl::new(pg_url),
         lake_url: lake.to_str().unwrap().to_string(),
         tenant: Some(tenant),
         lag_wait: Duration::from_secs(1),

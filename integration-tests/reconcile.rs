@@ -434,6 +434,35 @@ async fn exit_codes_and_bad_input() {
     assert_eq!(json["extra_in_lake"][0]["entity_id"], victim);
     assert!(std::fs::read_to_string(&metrics).unwrap().contains("eavlake_reconcile_agree 0"));
 
+    // Two scoped runs side by side (the victim's tenant drifts, another agrees): each keeps its
+    // own outcome in the lake, and neither replaces the whole lake's.
+    let victim_tenant = json["extra_in_lake"][0]["tenant_id"].as_i64().unwrap();
+    let other_tenant: i64 = client
+        .query_one("SELECT min(tenant_id) FROM entities WHERE tenant_id <> $1", &[&victim_tenant])
+        .await
+        .unwrap()
+        .get(0);
+    let scoped = |tenant: i64| {
+        let (url, lake) = (s.pg.url.clone(), lake_s.to_string());
+        std::thread::spawn(move || {
+            run_cli(&["--postgres", &url, "--lake", &lake, "--lag-wait", "0", "--tenant", &tenant.to_string()])
+        })
+    };
+    let (drifted, clean) = (scoped(victim_tenant), scoped(other_tenant));
+    let (drifted, clean) = (drifted.join().unwrap(), clean.join().unwrap());
+    assert_eq!(drifted.0, 1, "{}\n{}", drifted.1, drifted.2);
+    assert_eq!(clean.0, 0, "{}\n{}", clean.1, clean.2);
+    let kept = |name: &str| -> serde_json::Value {
+        let path = lake.join("_eavlake/reconcile").join(name);
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    };
+    let whole = kept("last.json");
+    assert_eq!((whole["status"].as_str(), whole["scope"].as_str()), (Some("drift"), Some("")));
+    let one = kept(&format!("scoped/tenant={victim_tenant}.json"));
+    assert_eq!((one["status"].as_str(), one["extra_in_lake"].as_u64()), (Some("drift"), Some(1)));
+    let two = kept(&format!("scoped/tenant={other_tenant}.json"));
+    assert_eq!((two["status"].as_str(), two["scoped"].as_bool()), (Some("agree"), Some(true)));
+
     // An unreachable database: 2, naming it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dead = format!("postgres://postgres@127.0.0.1:{port}/eav");

@@ -12,6 +12,12 @@
 //! Only change files the stream's progress record covers are read: files of a flush still being
 //! written are left for the next compaction.
 //!
+//! Several compactions may run side by side ([`CompactScope`]: by entity type, tenant, entity
+//! range, or shard): the unit of work is one range object, which each writes back with a
+//! conditional PUT against the version it read. Disjoint scopes never write the same object;
+//! overlapping ones that race on one fold it again from what the other wrote (the watermarks
+//! make that exact), so neither an update is lost nor a change applied twice.
+//!
 //! A type change of an attribute is applied to the whole range: old values are converted when
 //! that loses nothing, otherwise they become null and are counted (never a wrong value).
 
@@ -45,11 +51,11 @@ pub struct CompactStats {
     pub change_files_read: usize,
     pub rows_applied: usize,
     pub live_entities: usize,
-    /// Ranges another writer (a purge, another compaction) replaced while they were folded:
-    /// left for the next compaction.
-    pub ranges_skipped: usize,
     /// Values dropped because an attribute's type changed to one they cannot be converted to.
     pub values_not_convertible: usize,
+    /// Ranges folded again because another compaction (or a purge) replaced their object
+    /// meanwhile.
+    pub ranges_redone: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +68,95 @@ pub enum CompactError {
     BadFile { path: String, message: String },
     #[error(transparent)]
     Purge(#[from] PurgeError),
+    #[error("compaction scope: {0}")]
+    Scope(String),
+    #[error("`{path}`: still replaced by another compaction after {tries} tries")]
+    Contended { path: String, tries: usize },
+}
+
+/// One of `count` disjoint shards of the range objects: range `lo` of tenant `t` belongs to
+/// shard `(t + lo / range_size) mod count`, so that one tenant's ranges and many tenants' single
+/// ranges both spread over the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `I/N` (0 ≤ I < N).
+    pub fn parse(text: &str) -> Result<Shard, CompactError> {
+        let bad = || CompactError::Scope(format!("--shard `{text}`: expected I/N with 0 <= I < N, e.g. 0/4"));
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    fn owns(&self, tenant_id: i64, range_index: i64) -> bool {
+        tenant_id.wrapping_add(range_index).rem_euclid(i64::from(self.count)) == i64::from(self.index)
+    }
+}
+
+/// The part of the lake one compaction folds: every filter given must hold. The unit is a range
+/// object, so an entity range must be aligned on `lake.range_size` (a range object is never
+/// split between two scopes).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompactScope {
+    pub entity_type: Option<String>,
+    pub tenant: Option<i64>,
+    /// `[lo, hi)`: the range objects whose first id lies inside.
+    pub entity_range: Option<(i64, i64)>,
+    pub shard: Option<Shard>,
+}
+
+impl CompactScope {
+    /// Refuses an entity range that would cut a range object in two.
+    pub fn validate(&self, range_size: i64) -> Result<(), CompactError> {
+        if let Some((lo, hi)) = self.entity_range {
+            let aligned = |v: i64| v == i64::MIN || v == i64::MAX || v.rem_euclid(range_size) == 0;
+            if !aligned(lo) || !aligned(hi) {
+                return Err(CompactError::Scope(format!(
+                    "--entity-range {lo}..{hi}: both ends must be multiples of lake.range_size ({range_size}), \
+                     so that no range object is shared by two scopes"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Names the set of range objects of one tenant this scope covers (the tenant and type
+    /// filters pick tenants, not ranges): `all`, `range-<lo>-<hi>`, `shard-<i>-of-<n>`.
+    fn ranges_key(&self) -> String {
+        let mut key = Vec::new();
+        if let Some((lo, hi)) = self.entity_range {
+            key.push(format!("range-{lo}-{hi}"));
+        }
+        if let Some(s) = self.shard {
+            key.push(format!("shard-{}-of-{}", s.index, s.count));
+        }
+        if key.is_empty() {
+            ALL_RANGES.to_string()
+        } else {
+            key.join("-")
+        }
+    }
+
+    fn includes_type(&self, entity_type: &str) -> bool {
+        self.entity_type.as_deref().is_none_or(|t| t == entity_type)
+    }
+
+    fn includes_tenant(&self, tenant_id: i64) -> bool {
+        self.tenant.is_none_or(|t| t == tenant_id)
+    }
+
+    fn includes_range(&self, tenant_id: i64, lo: i64, range_size: i64) -> bool {
+        self.entity_range.is_none_or(|(a, b)| a <= lo && lo < b)
+            && self.shard.is_none_or(|s| s.owns(tenant_id, lo.div_euclid(range_size)))
+    }
 }
 
 /// A change file, from its name: `<stream>-<first seq>-<last seq>[.<part>].parquet`.
@@ -92,32 +187,46 @@ fn parse_change_file(path: &Path) -> Option<ChangeFile> {
 
 /// Compacts every entity type and tenant of the lake.
 pub async fn compact_all(lake: &Lake, opts: CompactOptions) -> Result<CompactStats, CompactError> {
+    compact_scope(lake, opts, &CompactScope::default()).await
+}
+
+/// Compacts the range objects of `scope`.
+pub async fn compact_scope(
+    lake: &Lake,
+    opts: CompactOptions,
+    scope: &CompactScope,
+) -> Result<CompactStats, CompactError> {
+    scope.validate(opts.range_size)?;
     let durable: FxHashMap<String, i64> =
         progress::load_all(lake).await?.into_iter().map(|(k, v)| (k, v.last_seq)).collect();
     // Purged rows are left out of the current state (see `purge`).
     let mut purged = PurgeSet::load(lake).await?;
     let mut stats = CompactStats::default();
     for entity_type in lake.children(&Path::from("changes")).await? {
+        if !scope.includes_type(&entity_type) {
+            continue;
+        }
         for tenant_dir in lake.children(&Lake::changes_prefix(&entity_type, None)).await? {
             let Some(tenant_id) = tenant_dir.strip_prefix("tenant_id=").and_then(|t| t.parse().ok()) else {
                 tracing::warn!(entity_type, folder = tenant_dir, "skipping a folder that is not tenant_id=<n>");
                 continue;
             };
-            if purged.whole_tenant(tenant_id) {
+            if purged.whole_tenant(tenant_id) || !scope.includes_tenant(tenant_id) {
                 continue;
             }
-            compact_tenant(lake, &entity_type, tenant_id, opts, &durable, &mut purged, &mut stats).await?;
+            compact_tenant(lake, &entity_type, tenant_id, opts, scope, &durable, &mut purged, &mut stats).await?;
         }
     }
     Ok(stats)
 }
 
-/// Compacts one entity type of one tenant.
+/// Compacts one entity type of one tenant (the ranges of `scope`).
 async fn compact_tenant(
     lake: &Lake,
     entity_type: &str,
     tenant_id: i64,
     opts: CompactOptions,
+    scope: &CompactScope,
     durable: &FxHashMap<String, i64>,
     purged: &mut PurgeSet,
     stats: &mut CompactStats,
@@ -126,15 +235,86 @@ async fn compact_tenant(
     if changes.is_empty() {
         return Ok(());
     }
-    let plan = plan_tenant(lake, entity_type, tenant_id, opts, changes).await?;
+    let key = scope.ranges_key();
+    let mut done = load_done(lake, entity_type, tenant_id, ALL_RANGES).await?;
+    if key != ALL_RANGES {
+        for (stream, last) in load_done(lake, entity_type, tenant_id, &key).await? {
+            let mark = done.entry(stream).or_insert(i64::MIN);
+            *mark = (*mark).max(last);
+        }
+    }
+    let plan = plan_tenant(lake, entity_type, tenant_id, opts, changes, &done).await?;
+    if plan.changes.is_empty() {
+        return Ok(());
+    }
+    let mut touched = plan.touched.clone();
+    touched.retain(|&lo, _| scope.includes_range(tenant_id, lo, opts.range_size));
     // Neighbouring ranges are compacted together, so that each change file is read once per
     // group rather than once per range; a group holds the state of its ranges in memory, so it
     // is bounded by count and by the size of their current objects.
-    for group in plan.groups(plan.touched.clone()) {
-        compact_group(lake, entity_type, tenant_id, &group, &plan.changes, &plan.cache, opts, purged, stats).await?;
+    for group in plan.groups(touched) {
+        let mut pending = group;
+        let mut tries = 0;
+        // Ranges another compaction replaced while this one folded them are folded again from
+        // that object: a few tries, since each conflict means the other side made progress.
+        while !pending.is_empty() {
+            tries += 1;
+            let conflicts =
+                compact_group(
+                lake,
+                entity_type,
+                tenant_id,
+                &pending,
+                &plan.changes,
+                &plan.cache,
+                opts,
+                purged,
+                stats,
+            )
+            .await?;
+            if !conflicts.is_empty() && tries >= MAX_CONFLICT_TRIES {
+                let path = Lake::current_path(entity_type, tenant_id, conflicts[0], conflicts[0] + opts.range_size - 1);
+                return Err(CompactError::Contended { path: path.to_string(), tries });
+            }
+            stats.ranges_redone += conflicts.len();
+            pending.retain(|(lo, _)| conflicts.contains(lo));
+        }
     }
+    // Every range of the scope now has every planned file applied: later compactions of this
+    // scope (or, for `all`, of any scope) need not read those files again.
+    for f in &plan.changes {
+        let mark = done.entry(f.stream.clone()).or_insert(i64::MIN);
+        *mark = (*mark).max(f.last);
+    }
+    let body = serde_json::to_vec(&done).map_err(|e| CompactError::BadFile {
+        path: done_path(entity_type, tenant_id, &key).to_string(),
+        message: e.to_string(),
+    })?;
+    lake.put(&done_path(entity_type, tenant_id, &key), body.into()).await?;
     Ok(())
 }
+
+/// The scope key of a compaction of every range.
+const ALL_RANGES: &str = "all";
+
+/// Where a scope's "files applied" marks are kept for one tenant's entity type: per stream, the
+/// last position of change files applied to every range of the scope. Outside `current/`, which
+/// engines read whole.
+fn done_path(entity_type: &str, tenant_id: i64, key: &str) -> Path {
+    Lake::meta_path(&format!("compacted/{entity_type}/tenant_id={tenant_id}/{key}.json"))
+}
+
+async fn load_done(lake: &Lake, entity_type: &str, tenant_id: i64, key: &str) -> Result<Watermarks, CompactError> {
+    let path = done_path(entity_type, tenant_id, key);
+    match lake.get(&path).await? {
+        None => Ok(Watermarks::new()),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| CompactError::BadFile { path: path.to_string(), message: format!("compaction marks: {e}") }),
+    }
+}
+
+/// Folds of one group before giving up on a range that other compactions keep replacing.
+const MAX_CONFLICT_TRIES: usize = 5;
 
 /// The change files of a tenant's entity type that the streams' progress records cover, oldest
 /// first (so that the newest file's type of a column wins).
@@ -188,12 +368,16 @@ impl TenantPlan {
     }
 }
 
+/// Plans with the files that may be new to some range: those past `done` (the scope's marks;
+/// see [`done_path`]). Not the oldest watermark among existing range objects: a range with no
+/// object yet (a compaction cut short, or another scope's) would never get the older files.
 async fn plan_tenant(
     lake: &Lake,
     entity_type: &str,
     tenant_id: i64,
     opts: CompactOptions,
     mut changes: Vec<ChangeFile>,
+    done: &Watermarks,
 ) -> Result<TenantPlan, CompactError> {
     // Watermarks of the existing ranges decide which change files are new to which range.
     let mut ranges: BTreeMap<i64, Watermarks> = BTreeMap::new();
@@ -205,13 +389,7 @@ async fn plan_tenant(
         let obj = ParquetObject::open(meta.location.as_ref(), bytes)?;
         ranges.insert(lo, read_watermarks(&obj, &meta.location)?);
     }
-    let oldest = |stream: &str| -> i64 {
-        if ranges.is_empty() {
-            return i64::MIN;
-        }
-        ranges.values().map(|w| w.get(stream).copied().unwrap_or(i64::MIN)).min().unwrap_or(i64::MIN)
-    };
-    changes.retain(|f| f.last > oldest(&f.stream));
+    changes.retain(|f| done.get(&f.stream).is_none_or(|d| f.last > *d));
 
     // Which ranges each new change file touches, from its entity_id statistics. Opened files
     // are kept for the ranges while they fit CACHE_BYTES, so most are fetched once.
@@ -264,7 +442,8 @@ where
         return Ok(());
     }
     let changes = durable_changes(lake, entity_type, tenant_id, durable).await?;
-    let plan = plan_tenant(lake, entity_type, tenant_id, opts, changes).await?;
+    let done = load_done(lake, entity_type, tenant_id, ALL_RANGES).await?;
+    let plan = plan_tenant(lake, entity_type, tenant_id, opts, changes, &done).await?;
     let overlaps = |lo: i64, hi: i64| spans.is_none_or(|s| s.iter().any(|&(a, b)| a <= hi && b >= lo));
     let mut ranges: BTreeMap<i64, Vec<usize>> = plan.touched.clone();
     for &lo in plan.sizes.keys() {
@@ -478,7 +657,8 @@ async fn fold_group(
 }
 
 /// Compacts neighbouring ranges of one tenant: folds them ([`fold_group`]) and writes each
-/// range back with one PUT.
+/// range back with one conditional PUT. Returns the ranges whose object another compaction
+/// replaced meanwhile (not written: to be folded again).
 #[allow(clippy::too_many_arguments)]
 async fn compact_group(
     lake: &Lake,
@@ -490,16 +670,16 @@ async fn compact_group(
     opts: CompactOptions,
     purged: &mut PurgeSet,
     stats: &mut CompactStats,
-) -> Result<(), CompactError> {
-    let (cols, mut work) =
-        fold_group(lake, entity_type, tenant_id, group, changes, cache, opts, None, purged, stats).await?;
+) -> Result<Vec<i64>, CompactError> {
+    let mut conflicts = Vec::new();
+    let (cols, mut work) = fold_group(lake, entity_type, tenant_id, group, changes, cache, opts, None, purged, stats).await?;
     let scale = opts.decimal_scale;
     for w in &mut work {
         // A purge recorded while this group was folded: its rows must not come back with this
         // write (the purge, waiting before it rewrites, reads what this writes).
         if purged.refresh(lake).await? {
             if purged.whole_tenant(tenant_id) {
-                return Ok(());
+                return Ok(Vec::new());
             }
             w.state.retain(|id, _| !purged.removes(tenant_id, *id));
         }
@@ -514,9 +694,9 @@ async fn compact_group(
         match lake.put_if(&w.path, bytes, &w.version).await {
             Ok(_) => {}
             Err(SinkError::Conflict { .. }) => {
-                // Its watermarks did not move: the next compaction folds the range again.
-                tracing::info!(path = %w.path, "current object replaced by another writer meanwhile: left for the next compaction");
-                stats.ranges_skipped += 1;
+                // Another compaction or a purge replaced it: folded again from that object.
+                tracing::info!(path = %w.path, "current object replaced by another writer meanwhile: folding it again");
+                conflicts.push(w.lo);
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -525,7 +705,7 @@ async fn compact_group(
         stats.live_entities += w.state.len();
         tracing::debug!(path = %w.path, entities = w.state.len(), "range compacted");
     }
-    Ok(())
+    Ok(conflicts)
 }
 
 /// Applies a range's change rows to its state, in stream order per entity, converting values
@@ -802,6 +982,43 @@ fn build_column<'a>(dt: DataType, scale: u32, values: impl Iterator<Item = Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_split_every_range_once() {
+        assert_eq!(Shard::parse("1/4").unwrap(), Shard { index: 1, count: 4 });
+        for bad in ["4/4", "1", "a/2", "0/0", "-1/2"] {
+            let err = Shard::parse(bad).unwrap_err().to_string();
+            assert_eq!(err, format!("compaction scope: --shard `{bad}`: expected I/N with 0 <= I < N, e.g. 0/4"));
+        }
+        let shards: Vec<CompactScope> =
+            (0..3).map(|index| CompactScope { shard: Some(Shard { index, count: 3 }), ..Default::default() }).collect();
+        let mut per_shard = [0usize; 3];
+        for tenant in -2..5 {
+            for lo in (-3000..6000).step_by(1000) {
+                let owners: Vec<usize> = (0..3).filter(|&i| shards[i].includes_range(tenant, lo, 1000)).collect();
+                assert_eq!(owners.len(), 1, "tenant {tenant} range {lo}: owners {owners:?}");
+                per_shard[owners[0]] += 1;
+            }
+        }
+        assert_eq!(per_shard, [21, 21, 21]);
+    }
+
+    #[test]
+    fn an_entity_range_must_not_cut_a_range_object() {
+        let scope = |lo, hi| CompactScope { entity_range: Some((lo, hi)), ..Default::default() };
+        assert!(scope(0, 2000).validate(1000).is_ok());
+        assert!(scope(i64::MIN, 3000).validate(1000).is_ok());
+        assert_eq!(
+            scope(500, 2000).validate(1000).unwrap_err().to_string(),
+            "compaction scope: --entity-range 500..2000: both ends must be multiples of lake.range_size (1000), \
+             so that no range object is shared by two scopes"
+        );
+        let s = scope(1000, 3000);
+        assert!(!s.includes_range(1, 0, 1000) && s.includes_range(1, 1000, 1000) && s.includes_range(1, 2000, 1000));
+        assert!(!s.includes_range(1, 3000, 1000));
+        let t = CompactScope { tenant: Some(3), entity_type: Some("order".into()), ..Default::default() };
+        assert!(t.includes_tenant(3) && !t.includes_tenant(4) && t.includes_type("order") && !t.includes_type("x"));
+    }
 
     #[test]
     fn change_file_names_parse_from_the_right() {

@@ -151,18 +151,32 @@ pub async fn keep_lag_metrics(
 /// `interval`. A task of its own: a slow store must not hold up the lag figures, which matter
 /// most then.
 pub async fn keep_reconcile_metrics(lake: Lake, metrics: Arc<WorkerMetrics>, interval: Duration) {
-    let path = Lake::meta_path(crate::metrics::ReconcileSummary::OBJECT);
+    let prefix = Lake::meta_path(crate::metrics::ReconcileSummary::PREFIX);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        match lake.get(&path).await {
-            Ok(Some(bytes)) => match serde_json::from_slice::<crate::metrics::ReconcileSummary>(&bytes) {
-                Ok(r) => metrics.set_reconcile(&r),
-                Err(e) => tracing::debug!(error = %e, "unreadable reconcile outcome"),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, "reading the reconcile outcome"),
+        // The whole lake's outcome and every scope's (see `ReconcileSummary::fold`).
+        let objects = match lake.list(&prefix).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(error = %e, "listing the reconcile outcomes");
+                continue;
+            }
+        };
+        let mut all = Vec::new();
+        for meta in objects.iter().filter(|m| m.location.as_ref().ends_with(".json")) {
+            match lake.get(&meta.location).await {
+                Ok(Some(bytes)) => match serde_json::from_slice::<crate::metrics::ReconcileSummary>(&bytes) {
+                    Ok(r) => all.push(r),
+                    Err(e) => tracing::debug!(path = %meta.location, error = %e, "unreadable reconcile outcome"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::debug!(path = %meta.location, error = %e, "reading a reconcile outcome"),
+            }
+        }
+        if let Some(r) = crate::metrics::ReconcileSummary::fold(all) {
+            metrics.set_reconcile(&r);
         }
     }
 }

@@ -38,7 +38,8 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
-    /// Fold the change rows into the current state (`current/`).
+    /// Fold the change rows into the current state (`current/`). Processes with disjoint scopes
+    /// (--entity-type, --tenant, --entity-range, --shard) can run side by side.
     Compact {
         #[arg(long)]
         lake: Option<String>,
@@ -46,6 +47,19 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Only this entity type.
+        #[arg(long)]
+        entity_type: Option<String>,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<i64>,
+        /// `LO..HI`, HI exclusive (either may be left out): the range objects starting inside;
+        /// both ends multiples of `lake.range_size`.
+        #[arg(long)]
+        entity_range: Option<String>,
+        /// `I/N`: shard I of N (0-based) of the range objects, for N processes side by side.
+        #[arg(long)]
+        shard: Option<String>,
     },
     /// How far behind the lake is, per partition: the group's committed offset, the lake's
     /// progress, the high watermark, lag in messages and seconds, who holds the partition.
@@ -222,10 +236,16 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string(&report)?);
         }
-        Command::Compact { lake, config, set } => {
+        Command::Compact { lake, config, set, entity_type, tenant, entity_range, shard } => {
             let config = load_config(config.as_ref(), lake.as_ref(), &set)?;
+            let scope = eavlake::compact::CompactScope {
+                entity_type,
+                tenant,
+                entity_range: entity_range.as_deref().map(eavlake::reconcile::parse_entity_range).transpose()?,
+                shard: shard.as_deref().map(eavlake::compact::Shard::parse).transpose()?,
+            };
             let store = Lake::open(&config.lake.url, &config.s3_options())?;
-            let stats = eavlake::run::compact(&config, &store).await?;
+            let stats = eavlake::run::compact_scoped(&config, &store, &scope).await?;
             println!("{}", serde_json::to_string(&stats)?);
         }
         Command::Lag { lake, config, set, format } => {

@@ -2,7 +2,7 @@
 //! values to its end, writes the lake, compacts the current state, and reports what it did.
 
 use crate::catalog::Catalog;
-use crate::compact::{compact_all, CompactOptions, CompactStats};
+use crate::compact::{compact_all, compact_scope, CompactOptions, CompactScope, CompactStats};
 use crate::config::Config;
 use crate::metrics::RunStats;
 use crate::pipeline::StreamPipeline;
@@ -61,8 +61,13 @@ pub async fn run_file(config: &Config, path: &Path) -> anyhow::Result<RunReport>
 
 /// Compacts the lake's current state.
 pub async fn compact(config: &Config, lake: &Lake) -> anyhow::Result<CompactStats> {
+    compact_scoped(config, lake, &CompactScope::default()).await
+}
+
+/// Compacts the part of the lake's current state in `scope` (see [`CompactScope`]).
+pub async fn compact_scoped(config: &Config, lake: &Lake, scope: &CompactScope) -> anyhow::Result<CompactStats> {
     lake.ensure_settings(config.lake.range_size, config.lake.decimal_scale).await?;
-    Ok(compact_all(lake, compact_options(config)).await?)
+    Ok(compact_scope(lake, compact_options(config), scope).await?)
 }
 
 fn compact_options(config: &Config) -> CompactOptions {

@@ -191,6 +191,14 @@ pub fn read_dead_letters(bootstrap: &str, dlq: &str) -> DeadLetters {
     out
 }
 
+/// The dead-letter topic must hold exactly the poison records produced, bytes unchanged, each once.
+pub fn assert_dead_letters_exactly(bootstrap: &str, dlq: &str, produced: &Produced) {
+    let dead = read_dead_letters(bootstrap, dlq);
+    let got: Vec<_> = dead.iter().map(|(k, (r, v, _))| (*k, r.clone(), v.clone())).collect();
+    let want: Vec<_> = produced.expected_dead.iter().map(|(k, (r, v))| (*k, r.clone(), v.clone())).collect();
+    assert_eq!(got, want, "the dead-letter topic holds exactly the poison records");
+}
+
 /// High watermarks of a topic's partitions. A broker just (re)started answers "not leader" for a
 /// moment: asked again for up to 30 s.
 pub fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {

@@ -171,3 +171,15 @@ pub fn change_rows(lake: &Path) -> BTreeMap<(String, i64, i64, i64), BTreeMap<St
     }
     out
 }
+
+/// The exactly-once check after a run of workers: compacts the lake as its configuration says,
+/// then the current state must equal `truth` and no change row may appear twice.
+pub async fn assert_exactly_once(config: &Path, lake: &Path, truth: &State) {
+    let c = eavlake::config::Config::load(config).unwrap();
+    let store = eavlake::sink::Lake::open(&c.lake.url, &c.s3_options()).unwrap();
+    eavlake::run::compact(&c, &store).await.unwrap();
+    assert_same_state(&read_current(lake), truth);
+    let keys = change_row_keys(lake);
+    let unique: std::collections::BTreeSet<_> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "a change row landed twice");
+}

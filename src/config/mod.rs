@@ -528,7 +528,7 @@ impl Config {
         }
         if let Some(t) = self.tenants.deny.iter().find(|t| self.tenants.allow.contains(t)) {
             return Err(ConfigError::Invalid {
-                key: "tenants.deny",
+                key: "tenants.deny".to_string(),
                 message: format!("tenant {t} is also in tenants.allow: a tenant is allowed or denied, not both"),
             });
         }

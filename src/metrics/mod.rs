@@ -23,11 +23,58 @@ pub struct ReconcileSummary {
     pub lag: u64,
     /// Limited by --tenant, --entity-type or --entity-range.
     pub scoped: bool,
+    /// Which part: `tenant=…,entity_type=…,entity_range=LO..HI` (those given); empty for the
+    /// whole lake.
+    #[serde(default)]
+    pub scope: String,
 }
 
 impl ReconcileSummary {
-    /// Where it is kept, under the lake's `_eavlake/`.
+    /// Where the whole lake's outcome is kept, under the lake's `_eavlake/`.
     pub const OBJECT: &'static str = "reconcile/last.json";
+    /// Where all outcomes are kept: the whole lake's and, under `scoped/`, one per scope.
+    pub const PREFIX: &'static str = "reconcile";
+
+    /// Where this outcome is kept under `_eavlake/`: scoped runs each in an object named by
+    /// their scope, so that runs of different scopes side by side keep each other's outcome (a
+    /// run of the same scope replaces it).
+    pub fn object(&self) -> String {
+        if self.scope.is_empty() {
+            return Self::OBJECT.to_string();
+        }
+        let name: String =
+            self.scope.chars().map(|c| if c.is_ascii_alphanumeric() || "=-_.".contains(c) { c } else { '_' }).collect();
+        format!("{}/scoped/{name}.json", Self::PREFIX)
+    }
+
+    /// What the workers export from every kept outcome: the latest whole-lake run and the
+    /// scoped runs that ended after it (older ones are superseded by it). Drift if any of those
+    /// saw drift; counts summed (scopes may overlap, so an upper bound); the newest end time.
+    pub fn fold(all: Vec<ReconcileSummary>) -> Option<ReconcileSummary> {
+        let whole_since = all.iter().filter(|s| s.scope.is_empty()).map(|s| s.finished_ms).max().unwrap_or(i64::MIN);
+        let live: Vec<&ReconcileSummary> = all
+            .iter()
+            .filter(|s| if s.scope.is_empty() { s.finished_ms == whole_since } else { s.finished_ms > whole_since })
+            .collect();
+        let first = live.first()?;
+        let mut out = ReconcileSummary {
+            status: "agree".into(),
+            scoped: live.iter().all(|s| s.scoped),
+            scope: if live.len() == 1 { first.scope.clone() } else { String::new() },
+            ..Default::default()
+        };
+        for s in live {
+            out.finished_ms = out.finished_ms.max(s.finished_ms);
+            if s.status != "agree" {
+                out.status = s.status.clone();
+            }
+            out.missing_in_lake += s.missing_in_lake;
+            out.extra_in_lake += s.extra_in_lake;
+            out.different += s.different;
+            out.lag += s.lag;
+        }
+        Some(out)
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
@@ -174,6 +221,37 @@ impl LatencyHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scoped_reconcile_outcomes_are_kept_apart_and_folded() {
+        let run = |scope: &str, finished_ms, status: &str, missing| ReconcileSummary {
+            finished_ms,
+            status: status.into(),
+            missing_in_lake: missing,
+            scoped: !scope.is_empty(),
+            scope: scope.into(),
+            ..Default::default()
+        };
+        assert_eq!(run("", 1, "agree", 0).object(), "reconcile/last.json");
+        assert_eq!(
+            run("tenant=3,entity_range=0..100", 1, "agree", 0).object(),
+            "reconcile/scoped/tenant=3_entity_range=0..100.json"
+        );
+        assert_eq!(ReconcileSummary::fold(vec![]), None);
+        // Two shards after a clean whole-lake run: one drifted, so the lake did.
+        let folded = ReconcileSummary::fold(vec![
+            run("", 10, "agree", 0),
+            run("tenant=1", 20, "drift", 2),
+            run("tenant=2", 21, "agree", 0),
+        ])
+        .unwrap();
+        assert_eq!((folded.status.as_str(), folded.missing_in_lake, folded.finished_ms), ("drift", 2, 21));
+        // A whole-lake run supersedes the older scoped runs.
+        let folded = ReconcileSummary::fold(vec![run("tenant=1", 20, "drift", 2), run("", 30, "agree", 0)]).unwrap();
+        assert_eq!((folded.status.as_str(), folded.missing_in_lake, folded.scoped), ("agree", 0, false));
+        let only = ReconcileSummary::fold(vec![run("tenant=1", 20, "drift", 2)]).unwrap();
+        assert_eq!((only.scope.as_str(), only.scoped), ("tenant=1", true));
+    }
 
     #[test]
     fn latency_quantiles() {

@@ -203,10 +203,15 @@ pub async fn cli(args: CliArgs) -> anyhow::Result<u8> {
     // Kept in the lake for the workers' /metrics; a lake the reconcile may not write to only
     // loses that.
     let o = &args.options;
-    let summary = report.summary(o.tenant.is_some() || o.entity_type.is_some() || o.entity_range.is_some());
+    let scope = [
+        o.tenant.map(|t| format!("tenant={t}")),
+        o.entity_type.as_ref().map(|e| format!("entity_type={e}")),
+        o.entity_range.map(|(lo, hi)| format!("entity_range={lo}..{hi}")),
+    ];
+    let summary = report.summary(&scope.into_iter().flatten().collect::<Vec<_>>().join(","));
     let kept = async {
         let lake = crate::sink::Lake::open(&o.lake_url, &o.s3)?;
-        let path = crate::sink::Lake::meta_path(crate::metrics::ReconcileSummary::OBJECT);
+        let path = crate::sink::Lake::meta_path(&summary.object());
         lake.put(&path, bytes::Bytes::from(serde_json::to_vec(&summary)?)).await?;
         anyhow::Ok(())
     };

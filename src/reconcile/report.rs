@@ -160,7 +160,7 @@ impl Report {
     }
 
     /// The counts the workers export (see [`crate::metrics::ReconcileSummary`]).
-    pub fn summary(&self, scoped: bool) -> crate::metrics::ReconcileSummary {
+    pub fn summary(&self, scope: &str) -> crate::metrics::ReconcileSummary {
         crate::metrics::ReconcileSummary {
             finished_ms: crate::progress::now_ms(),
             status: self.status.to_string(),
@@ -168,7 +168,8 @@ impl Report {
             extra_in_lake: self.extra_in_lake.len() as u64,
             different: self.different.len() as u64,
             lag: self.lag.len() as u64,
-            scoped,
+            scoped: !scope.is_empty(),
+            scope: scope.to_string(),
         }
     }
 
