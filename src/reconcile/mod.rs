@@ -17,7 +17,8 @@
 //!   Debezium's slot has confirmed that position (so every change committed before it is in
 //!   Kafka) and the lake holds every record of every subscribed partition: after a quiet spell
 //!   no captured change may ever pass the position, since WAL also holds commits, checkpoints
-//!   and other databases' writes. When the whole lake has caught up and an entity still
+//!   and other databases' writes. Debezium confirms only positions of captured changes, so
+//!   reconcile then writes a `log` signal into the signal table (Debezium just logs it). When the whole lake has caught up and an entity still
 //!   differs, it is drift without waiting longer.
 //! - The outcome is a [`Report`]: entities missing in the lake, extra in the lake, different
 //!   (attribute by attribute, with both values), and lagging. [`Report::exit_code`]: 0 when
@@ -509,7 +510,10 @@ async fn wait_for_lake(
     deadline: Instant,
     report: &mut Report,
 ) -> Result<CaughtUp, ReconcileError> {
+    // Again after this long without the slot reaching the position (a signal lost to a restart).
+    const SIGNAL_EVERY: Duration = Duration::from_secs(30);
     let mut kafka_failed = false;
+    let mut last_signal: Option<Instant> = None;
     loop {
         let mut checked_kafka = false;
         let applied = lake.applied().await?;
@@ -518,7 +522,15 @@ async fn wait_for_lake(
             return Ok(CaughtUp::Fully);
         }
         if let (Some(k), false) = (&o.kafka, kafka_failed) {
-            if pg.slot_confirmed_lsn(&o.slot).await?.is_some_and(|c| c >= target) {
+            let confirmed = pg.slot_confirmed_lsn(&o.slot).await?;
+            // Debezium confirms positions of captured changes only: on a quiet store the slot
+            // stays behind the WAL (autovacuum, checkpoints) for good, so give it a change.
+            if confirmed.is_some_and(|c| c < target) && last_signal.is_none_or(|t| t.elapsed() >= SIGNAL_EVERY) {
+                pg.log_signal(&o.signal_table, "eavlake reconcile: moving the slot past the WAL position to tell lag from drift")
+                    .await?;
+                last_signal = Some(Instant::now());
+            }
+            if confirmed.is_some_and(|c| c >= target) {
                 // Watermarks read after the slot confirmed: they cover every change before target.
                 checked_kafka = true;
                 match lake.behind(k).await {

@@ -356,14 +356,34 @@ impl Pg {
                 ],
             })
             .to_string();
-            let id = format!("eavlake-reconcile-{}-{}-{}", std::process::id(), crate::progress::now_ms(), sent.len());
-            let sql = format!("INSERT INTO {signal_table} (id, type, data) VALUES ($1, 'execute-snapshot', $2)");
-            client
-                .execute(&sql, &[&id, &data])
-                .await
-                .map_err(|e| db_err(&self.name, &format!("writing a snapshot signal into `{signal_table}`"), e))?;
-            sent.push(id);
+            sent.push(self.signal(&client, signal_table, "execute-snapshot", &data, sent.len()).await?);
         }
         Ok(sent)
+    }
+
+    /// Writes a `log` signal (Debezium only logs its message). A change of a captured table, it
+    /// moves Debezium's slot past the current WAL position even when the store is quiet.
+    pub async fn log_signal(&self, signal_table: &str, message: &str) -> Result<(), ReconcileError> {
+        let client = self.client().await?;
+        let data = serde_json::json!({ "message": message }).to_string();
+        self.signal(&client, signal_table, "log", &data, 0).await.map(drop)
+    }
+
+    /// Inserts one signal row; returns its id.
+    async fn signal(
+        &self,
+        client: &deadpool_postgres::Client,
+        signal_table: &str,
+        kind: &str,
+        data: &str,
+        n: usize,
+    ) -> Result<String, ReconcileError> {
+        let id = format!("eavlake-reconcile-{}-{}-{n}", std::process::id(), crate::progress::now_ms());
+        let sql = format!("INSERT INTO {signal_table} (id, type, data) VALUES ($1, $2, $3)");
+        client
+            .execute(&sql, &[&id, &kind, &data])
+            .await
+            .map_err(|e| db_err(&self.name, &format!("writing a `{kind}` signal into `{signal_table}`"), e))?;
+        Ok(id)
     }
 }
