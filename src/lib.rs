@@ -3,6 +3,7 @@
 //! # Layout
 //! Data flows one way, top to bottom; no module reaches back up.
 //! - [`config`]: the typed TOML configuration, checked at start.
+//! - [`limits`]: what one record may hold (size, attributes per row, JSONB depth and size).
 //! - [`position`]: LSNs, commit positions and stream positions, the orders everything uses.
 //! - [`source`]: where records come from (a file of Debezium JSON values; Kafka).
 //! - [`decode`]: Debezium records (JSON with and without schemas, Avro + schema registry) →
@@ -31,6 +32,7 @@ pub mod dead_letter;
 pub mod decode;
 pub mod dedup;
 pub mod lag;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod pivot;

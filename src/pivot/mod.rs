@@ -20,8 +20,10 @@ pub use batch::{BatchSet, FinishedBatch};
 
 use crate::catalog::{Attribute, Catalog};
 use crate::columns::Value;
+use crate::decode::scan::{Beyond, Cursor};
 use crate::decode::value::rescale;
 use crate::decode::{DataType, EntityRow, Field, Op, RowChange, SourceMeta, ValueRow};
+use crate::limits::Limits;
 use crate::position::KafkaCoords;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -41,6 +43,12 @@ pub enum PivotError {
     MissingImage { table: &'static str, op: &'static str, message: String },
     #[error("hot_attributes: {0}")]
     BadHotAttributes(String),
+    #[error("entity {entity_id}: {count} attributes in one row, over limits.max_attributes_per_row ({limit})")]
+    TooManyAttributes { entity_id: i64, count: usize, limit: usize },
+    #[error("{what}: {bytes} bytes of JSON, over limits.max_json_bytes ({limit})")]
+    JsonTooLarge { what: String, bytes: usize, limit: usize },
+    #[error("{what}: JSON nested over limits.max_json_depth ({limit}) levels deep")]
+    JsonTooDeep { what: String, limit: usize },
 }
 
 impl PivotError {
@@ -52,6 +60,9 @@ impl PivotError {
             PivotError::TenantMismatch { .. } => "tenant_mismatch",
             PivotError::MissingImage { .. } => "missing_before_image",
             PivotError::BadHotAttributes(_) => "bad_hot_attributes",
+            PivotError::TooManyAttributes { .. } => "too_many_attributes",
+            PivotError::JsonTooLarge { .. } => "json_too_large",
+            PivotError::JsonTooDeep { .. } => "json_too_deep",
         }
     }
 
@@ -140,6 +151,7 @@ enum TxKey {
 /// The pivot: the open transaction's fold and the batches of finished rows.
 pub struct Pivot {
     decimal_scale: u32,
+    limits: Limits,
     max_pending_entities: usize,
     tx: Option<TxKey>,
     pending: FxHashMap<i64, usize>,
@@ -153,6 +165,7 @@ impl Pivot {
     pub fn new(decimal_scale: u32, max_pending_entities: usize) -> Pivot {
         Pivot {
             decimal_scale,
+            limits: Limits::default(),
             max_pending_entities: max_pending_entities.max(1),
             tx: None,
             pending: FxHashMap::default(),
@@ -160,6 +173,12 @@ impl Pivot {
             first_seq: None,
             batches: BatchSet::new(decimal_scale),
         }
+    }
+
+    /// The same pivot, holding rows to `limits` rather than the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Pivot {
+        self.limits = limits;
+        self
     }
 
     /// Stream position of the oldest change still in the fold (not yet in a batch).
@@ -200,6 +219,7 @@ impl Pivot {
             self.end_transaction(catalog);
             self.tx = Some(key);
         }
+        self.check_cells(entity_id, &effect)?;
         if let Some(&at) = self.pending.get(&entity_id) {
             let existing = &self.rows[at];
             if existing.tenant_id != tenant_id {
@@ -282,6 +302,31 @@ impl Pivot {
         Ok(Some(applied_to))
     }
 
+    /// Fails when `effect` would leave its entity's row with more than
+    /// `limits.max_attributes_per_row` cells. Counting the union with an open row's cells is
+    /// only needed near the limit, so the usual cost is a length comparison.
+    fn check_cells(&self, entity_id: i64, effect: &Effect) -> Result<(), PivotError> {
+        let limit = self.limits.max_attributes_per_row;
+        let new: &[(i64, Option<Value>)] = match effect {
+            Effect::Entity { cells, .. } => cells,
+            Effect::Value { cell: Some(cell) } => std::slice::from_ref(cell),
+            Effect::Value { cell: None } => &[],
+        };
+        let same_tx_row = self.pending.get(&entity_id).map(|&at| &self.rows[at].cells);
+        let upper = new.len() + same_tx_row.map_or(0, Vec::len);
+        if upper <= limit {
+            return Ok(());
+        }
+        let count = match same_tx_row {
+            Some(old) => old.len() + new.iter().filter(|(id, _)| !old.iter().any(|(o, _)| o == id)).count(),
+            None => new.len(),
+        };
+        if count > limit {
+            return Err(PivotError::TooManyAttributes { entity_id, count, limit });
+        }
+        Ok(())
+    }
+
     /// Ends the open transaction: its rows go to the batches.
     pub fn end_transaction(&mut self, catalog: &Catalog) {
         self.flush_fold(catalog);
@@ -324,7 +369,16 @@ impl Pivot {
         } else {
             match &image.hot_attributes {
                 Field::Unavailable => Vec::new(),
-                Field::Null => hot::cells(catalog, tenant_id, &entity_type, "{}", None, self.decimal_scale)?,
+                Field::Null => hot::cells(
+                    catalog,
+                    tenant_id,
+                    &entity_type,
+                    "{}",
+                    None,
+                    self.decimal_scale,
+                    image.entity_id,
+                    &self.limits,
+                )?,
                 Field::Value(json) => {
                     // With the before image we can tell exactly which hot attributes changed; a
                     // logically deleted entity coming back has all its attributes set anew.
@@ -336,7 +390,16 @@ impl Pivot {
                         },
                         _ => None,
                     };
-                    hot::cells(catalog, tenant_id, &entity_type, json, before_json, self.decimal_scale)?
+                    hot::cells(
+                        catalog,
+                        tenant_id,
+                        &entity_type,
+                        json,
+                        before_json,
+                        self.decimal_scale,
+                        image.entity_id,
+                        &self.limits,
+                    )?
                 }
             }
         };
@@ -381,7 +444,7 @@ impl Pivot {
         }
         let cell = match op {
             Op::Delete => Some((attr.attribute_id, None)),
-            _ => cold_value(attr, image, self.decimal_scale)?.map(|v| (attr.attribute_id, v)),
+            _ => cold_value(attr, image, self.decimal_scale, &self.limits)?.map(|v| (attr.attribute_id, v)),
         };
         Ok((tenant_id, attr.entity_type.clone(), image.entity_id, Effect::Value { cell }))
     }
@@ -389,7 +452,12 @@ impl Pivot {
 
 /// The value of a cold attribute from its typed column. `Ok(None)`: untouched (TOAST
 /// placeholder); `Ok(Some(None))`: null.
-fn cold_value(attr: &Attribute, row: &ValueRow, scale: u32) -> Result<Option<Option<Value>>, PivotError> {
+fn cold_value(
+    attr: &Attribute,
+    row: &ValueRow,
+    scale: u32,
+    limits: &Limits,
+) -> Result<Option<Option<Value>>, PivotError> {
     let present: [(&'static str, bool); 6] = [
         ("value_text", !row.value_text.is_null()),
         ("value_int", row.value_int.is_some()),
@@ -420,18 +488,42 @@ fn cold_value(attr: &Attribute, row: &ValueRow, scale: u32) -> Result<Option<Opt
     };
     Ok(match attr.data_type {
         DataType::Text => text(&row.value_text),
-        DataType::Json => text(&row.value_json),
+        DataType::Json => {
+            if let Field::Value(json) = &row.value_json {
+                check_json(json, &format!("attribute `{}`", attr.name), limits)?;
+            }
+            text(&row.value_json)
+        }
         DataType::Int => Some(row.value_int.map(Value::Int)),
         DataType::Bool => Some(row.value_bool.map(Value::Bool)),
         DataType::Timestamp => Some(row.value_timestamp.map(Value::Timestamp)),
         DataType::Decimal => match row.value_decimal {
             None => Some(None),
-            Some(d) => Some(Some(Value::Decimal(
-                rescale(d, scale)
-                    .map_err(|message| PivotError::OutOfRange { attribute: attr.name.to_string(), message })?,
-            ))),
+            Some(d) => Some(Some(Value::Decimal(rescale(d, scale).map_err(|e| PivotError::OutOfRange {
+                attribute: attr.name.to_string(),
+                message: e.message().to_string(),
+            })?))),
         },
     })
+}
+
+/// Checks a JSONB value against `limits.max_json_bytes` and `limits.max_json_depth`. The depth
+/// is counted by the cursor's skip (one tight loop, for json attributes only); text the cursor
+/// finds malformed is left as it was (PostgreSQL's jsonb is valid JSON).
+pub(crate) fn check_json(json: &str, what: &str, limits: &Limits) -> Result<(), PivotError> {
+    if json.len() > limits.max_json_bytes {
+        return Err(PivotError::JsonTooLarge {
+            what: what.to_string(),
+            bytes: json.len(),
+            limit: limits.max_json_bytes,
+        });
+    }
+    match Cursor::with_max_depth(json, limits.max_json_depth).skip() {
+        Err(e) if e.beyond == Some(Beyond::Depth) => {
+            Err(PivotError::JsonTooDeep { what: what.to_string(), limit: limits.max_json_depth })
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
