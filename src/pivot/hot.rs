@@ -51,18 +51,24 @@ fn find<'a>(entries: &Entries<'a>, name: &str) -> Option<&'a str> {
     entries.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
 }
 
+/// The entity whose `hot_attributes` are read.
+pub(super) struct Of<'a> {
+    pub tenant_id: i64,
+    pub entity_type: &'a str,
+    pub entity_id: i64,
+}
+
 /// Typed cells of the hot attributes of one entity image. Fails on a key the catalog does not
 /// know as a hot attribute of this tenant and entity type, and on a value of the wrong type.
 pub(super) fn cells(
     catalog: &Catalog,
-    tenant_id: i64,
-    entity_type: &str,
+    of: Of,
     after: &str,
     before: Option<&str>,
     scale: u32,
-    entity_id: i64,
     limits: &Limits,
 ) -> Result<Vec<(i64, Option<Value>)>, PivotError> {
+    let Of { tenant_id, entity_type, entity_id } = of;
     let after = parse(after, entity_id, limits)?;
     let before = before.map(|b| parse(b, entity_id, limits)).transpose()?;
     for (key, _) in &after.0 {

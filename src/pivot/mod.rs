@@ -364,21 +364,13 @@ impl Pivot {
             Op::Read => RowOp::Read,
             Op::Update => RowOp::Update,
         };
+        let of = || hot::Of { tenant_id, entity_type: &entity_type, entity_id: image.entity_id };
         let cells = if row_op == RowOp::Delete {
             Vec::new()
         } else {
             match &image.hot_attributes {
                 Field::Unavailable => Vec::new(),
-                Field::Null => hot::cells(
-                    catalog,
-                    tenant_id,
-                    &entity_type,
-                    "{}",
-                    None,
-                    self.decimal_scale,
-                    image.entity_id,
-                    &self.limits,
-                )?,
+                Field::Null => hot::cells(catalog, of(), "{}", None, self.decimal_scale, &self.limits)?,
                 Field::Value(json) => {
                     // With the before image we can tell exactly which hot attributes changed; a
                     // logically deleted entity coming back has all its attributes set anew.
@@ -390,16 +382,7 @@ impl Pivot {
                         },
                         _ => None,
                     };
-                    hot::cells(
-                        catalog,
-                        tenant_id,
-                        &entity_type,
-                        json,
-                        before_json,
-                        self.decimal_scale,
-                        image.entity_id,
-                        &self.limits,
-                    )?
+                    hot::cells(catalog, of(), json, before_json, self.decimal_scale, &self.limits)?
                 }
             }
         };
