@@ -62,9 +62,9 @@ struct RowImage<'a> {
     value_bool: Option<bool>,
     value_timestamp: Option<&'a str>,
     value_json: Option<Cow<'a, str>>,
-    /// A value column holding a number its type cannot: which column, and why. The rest of the
-    /// image is still read, so that the dead letter can name the attribute.
-    out_of_range: Option<(&'static str, String)>,
+    /// `value_int` holding an integer past i64, as written. The rest of the image is still read,
+    /// so that the dead letter can name the attribute.
+    int_out_of_range: Option<&'a str>,
 }
 
 /// Reads a row image; on a value of the wrong kind, returns the field it was in.
@@ -86,7 +86,7 @@ fn read_image<'a>(c: &mut Cursor<'a>) -> Result<RowImage<'a>, (String, ScanError
             "is_deleted" => r.is_deleted = opt_bool(c)?,
             "value_text" => r.value_text = opt_str(c)?,
             "value_int" => match opt_i64(c) {
-                Err(e) if e.beyond.is_some() => r.out_of_range = Some(("value_int", e.message)),
+                Err(e) if e.beyond.is_some() => r.int_out_of_range = Some(c.since(e.pos)),
                 v => r.value_int = v?,
             },
             "value_decimal" => r.value_decimal = opt_raw(c)?,
@@ -502,8 +502,9 @@ fn value_row(v: RowImage, which: &str, codecs: Codecs) -> Result<ValueRow, Decod
         }
         (e, _) => DecodeError::value(field, e),
     };
-    if let Some((field, message)) = &v.out_of_range {
-        return Err(value_error(field, ValueError::OutOfRange(message.clone())));
+    if let Some(int) = v.int_out_of_range {
+        let message = format!("integer `{}` is beyond the range of a 64-bit integer", preview(int));
+        return Err(value_error("value_int", ValueError::OutOfRange(message)));
     }
     let value_decimal = v
         .value_decimal

@@ -74,6 +74,11 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// The text from `start` to the cursor.
+    pub fn since(&self, start: usize) -> &'a str {
+        self.src.get(start..self.pos).unwrap_or("")
+    }
+
     /// The next non-blank byte, not consumed.
     pub fn peek(&mut self) -> Option<u8> {
         self.ws();
@@ -304,6 +309,8 @@ impl<'a> Cursor<'a> {
         let b = self.b;
         let mut i = self.pos;
         let mut depth = 0usize;
+        // Kept in a register: the loop writes `self.pos` only on the way out.
+        let max_depth = self.max_depth;
         loop {
             let Some(&c) = b.get(i) else {
                 self.pos = i;
@@ -324,11 +331,11 @@ impl<'a> Cursor<'a> {
                 }
                 b'{' | b'[' => {
                     depth += 1;
-                    if depth > self.max_depth {
+                    if depth > max_depth {
                         self.pos = i;
                         return Err(ScanError {
                             pos: i,
-                            message: format!("nested more than {} levels deep", self.max_depth),
+                            message: format!("nested more than {max_depth} levels deep"),
                             syntax: false,
                             beyond: Some(Beyond::Depth),
                         });

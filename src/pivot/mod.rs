@@ -219,9 +219,10 @@ impl Pivot {
             self.end_transaction(catalog);
             self.tx = Some(key);
         }
-        self.check_cells(entity_id, &effect)?;
+        let limit = self.limits.max_attributes_per_row;
         if let Some(&at) = self.pending.get(&entity_id) {
             let existing = &self.rows[at];
+            check_cells(limit, entity_id, &effect, &existing.cells)?;
             if existing.tenant_id != tenant_id {
                 return Err(PivotError::TenantMismatch {
                     row: tenant_id,
@@ -236,8 +237,11 @@ impl Pivot {
                     found: format!("entity {entity_id} of type `{}`", existing.entity_type),
                 });
             }
-        } else if self.pending.len() >= self.max_pending_entities {
-            self.flush_fold(catalog);
+        } else {
+            check_cells(limit, entity_id, &effect, &[])?;
+            if self.pending.len() >= self.max_pending_entities {
+                self.flush_fold(catalog);
+            }
         }
         let meta = RowMeta {
             commit_lsn: source.position.commit_lsn.0 as i64,
@@ -300,31 +304,6 @@ impl Pivot {
             Effect::Value { cell: None } => {}
         }
         Ok(Some(applied_to))
-    }
-
-    /// Fails when `effect` would leave its entity's row with more than
-    /// `limits.max_attributes_per_row` cells. Counting the union with an open row's cells is
-    /// only needed near the limit, so the usual cost is a length comparison.
-    fn check_cells(&self, entity_id: i64, effect: &Effect) -> Result<(), PivotError> {
-        let limit = self.limits.max_attributes_per_row;
-        let new: &[(i64, Option<Value>)] = match effect {
-            Effect::Entity { cells, .. } => cells,
-            Effect::Value { cell: Some(cell) } => std::slice::from_ref(cell),
-            Effect::Value { cell: None } => &[],
-        };
-        let same_tx_row = self.pending.get(&entity_id).map(|&at| &self.rows[at].cells);
-        let upper = new.len() + same_tx_row.map_or(0, Vec::len);
-        if upper <= limit {
-            return Ok(());
-        }
-        let count = match same_tx_row {
-            Some(old) => old.len() + new.iter().filter(|(id, _)| !old.iter().any(|(o, _)| o == id)).count(),
-            None => new.len(),
-        };
-        if count > limit {
-            return Err(PivotError::TooManyAttributes { entity_id, count, limit });
-        }
-        Ok(())
     }
 
     /// Ends the open transaction: its rows go to the batches.
@@ -490,6 +469,25 @@ fn cold_value(
     })
 }
 
+/// Fails when `effect` would leave its entity's row (whose open cells are `old`) with more than
+/// `limit` cells. Counting the union is only needed near the limit, so the usual cost is a length
+/// comparison.
+fn check_cells(limit: usize, entity_id: i64, effect: &Effect, old: &[(i64, Option<Value>)]) -> Result<(), PivotError> {
+    let new: &[(i64, Option<Value>)] = match effect {
+        Effect::Entity { cells, .. } => cells,
+        Effect::Value { cell: Some(cell) } => std::slice::from_ref(cell),
+        Effect::Value { cell: None } => &[],
+    };
+    if new.len() + old.len() <= limit {
+        return Ok(());
+    }
+    let count = old.len() + new.iter().filter(|(id, _)| !old.iter().any(|(o, _)| o == id)).count();
+    if count > limit {
+        return Err(PivotError::TooManyAttributes { entity_id, count, limit });
+    }
+    Ok(())
+}
+
 /// Checks a JSONB value against `limits.max_json_bytes` and `limits.max_json_depth`. The depth
 /// is counted by the cursor's skip (one tight loop, for json attributes only); text the cursor
 /// finds malformed is left as it was (PostgreSQL's jsonb is valid JSON).
@@ -500,6 +498,10 @@ pub(crate) fn check_json(json: &str, what: &str, limits: &Limits) -> Result<(), 
             bytes: json.len(),
             limit: limits.max_json_bytes,
         });
+    }
+    // Nesting deeper than the limit takes more brackets than that: short values need no scan.
+    if json.len() <= limits.max_json_depth {
+        return Ok(());
     }
     match Cursor::with_max_depth(json, limits.max_json_depth).skip() {
         Err(e) if e.beyond == Some(Beyond::Depth) => {
