@@ -30,6 +30,13 @@ const MAGIC: u8 = 0;
 /// Magic byte and schema id.
 const HEADER_LEN: usize = 5;
 
+/// Longest string, bytes, array or map (in bytes or items) an Avro datum may declare.
+/// apache_avro reserves an array's declared item count at once (about 56 bytes an item): with
+/// its default of 512 Mi, a record of a few hundred bytes declaring 500 million items made it
+/// ask for 30 GB and abort the process (found by fuzzing). At 1 MiB the reservation stays under
+/// 60 MB; a longer text value in an Avro record is an `invalid_avro` dead letter.
+pub const MAX_AVRO_LENGTH: usize = 1 << 20;
+
 /// How a plain integer `value_timestamp` counts time (a `long` in microseconds, nanoseconds…
 /// or an `int` of days). Avro timestamp logical types carry their own unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +79,8 @@ impl std::fmt::Debug for AvroDecoder {
 
 impl AvroDecoder {
     pub fn new(registry: Arc<SchemaRegistry>, options: DecodeOptions, tables: TableNames) -> AvroDecoder {
+        // Process-wide and set once, before the first datum is read: see MAX_AVRO_LENGTH.
+        apache_avro::util::max_allocation_bytes(MAX_AVRO_LENGTH);
         AvroDecoder { registry, tables, options, writers: Mutex::default(), refused: Mutex::default() }
     }
 
