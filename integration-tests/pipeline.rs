@@ -1028,7 +1028,7 @@ async fn entities_land_in_their_id_ranges() {
 // ---------------------------------------------------------------------------------------------
 // 9. Dead letters keep the bytes.
 
-/// A line that is not UTF-8 becomes a dead letter (`invalid_json`) whose `value_base64`
+/// A line that is not UTF-8 becomes a dead letter (`invalid_utf8`) whose `value_base64`
 /// decodes to exactly the bytes of the line; the lines around it land.
 #[tokio::test]
 async fn invalid_utf8_line_is_kept_byte_for_byte() {
@@ -1050,7 +1050,7 @@ async fn invalid_utf8_line_is_kept_byte_for_byte() {
     std::fs::write(&file, [lines.join(&b'\n'), b"\n".to_vec()].concat()).unwrap();
     let report = eavlake::run::run_file(&cfg, &file).await.unwrap();
 
-    assert_eq!(report.stats.dead_letters, BTreeMap::from([("invalid_json", 1)]));
+    assert_eq!(report.stats.dead_letters, BTreeMap::from([("invalid_utf8", 1)]));
     let dl = dead_letters(&lake);
     assert_eq!(dl.len(), 1, "{dl:?}");
     assert_eq!(dl[0]["line"], 4);
@@ -1369,4 +1369,128 @@ async fn changes_of_a_denied_tenant_are_skipped_and_counted() {
         let tenants = lake_files::assert_rows_under_their_tenant(&lake);
         assert_eq!(tenants.keys().copied().collect::<Vec<_>>(), expected.keys().map(|k| k.0).collect::<Vec<_>>());
     }
+}
+
+// Limits.
+
+/// A file with one line past each limit, or holding a value its column cannot, between good
+/// lines: each bad line is a dead letter naming its reason, its line and what was wrong (the
+/// attribute or entity), and every good line reaches the lake, the run going on to the end.
+#[tokio::test]
+async fn each_limit_is_a_dead_letter_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let file = dir.path().join("events.jsonl");
+    let mut config = config(&lake);
+    config.limits.max_record_bytes = 4096;
+    config.limits.max_attributes_per_row = 3;
+    config.limits.max_json_depth = 8;
+    config.limits.max_json_bytes = 512;
+    let mut wal = Wal::new();
+    let prefs = Attr { hot: true, ..attr(3, "prefs", "json") };
+    let catalog = [attr(1, "name", "text"), attr(2, "age", "int"), prefs, attr(4, "credit", "decimal")];
+    let catalog = catalog.into_iter().chain([attr(5, "born", "timestamp"), attr(6, "nick", "text")]);
+    let mut lines: Vec<Vec<u8>> = catalog.map(|a| attribute("c", None, Some(&a), wal.tx()).into_bytes()).collect();
+    let good_value = |entity, attr, v, at| value("c", None, Some(&val(entity, attr, v)), at);
+    let mut push = |line: String| lines.push(line.into_bytes());
+    // 7, 8: entity 1 with its name.
+    push(entity("c", None, Some(&ent(1)), wal.tx()));
+    push(good_value(1, 1, V::Text("Ada"), wal.same()));
+    // 9: a line past max_record_bytes.
+    push(entity("c", None, Some(&Ent { hot: format!(r#"{{"prefs":"{}"}}"#, "p".repeat(5000)), ..ent(9) }), wal.tx()));
+    // 10, 12: entity 2 with its name; 11: its age in a line that is not UTF-8.
+    push(entity("c", None, Some(&ent(2)), wal.tx()));
+    let mut not_utf8 = good_value(2, 2, V::Text("Caf\u{e9}"), wal.same()).into_bytes();
+    let at = not_utf8.iter().position(|b| *b == 0xC3).unwrap();
+    not_utf8[at] = 0xFF;
+    lines.push(not_utf8);
+    let mut push = |line: String| lines.push(line.into_bytes());
+    push(good_value(2, 1, V::Text("Bo"), wal.same()));
+    // 13: an int past i64; 14: a decimal of 39 digits; 15: a year past 9999; 16: NaN.
+    let int = good_value(2, 2, V::Int(7), wal.same());
+    push(int.replace(r#""value_int":7"#, r#""value_int":9223372036854775808"#));
+    let decimal = good_value(2, 4, V::Int(7), wal.same()).replace(r#""value_int":7"#, r#""value_int":null"#);
+    push(decimal.replace(r#""value_decimal":null"#, &format!(r#""value_decimal":"{}""#, "9".repeat(39))));
+    let born = good_value(2, 5, V::Int(7), wal.same()).replace(r#""value_int":7"#, r#""value_int":null"#);
+    push(born.replace(r#""value_timestamp":null"#, r#""value_timestamp":"+10000-01-01T00:00:00""#));
+    push(decimal.replace(r#""value_decimal":null"#, r#""value_decimal":"NaN""#));
+    // 17: hot JSONB nested too deep; 18: too large.
+    let deep = format!(r#"{{"prefs":{}1{}}}"#, "[".repeat(8), "]".repeat(8));
+    push(entity("c", None, Some(&Ent { hot: deep, ..ent(3) }), wal.tx()));
+    let large = format!(r#"{{"prefs":"{}"}}"#, "q".repeat(600));
+    push(entity("c", None, Some(&Ent { hot: large, ..ent(4) }), wal.tx()));
+    // 19 to 22: entity 5 (its hot prefs, set to null, is one cell), name, age, then nick: four.
+    push(entity("c", None, Some(&ent(5)), wal.tx()));
+    push(good_value(5, 1, V::Text("Cy"), wal.same()));
+    push(good_value(5, 2, V::Int(40), wal.same()));
+    push(good_value(5, 6, V::Text("cy"), wal.same()));
+    // 23: the last, good.
+    push(entity("c", None, Some(&ent(6)), wal.tx()));
+    std::fs::write(&file, lines.iter().flat_map(|l| l.iter().chain(b"\n")).copied().collect::<Vec<u8>>()).unwrap();
+
+    let report = eavlake::run::run_file(&config, &file).await.unwrap();
+    assert_eq!(report.stats.records, 23);
+
+    let dl = dead_letters(&lake);
+    let got: Vec<(i64, &str)> =
+        dl.iter().map(|d| (d["line"].as_i64().unwrap(), d["reason"].as_str().unwrap())).collect();
+    assert_eq!(
+        got,
+        [
+            (9, "record_too_large"),
+            (11, "invalid_utf8"),
+            (13, "value_out_of_range"),
+            (14, "value_out_of_range"),
+            (15, "value_out_of_range"),
+            (16, "value_out_of_range"),
+            (17, "json_too_deep"),
+            (18, "json_too_large"),
+            (22, "too_many_attributes"),
+        ]
+    );
+    let message = |line: i64| dl.iter().find(|d| d["line"] == line).unwrap()["message"].as_str().unwrap().to_string();
+    assert_eq!(
+        message(9),
+        format!(
+            "record of {} bytes is over limits.max_record_bytes (4096); the dead letter holds its first 4096 bytes",
+            lines[8].len()
+        )
+    );
+    let cut = dl.iter().find(|d| d["line"] == 9).unwrap()["value"].as_str().unwrap().as_bytes().to_vec();
+    assert_eq!(cut, lines[8][..4096]);
+    assert!(message(11).starts_with("record is not valid UTF-8: invalid utf-8 sequence"), "{}", message(11));
+    assert_eq!(
+        message(13),
+        "field `value_int`: integer `9223372036854775808` is beyond the range of a 64-bit integer (attribute 2)"
+    );
+    assert_eq!(
+        message(14),
+        format!("field `value_decimal`: `{}` has more than 38 digits (attribute 4)", "9".repeat(39))
+    );
+    assert_eq!(
+        message(15),
+        "field `value_timestamp`: timestamp 253402300800000000 µs is outside years 1 to 9999 (attribute 5)"
+    );
+    assert_eq!(message(16), "field `value_decimal`: `NaN` is not a finite number (attribute 4)");
+    assert_eq!(message(17), "hot_attributes: JSON nested over limits.max_json_depth (8) levels deep");
+    assert_eq!(message(18), "hot_attributes: 612 bytes of JSON, over limits.max_json_bytes (512)");
+    assert_eq!(message(22), "entity 5: 4 attributes in one row, over limits.max_attributes_per_row (3)");
+    // The dead letters hold the lines byte for byte (the one that is not UTF-8 as base64).
+    let bad_utf8 = dl.iter().find(|d| d["line"] == 11).unwrap()["value_base64"].as_str().unwrap();
+    assert_eq!(base64::engine::general_purpose::STANDARD.decode(bad_utf8).unwrap(), lines[10]);
+    assert_eq!(dl.iter().find(|d| d["line"] == 13).unwrap()["value"].as_str().unwrap().as_bytes(), lines[12]);
+    for reason in ["record_too_large", "invalid_utf8", "json_too_deep", "json_too_large", "too_many_attributes"] {
+        assert_eq!(report.stats.dead_letters.get(reason), Some(&1), "{reason}");
+    }
+    assert_eq!(report.stats.dead_letters.get("value_out_of_range"), Some(&4));
+
+    assert_eq!(
+        read_current(&lake),
+        state(&[
+            (1, 1, &[("name", t("Ada"))]),
+            (1, 2, &[("name", t("Bo"))]),
+            (1, 5, &[("age", n(40)), ("name", t("Cy"))]),
+            (1, 6, &[]),
+        ])
+    );
 }

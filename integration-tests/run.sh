@@ -70,3 +70,6 @@ echo "== docker-compose.yml: parses, and shares its configs with the test stack"
 "$CACHE/venv/bin/python" integration-tests/compose_check.py "$bin"
 
 echo "lake checks: 4 passed, 0 failed"
+
+echo "== Fuzz targets, briefly, on the committed corpus (skipped without a nightly toolchain)"
+./integration-tests/fuzz/smoke.sh

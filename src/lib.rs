@@ -6,6 +6,7 @@
 //! - [`secret`]: secrets and URLs with passwords, redacted wherever they are printed.
 //! - [`pg`]: PostgreSQL connection strings with libpq's TLS modes (reconcile, catalog bootstrap,
 //!   workload driver).
+//! - [`limits`]: what one record may hold (size, attributes per row, JSONB depth and size).
 //! - [`position`]: LSNs, commit positions and stream positions, the orders everything uses.
 //! - [`source`]: where records come from (a file of Debezium JSON values; Kafka).
 //! - [`decode`]: Debezium records (JSON with and without schemas, Avro + schema registry) →
@@ -37,6 +38,7 @@ pub mod dead_letter;
 pub mod decode;
 pub mod dedup;
 pub mod lag;
+pub mod limits;
 pub mod metrics;
 pub mod pg;
 pub mod pipeline;

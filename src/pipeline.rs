@@ -16,7 +16,7 @@
 use crate::catalog::{Catalog, CatalogChange};
 use crate::dead_letter::{DeadLetter, DeadLetterTarget};
 use crate::decode::avro::AvroDecoder;
-use crate::decode::{DecodeOptions, Decoder, Event, Op, RowChange, SourceMeta, TableNames};
+use crate::decode::{DecodeError, DecodeOptions, Decoder, Event, Op, RowChange, SourceMeta, TableNames};
 use crate::dedup::{Dedup, Verdict};
 use crate::metrics::RunStats;
 use crate::pivot::{FinishedBatch, Origin, Pivot, PivotError};
@@ -53,6 +53,8 @@ pub struct PipelineOptions {
     pub tenants: TenantFilter,
     /// Entities whose tenant the pivot remembers across transactions (see `tenancy`).
     pub remembered_entities: usize,
+    /// What one record may hold (see `limits`).
+    pub limits: crate::limits::Limits,
     /// Parquet objects encoded in parallel during a flush.
     pub encode_parallelism: usize,
     /// Flush deadline and clock skew between writers (see `progress`).
@@ -83,6 +85,7 @@ impl Default for PipelineOptions {
             max_parked: 10_000,
             tenants: TenantFilter::default(),
             remembered_entities: crate::pivot::DEFAULT_REMEMBERED_ENTITIES,
+            limits: crate::limits::Limits::default(),
             encode_parallelism: 2,
             timing: Timing::default(),
             writer: default_writer_name(),
@@ -242,7 +245,8 @@ impl StreamPipeline {
         Ok(StreamPipeline {
             decoder: Decoder::new(options.decode, options.tables.clone(), options.avro.as_ref()),
             pivot: Pivot::new(options.decode.decimal_scale, options.max_pending_entities)
-                .with_remembered_entities(options.remembered_entities),
+                .with_remembered_entities(options.remembered_entities)
+                .with_limits(options.limits),
             stream,
             name,
             lake,
@@ -287,7 +291,15 @@ impl StreamPipeline {
         self.seen = rec.seq;
         self.expire_parked(false);
         let origin = Origin { seq: rec.seq, kafka: rec.kafka.cloned() };
-        match self.decoder.decode(rec.value) {
+        // Checked before decoding: an oversized record is not read at all (a file source has
+        // kept only its beginning, `rec.oversized` telling its real length).
+        let len = rec.oversized.unwrap_or_else(|| rec.value.map_or(0, <[u8]>::len));
+        let decoded = if len > self.options.limits.max_record_bytes {
+            Err(DecodeError::too_large(len, self.options.limits.max_record_bytes, rec.oversized.is_some()))
+        } else {
+            self.decoder.decode(rec.value)
+        };
+        match decoded {
             Err(e) => {
                 tracing::debug!(stream = %self.stream, seq = rec.seq, error = %e, "dead letter");
                 self.stats.count_dead_letter(e.reason());

@@ -28,7 +28,7 @@ pub async fn run_file(config: &Config, path: &Path) -> anyhow::Result<RunReport>
     let started = std::time::Instant::now();
     let lake = Lake::open(&config.lake.url, &config.s3_options())?;
     lake.ensure_settings(config.lake.range_size, config.lake.decimal_scale).await?;
-    let mut source = FileSource::open(path)?;
+    let mut source = FileSource::open(path)?.with_max_line_bytes(config.limits.max_record_bytes);
     let bootstrap = match &config.catalog.bootstrap_postgres_url {
         Some(url) => Some(
             Catalog::bootstrap_from_postgres(url.expose(), &config.tables.attributes)

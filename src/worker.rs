@@ -539,8 +539,13 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                         if m.offset() >= part.next {
                             let coords =
                                 KafkaCoords { topic: part.topic.clone(), partition: m.partition(), offset: m.offset() };
-                            let rec =
-                                Record { key: m.key(), value: m.payload(), seq: m.offset(), kafka: Some(&coords) };
+                            let rec = Record {
+                                key: m.key(),
+                                value: m.payload(),
+                                seq: m.offset(),
+                                kafka: Some(&coords),
+                                oversized: None,
+                            };
                             part.pipeline.process(&rec);
                             part.next = m.offset() + 1;
                             if let Some(ts) = m.timestamp().to_millis() {

@@ -28,6 +28,8 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub kafka: KafkaConfig,
     pub metrics: MetricsConfig,
+    /// What one record may hold; past a limit it is a dead letter (see `limits`).
+    pub limits: crate::limits::Limits,
     pub tenants: TenantsConfig,
 }
 
@@ -520,6 +522,9 @@ impl Config {
                 "set bootstrap.servers and group.id with kafka.brokers and kafka.group_id",
             );
         }
+        if let Err((key, message)) = self.limits.check() {
+            return invalid(key, message);
+        }
         if self.batch.max_pending_entities == 0 {
             return invalid("batch.max_pending_entities", "must be positive");
         }
@@ -588,6 +593,7 @@ impl Config {
             max_parked: self.catalog.max_parked,
             tenants: crate::tenancy::TenantFilter::new(&self.tenants.allow, &self.tenants.deny),
             remembered_entities: self.tenants.remembered_entities,
+            limits: self.limits,
             timing: crate::progress::Timing {
                 flush_deadline: std::time::Duration::from_millis(self.batch.flush_deadline_ms),
                 clock_skew: std::time::Duration::from_millis(self.batch.clock_skew_ms),
@@ -643,6 +649,12 @@ mod tests {
             err.to_string(),
             "config key `decode.schema_registry_url`: is required when decode.format = \"avro\""
         );
+        let err = Config::parse("[limits]\nmax_record_bytes = 10\n").unwrap_err();
+        assert_eq!(err.to_string(), "config key `limits.max_record_bytes`: must be at least 1024");
+        let err = Config::parse("[limits]\nmax_json_bytes = 20000000\n").unwrap_err();
+        assert_eq!(err.to_string(), "config key `limits.max_json_bytes`: must be at most limits.max_record_bytes");
+        let c = Config::parse("[limits]\nmax_json_depth = 16\nmax_attributes_per_row = 50\n").unwrap();
+        assert_eq!((c.pipeline_options().limits.max_json_depth, c.limits.max_attributes_per_row), (16, 50));
         let err = Config::parse("[decode]\ndecimal_handling_mode = \"exact\"\n").unwrap_err();
         assert!(err.to_string().contains("decimal_handling_mode"), "{err}");
     }

@@ -14,8 +14,10 @@ use base64::Engine;
 use serde::Serialize;
 
 /// Every reason code a dead letter can carry (decode, pivot, truncate): metrics start each at 0.
-pub const REASONS: [&str; 13] = [
+pub const REASONS: [&str; 18] = [
     "invalid_json",
+    "invalid_utf8",
+    "record_too_large",
     "not_debezium",
     "bad_field",
     "unknown_op",
@@ -27,6 +29,9 @@ pub const REASONS: [&str; 13] = [
     "tenant_mismatch",
     "missing_before_image",
     "bad_hot_attributes",
+    "too_many_attributes",
+    "json_too_large",
+    "json_too_deep",
     "truncate",
 ];
 

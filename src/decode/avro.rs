@@ -13,7 +13,8 @@
 
 use super::registry::{Failure, RegisteredSchema, SchemaRegistry};
 use super::value::{
-    decimal_from_f64, parse_decimal, parse_timestamp, timestamp_from_days, timestamp_from_int, unscaled_from_be_bytes,
+    check_timestamp, decimal_from_f64, parse_decimal, parse_timestamp, timestamp_from_days, timestamp_from_int,
+    unscaled_from_be_bytes, ValueError,
 };
 use super::{
     parse_op, source_meta, AttributeRow, DataType, Decimal, DecodeError, DecodeOptions, EntityRow, Event, Field, Op,
@@ -28,6 +29,13 @@ use std::sync::{Arc, Mutex};
 const MAGIC: u8 = 0;
 /// Magic byte and schema id.
 const HEADER_LEN: usize = 5;
+
+/// Longest string, bytes, array or map (in bytes or items) an Avro datum may declare.
+/// apache_avro reserves an array's declared item count at once (about 56 bytes an item): with
+/// its default of 512 Mi, a record of a few hundred bytes declaring 500 million items made it
+/// ask for 30 GB and abort the process (found by fuzzing). At 1 MiB the reservation stays under
+/// 60 MB; a longer text value in an Avro record is an `invalid_avro` dead letter.
+pub const MAX_AVRO_LENGTH: usize = 1 << 20;
 
 /// How a plain integer `value_timestamp` counts time (a `long` in microseconds, nanoseconds…
 /// or an `int` of days). Avro timestamp logical types carry their own unit.
@@ -71,6 +79,8 @@ impl std::fmt::Debug for AvroDecoder {
 
 impl AvroDecoder {
     pub fn new(registry: Arc<SchemaRegistry>, options: DecodeOptions, tables: TableNames) -> AvroDecoder {
+        // Process-wide and set once, before the first datum is read: see MAX_AVRO_LENGTH.
+        apache_avro::util::max_allocation_bytes(MAX_AVRO_LENGTH);
         AvroDecoder { registry, tables, options, writers: Mutex::default(), refused: Mutex::default() }
     }
 
@@ -478,13 +488,18 @@ fn entity_row(fields: &[(String, Value)], which: &'static str) -> Result<EntityR
 
 fn value_row(fields: &[(String, Value)], which: &'static str, plan: &Plan) -> Result<ValueRow, DecodeError> {
     let r = Row { fields, which };
-    let value_decimal = r
-        .opt("value_decimal")
-        .map(|v| decimal_of(v, plan).map_err(|m| DecodeError::field(&r.path("value_decimal"), m)))
-        .transpose()?;
+    // As in the JSON decoder: a value beyond its column's range names its attribute.
+    let value_error = |field: &str, e: ValueError| match (e, r.opt_i64("attribute_id")) {
+        (ValueError::OutOfRange(m), Ok(Some(id))) => {
+            DecodeError::value(&r.path(field), ValueError::OutOfRange(format!("{m} (attribute {id})")))
+        }
+        (e, _) => DecodeError::value(&r.path(field), e),
+    };
+    let value_decimal =
+        r.opt("value_decimal").map(|v| decimal_of(v, plan).map_err(|e| value_error("value_decimal", e))).transpose()?;
     let value_timestamp = r
         .opt("value_timestamp")
-        .map(|v| timestamp_of(v, plan).map_err(|m| DecodeError::field(&r.path("value_timestamp"), m)))
+        .map(|v| timestamp_of(v, plan).map_err(|e| value_error("value_timestamp", e)))
         .transpose()?;
     Ok(ValueRow {
         entity_id: r.i64("entity_id")?,
@@ -500,7 +515,7 @@ fn value_row(fields: &[(String, Value)], which: &'static str, plan: &Plan) -> Re
 }
 
 /// A decimal in whichever form `decimal.handling.mode` gave it.
-fn decimal_of(value: &Value, plan: &Plan) -> Result<Decimal, String> {
+fn decimal_of(value: &Value, plan: &Plan) -> Result<Decimal, ValueError> {
     match value {
         // precise: Avro `decimal` on bytes, the scale in the writer schema.
         Value::Decimal(d) => {
@@ -518,11 +533,11 @@ fn decimal_of(value: &Value, plan: &Plan) -> Result<Decimal, String> {
                 Some(Value::Int(s)) => {
                     u32::try_from(*s).map_err(|_| format!("VariableScaleDecimal scale {s} is negative"))?
                 }
-                other => return Err(format!("VariableScaleDecimal scale is {}", other.map_or("missing", kind))),
+                other => return Err(format!("VariableScaleDecimal scale is {}", other.map_or("missing", kind)).into()),
             };
             let unscaled = match get(fields, "value") {
                 Some(Value::Bytes(b)) => unscaled_from_be_bytes(b)?,
-                other => return Err(format!("VariableScaleDecimal value is {}", other.map_or("missing", kind))),
+                other => return Err(format!("VariableScaleDecimal value is {}", other.map_or("missing", kind)).into()),
             };
             Ok(Decimal { unscaled, scale })
         }
@@ -531,21 +546,18 @@ fn decimal_of(value: &Value, plan: &Plan) -> Result<Decimal, String> {
         // double mode: the shortest decimal that reads back as the same double.
         Value::Double(v) => decimal_from_f64(*v),
         Value::Float(v) if v.is_finite() => parse_decimal(&format!("{v}")),
-        other => Err(format!("{} is not a decimal encoding", kind(other))),
+        other => Err(format!("{} is not a decimal encoding", kind(other)).into()),
     }
 }
 
 /// A timestamp in whichever form `time.precision.mode` (or the column type) gave it.
-fn timestamp_of(value: &Value, plan: &Plan) -> Result<i64, String> {
-    let out_of_range = |v: i64| format!("timestamp {v} is out of range");
+fn timestamp_of(value: &Value, plan: &Plan) -> Result<i64, ValueError> {
     match value {
         // io.debezium.time.ZonedTimestamp (timestamptz), isostring.
         Value::String(text) => parse_timestamp(text),
-        Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => Ok(*us),
-        Value::TimestampMillis(ms) | Value::LocalTimestampMillis(ms) => {
-            ms.checked_mul(1000).ok_or_else(|| out_of_range(*ms))
-        }
-        Value::TimestampNanos(ns) | Value::LocalTimestampNanos(ns) => Ok(ns.div_euclid(1000)),
+        Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => check_timestamp(*us),
+        Value::TimestampMillis(ms) | Value::LocalTimestampMillis(ms) => timestamp_from_int(*ms, TimeMode::Milliseconds),
+        Value::TimestampNanos(ns) | Value::LocalTimestampNanos(ns) => timestamp_from_int(*ns, TimeMode::Nanoseconds),
         Value::Date(days) => timestamp_from_days(*days as i64),
         Value::Long(v) => match plan.int_time {
             IntTime::Unit(mode) => timestamp_from_int(*v, mode),
@@ -553,7 +565,7 @@ fn timestamp_of(value: &Value, plan: &Plan) -> Result<i64, String> {
         },
         // An int timestamp can only be days (io.debezium.time.Date).
         Value::Int(days) => timestamp_from_days(*days as i64),
-        other => Err(format!("{} is not a timestamp encoding", kind(other))),
+        other => Err(format!("{} is not a timestamp encoding", kind(other)).into()),
     }
 }
 

@@ -9,7 +9,8 @@
 
 use super::scan::{Cursor, ScanError};
 use super::value::{
-    decimal_from_f64, parse_decimal, parse_timestamp, timestamp_from_days, timestamp_from_int, unscaled_from_base64,
+    decimal_from_f64, parse_decimal, parse_timestamp, preview, timestamp_from_days, timestamp_from_int,
+    unscaled_from_base64, ValueError,
 };
 use super::{
     parse_op, source_meta, AttributeRow, DataType, DecimalMode, DecodeError, DecodeOptions, EntityRow, Event, Field,
@@ -61,6 +62,9 @@ struct RowImage<'a> {
     value_bool: Option<bool>,
     value_timestamp: Option<&'a str>,
     value_json: Option<Cow<'a, str>>,
+    /// `value_int` holding an integer past i64, as written. The rest of the image is still read,
+    /// so that the dead letter can name the attribute.
+    int_out_of_range: Option<&'a str>,
 }
 
 /// Reads a row image; on a value of the wrong kind, returns the field it was in.
@@ -81,7 +85,10 @@ fn read_image<'a>(c: &mut Cursor<'a>) -> Result<RowImage<'a>, (String, ScanError
             "hot_attributes" => r.hot_attributes = opt_str(c)?,
             "is_deleted" => r.is_deleted = opt_bool(c)?,
             "value_text" => r.value_text = opt_str(c)?,
-            "value_int" => r.value_int = opt_i64(c)?,
+            "value_int" => match opt_i64(c) {
+                Err(e) if e.beyond.is_some() => r.int_out_of_range = Some(c.since(e.pos)),
+                v => r.value_int = v?,
+            },
             "value_decimal" => r.value_decimal = opt_raw(c)?,
             "value_bool" => r.value_bool = opt_bool(c)?,
             "value_timestamp" => r.value_timestamp = opt_raw(c)?,
@@ -138,17 +145,19 @@ fn opt_raw<'a>(c: &mut Cursor<'a>) -> Result<Option<&'a str>, ScanError> {
     }
 }
 
-/// Reads the envelope object at the cursor.
-fn read_envelope<'a>(c: &mut Cursor<'a>) -> Result<Envelope<'a>, ScanError> {
+/// Reads the envelope object at the cursor; `outer` for the record itself, whose `payload` (schema
+/// form) is the envelope proper. A `payload` inside that is not Debezium's and is skipped: read
+/// as an envelope, a record nesting thousands of them would overflow the stack.
+fn read_envelope<'a>(c: &mut Cursor<'a>, outer: bool) -> Result<Envelope<'a>, ScanError> {
     let mut env = Envelope::default();
     c.object(|c, key| {
         match &*key {
             "schema" => env.schema = opt_raw(c)?,
-            "payload" => {
+            "payload" if outer => {
                 if c.null() {
                     env.payload_null = true;
                 } else {
-                    env.payload = Some(Box::new(read_envelope(c)?));
+                    env.payload = Some(Box::new(read_envelope(c, false)?));
                 }
             }
             "before" | "after" => {
@@ -273,13 +282,14 @@ impl JsonDecoder {
 
     fn decode_inner(&mut self, value: Option<&[u8]>) -> Result<Event, DecodeError> {
         let Some(bytes) = value else { return Ok(Event::Tombstone) };
-        let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Json(format!("invalid UTF-8: {e}")))?;
+        let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8(e.to_string()))?;
         let text = text.trim();
         if text.is_empty() || text == "null" {
             return Ok(Event::Tombstone);
         }
         let mut cursor = Cursor::new(text);
-        let env = read_envelope(&mut cursor).and_then(|env| cursor.end().map(|()| env)).map_err(envelope_error)?;
+        let env =
+            read_envelope(&mut cursor, true).and_then(|env| cursor.end().map(|()| env)).map_err(envelope_error)?;
         if env.payload_null {
             return Ok(Event::Tombstone);
         }
@@ -484,13 +494,25 @@ fn entity_row(e: RowImage, which: &str) -> Result<EntityRow, DecodeError> {
 }
 
 fn value_row(v: RowImage, which: &str, codecs: Codecs) -> Result<ValueRow, DecodeError> {
+    // A value beyond its column's range names its attribute: the catalog cannot help here, the
+    // record never reaches the pivot.
+    let value_error = |field: &'static str, e: ValueError| match (e, v.attribute_id) {
+        (ValueError::OutOfRange(m), Some(id)) => {
+            DecodeError::value(field, ValueError::OutOfRange(format!("{m} (attribute {id})")))
+        }
+        (e, _) => DecodeError::value(field, e),
+    };
+    if let Some(int) = v.int_out_of_range {
+        let message = format!("integer `{}` is beyond the range of a 64-bit integer", preview(int));
+        return Err(value_error("value_int", ValueError::OutOfRange(message)));
+    }
     let value_decimal = v
         .value_decimal
-        .map(|raw| decimal_from_json(raw, codecs.decimal).map_err(|m| DecodeError::field("value_decimal", m)))
+        .map(|raw| decimal_from_json(raw, codecs.decimal).map_err(|e| value_error("value_decimal", e)))
         .transpose()?;
     let value_timestamp = v
         .value_timestamp
-        .map(|raw| timestamp_from_json(raw, codecs.timestamp).map_err(|m| DecodeError::field("value_timestamp", m)))
+        .map(|raw| timestamp_from_json(raw, codecs.timestamp).map_err(|e| value_error("value_timestamp", e)))
         .transpose()?;
     Ok(ValueRow {
         entity_id: required(v.entity_id, which, "entity_id")?,
@@ -514,7 +536,7 @@ struct VariableScale<'a> {
 
 /// A decimal as raw JSON: its shape settles what it can (an object is VariableScaleDecimal, a
 /// number is a double), the codec settles what a string means (base64 or decimal text).
-fn decimal_from_json(raw: &str, codec: DecimalCodec) -> Result<Decimal, String> {
+fn decimal_from_json(raw: &str, codec: DecimalCodec) -> Result<Decimal, ValueError> {
     let first = raw.as_bytes().first().copied().unwrap_or(b' ');
     if first == b'{' {
         let v: VariableScale = serde_json::from_str(raw).map_err(|e| format!("bad VariableScaleDecimal: {e}"))?;
@@ -524,21 +546,36 @@ fn decimal_from_json(raw: &str, codec: DecimalCodec) -> Result<Decimal, String> 
         let text: Cow<str> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
         return match codec {
             DecimalCodec::Precise { scale } => Ok(Decimal { unscaled: unscaled_from_base64(&text)?, scale }),
-            DecimalCodec::VariableScale => Err("VariableScaleDecimal must be an object".into()),
+            DecimalCodec::VariableScale => Err(ValueError::Invalid("VariableScaleDecimal must be an object".into())),
             // "NaN" and "Infinity" come as strings in double mode; they have no decimal value.
             DecimalCodec::Text | DecimalCodec::Double => parse_decimal(&text),
         };
     }
     // A JSON number: parse its text exactly rather than through f64 where possible.
-    parse_decimal(raw).or_else(|_| raw.parse::<f64>().map_err(|e| e.to_string()).and_then(decimal_from_f64))
+    match parse_decimal(raw) {
+        Err(ValueError::Invalid(_)) => {
+            raw.parse::<f64>().map_err(|e| ValueError::Invalid(e.to_string())).and_then(decimal_from_f64)
+        }
+        done => done,
+    }
 }
 
-fn timestamp_from_json(raw: &str, codec: TimeCodec) -> Result<i64, String> {
+fn timestamp_from_json(raw: &str, codec: TimeCodec) -> Result<i64, ValueError> {
     if raw.starts_with('"') {
         let text: Cow<str> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
         return parse_timestamp(&text);
     }
-    let v: i64 = raw.parse().map_err(|_| format!("`{raw}` is not an integer timestamp"))?;
+    let v: i64 = raw.parse().map_err(|_| {
+        let digits = raw.strip_prefix('-').unwrap_or(raw);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            ValueError::OutOfRange(format!(
+                "integer timestamp `{}` is beyond the range of a 64-bit integer",
+                preview(raw)
+            ))
+        } else {
+            ValueError::Invalid(format!("`{}` is not an integer timestamp", preview(raw)))
+        }
+    })?;
     match codec {
         TimeCodec::Int(mode) => timestamp_from_int(v, mode),
         TimeCodec::Days => timestamp_from_days(v),
@@ -546,12 +583,12 @@ fn timestamp_from_json(raw: &str, codec: TimeCodec) -> Result<i64, String> {
 }
 
 /// Hot attribute values inside `hot_attributes` JSONB, by catalog type. Public for the pivot.
-pub fn hot_decimal(raw: &str) -> Result<Decimal, String> {
+pub fn hot_decimal(raw: &str) -> Result<Decimal, ValueError> {
     decimal_from_json(raw, DecimalCodec::Text)
 }
 
 /// A hot timestamp inside JSONB: ISO text, or integer microseconds.
-pub fn hot_timestamp(raw: &str) -> Result<i64, String> {
+pub fn hot_timestamp(raw: &str) -> Result<i64, ValueError> {
     timestamp_from_json(raw, TimeCodec::Int(TimeMode::Adaptive))
 }
 

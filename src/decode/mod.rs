@@ -312,6 +312,12 @@ impl Decoder {
 pub enum DecodeError {
     #[error("record is not valid JSON: {0}")]
     Json(String),
+    #[error("record is not valid UTF-8: {0}")]
+    InvalidUtf8(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("field `{field}`: {message}")]
+    OutOfRange { field: String, message: String },
     #[error("record is not a Debezium change event: {0}")]
     NotDebezium(String),
     #[error("field `{field}`: {message}")]
@@ -328,6 +334,9 @@ impl DecodeError {
     pub fn reason(&self) -> &'static str {
         match self {
             DecodeError::Json(_) => "invalid_json",
+            DecodeError::InvalidUtf8(_) => "invalid_utf8",
+            DecodeError::TooLarge(_) => "record_too_large",
+            DecodeError::OutOfRange { .. } => "value_out_of_range",
             DecodeError::NotDebezium(_) => "not_debezium",
             DecodeError::BadField { .. } => "bad_field",
             DecodeError::UnknownOp(_) => "unknown_op",
@@ -338,6 +347,21 @@ impl DecodeError {
 
     pub(crate) fn field(field: &str, message: impl Into<String>) -> DecodeError {
         DecodeError::BadField { field: field.to_string(), message: message.into() }
+    }
+
+    /// A record of `bytes` bytes over the `limit`; `cut` when the source kept only its beginning.
+    pub fn too_large(bytes: usize, limit: usize, cut: bool) -> DecodeError {
+        let kept = if cut { format!("; the dead letter holds its first {limit} bytes") } else { String::new() };
+        DecodeError::TooLarge(format!("record of {bytes} bytes is over limits.max_record_bytes ({limit}){kept}"))
+    }
+
+    /// A column value that could not be read: malformed (`bad_field`) or beyond what its column
+    /// holds (`value_out_of_range`).
+    pub(crate) fn value(field: &str, e: value::ValueError) -> DecodeError {
+        match e {
+            value::ValueError::Invalid(message) => DecodeError::BadField { field: field.to_string(), message },
+            value::ValueError::OutOfRange(message) => DecodeError::OutOfRange { field: field.to_string(), message },
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! escaped ones are unescaped into an owned `String`. Skipped values are checked for structure
 //! (balanced brackets, terminated strings) but not for every grammar rule of JSON.
 
+use super::value::preview;
 use std::borrow::Cow;
 
 /// Where and why the JSON could not be read.
@@ -16,6 +17,17 @@ pub struct ScanError {
     pub message: String,
     /// True for malformed JSON; false for well-formed JSON of an unexpected shape.
     pub syntax: bool,
+    /// Well-formed, but past a limit.
+    pub beyond: Option<Beyond>,
+}
+
+/// The limit a well-formed value is past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beyond {
+    /// An integer past i64.
+    IntegerRange,
+    /// Nesting deeper than the cursor's maximum depth.
+    Depth,
 }
 
 impl std::fmt::Display for ScanError {
@@ -30,20 +42,27 @@ pub struct Cursor<'a> {
     src: &'a str,
     b: &'a [u8],
     pos: usize,
+    /// Deepest nesting [`Cursor::skip`] accepts (JSONB values: see `limits`).
+    max_depth: usize,
 }
 
 impl<'a> Cursor<'a> {
     pub fn new(src: &'a str) -> Cursor<'a> {
-        Cursor { src, b: src.as_bytes(), pos: 0 }
+        Cursor { src, b: src.as_bytes(), pos: 0, max_depth: usize::MAX }
+    }
+
+    /// A cursor whose skipped values may nest at most `max_depth` arrays or objects deep.
+    pub fn with_max_depth(src: &'a str, max_depth: usize) -> Cursor<'a> {
+        Cursor { max_depth, ..Cursor::new(src) }
     }
 
     fn syntax(&self, message: impl Into<String>) -> ScanError {
-        ScanError { pos: self.pos, message: message.into(), syntax: true }
+        ScanError { pos: self.pos, message: message.into(), syntax: true, beyond: None }
     }
 
     /// A well-formed value of the wrong kind.
     pub fn shape(&self, message: impl Into<String>) -> ScanError {
-        ScanError { pos: self.pos, message: message.into(), syntax: false }
+        ScanError { pos: self.pos, message: message.into(), syntax: false, beyond: None }
     }
 
     fn ws(&mut self) {
@@ -53,6 +72,11 @@ impl<'a> Cursor<'a> {
             }
             self.pos += 1;
         }
+    }
+
+    /// The text from `start` to the cursor.
+    pub fn since(&self, start: usize) -> &'a str {
+        self.src.get(start..self.pos).unwrap_or("")
     }
 
     /// The next non-blank byte, not consumed.
@@ -146,6 +170,7 @@ impl<'a> Cursor<'a> {
             pos: start,
             message: format!("bad string: {e}"),
             syntax: true,
+            beyond: None,
         })
     }
 
@@ -201,10 +226,15 @@ impl<'a> Cursor<'a> {
     fn i64_slow(&mut self) -> Result<i64> {
         let start = self.scalar_start()?;
         let text = &self.src[start..self.pos];
-        text.parse().map_err(|_| ScanError {
-            pos: start,
-            message: format!("expected an integer, found `{}`", preview(text)),
-            syntax: false,
+        text.parse().map_err(|_| {
+            let digits = text.strip_prefix('-').unwrap_or(text);
+            let range = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+            let message = if range {
+                format!("integer `{}` is beyond the range of a 64-bit integer", preview(text))
+            } else {
+                format!("expected an integer, found `{}`", preview(text))
+            };
+            ScanError { pos: start, message, syntax: false, beyond: range.then_some(Beyond::IntegerRange) }
         })
     }
 
@@ -218,6 +248,7 @@ impl<'a> Cursor<'a> {
                 pos: start,
                 message: format!("expected a boolean, found `{}`", preview(other)),
                 syntax: false,
+                beyond: None,
             }),
         }
     }
@@ -232,6 +263,7 @@ impl<'a> Cursor<'a> {
                     pos: self.pos - raw.len(),
                     message: format!("expected a scalar, found `{}`", preview(raw)),
                     syntax: false,
+                    beyond: None,
                 });
             }
             Some(_) => self.pos,
@@ -277,6 +309,8 @@ impl<'a> Cursor<'a> {
         let b = self.b;
         let mut i = self.pos;
         let mut depth = 0usize;
+        // Kept in a register: the loop writes `self.pos` only on the way out.
+        let max_depth = self.max_depth;
         loop {
             let Some(&c) = b.get(i) else {
                 self.pos = i;
@@ -297,6 +331,15 @@ impl<'a> Cursor<'a> {
                 }
                 b'{' | b'[' => {
                     depth += 1;
+                    if depth > max_depth {
+                        self.pos = i;
+                        return Err(ScanError {
+                            pos: i,
+                            message: format!("nested more than {max_depth} levels deep"),
+                            syntax: false,
+                            beyond: Some(Beyond::Depth),
+                        });
+                    }
                     i += 1;
                 }
                 b'}' | b']' => {
@@ -360,14 +403,6 @@ fn quote_or_backslash(b: &[u8], mut i: usize) -> Option<usize> {
     b.get(i..)?.iter().position(|&c| c == b'"' || c == b'\\').map(|p| i + p)
 }
 
-fn preview(s: &str) -> String {
-    let mut p: String = s.chars().take(40).collect();
-    if p.len() < s.len() {
-        p.push('…');
-    }
-    p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,7 +464,9 @@ mod tests {
         let e = err("1e3", &|c| c.i64().map(drop));
         assert_eq!(e.message, "expected an integer, found `1e3`");
         let e = err("9223372036854775808", &|c| c.i64().map(drop));
-        assert_eq!(e.message, "expected an integer, found `9223372036854775808`");
+        assert_eq!(e.message, "integer `9223372036854775808` is beyond the range of a 64-bit integer");
+        assert_eq!((e.beyond, e.syntax), (Some(Beyond::IntegerRange), false));
+        assert_eq!(err("1.5", &|c| c.i64().map(drop)).beyond, None);
         assert!(err("-", &|c| c.i64().map(drop)).message.contains("expected an integer"));
         for (text, v) in [("0", 0), ("-0", 0), ("42", 42), (" -7,", -7), ("9223372036854775807", i64::MAX)] {
             assert_eq!(Cursor::new(text).i64(), Ok(v), "{text}");

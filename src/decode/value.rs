@@ -8,14 +8,78 @@ use base64::Engine;
 /// Largest number of decimal digits a Decimal128 holds.
 pub const MAX_DECIMAL_DIGITS: u32 = 38;
 
+/// Smallest unscaled value above what Decimal128(38, s) holds: 10^38. An i128 goes up to about
+/// 1.7 × 10^38, so a value may fit the integer and still not the column's precision.
+const DECIMAL128_LIMIT: i128 = 10i128.pow(MAX_DECIMAL_DIGITS);
+
+/// Earliest timestamp the lake keeps: 0001-01-01T00:00:00Z, in µs since the epoch.
+pub const MIN_TIMESTAMP_US: i64 = -62_135_596_800_000_000;
+/// Latest timestamp the lake keeps: 9999-12-31T23:59:59.999999Z. Timestamp(µs) could hold
+/// ±290,000 years, but years outside 1..=9999 are not readable everywhere (Python's datetime,
+/// Spark, Trino and ISO-8601 text stop there), so they are dead letters rather than lake values.
+pub const MAX_TIMESTAMP_US: i64 = 253_402_300_799_999_999;
+
+/// Why a value could not be read: malformed, or well-formed but beyond what its column holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueError {
+    Invalid(String),
+    OutOfRange(String),
+}
+
+impl ValueError {
+    pub fn message(&self) -> &str {
+        match self {
+            ValueError::Invalid(m) | ValueError::OutOfRange(m) => m,
+        }
+    }
+}
+
+impl std::fmt::Display for ValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl From<String> for ValueError {
+    fn from(message: String) -> Self {
+        ValueError::Invalid(message)
+    }
+}
+
+fn range(message: String) -> ValueError {
+    ValueError::OutOfRange(message)
+}
+
+/// Checks that µs since the epoch are within [`MIN_TIMESTAMP_US`]..=[`MAX_TIMESTAMP_US`].
+pub fn check_timestamp(us: i64) -> Result<i64, ValueError> {
+    if (MIN_TIMESTAMP_US..=MAX_TIMESTAMP_US).contains(&us) {
+        Ok(us)
+    } else {
+        Err(range(format!("timestamp {us} µs is outside years 1 to 9999")))
+    }
+}
+
 /// Parses decimal text, as in `decimal.handling.mode=string` or a JSON number in `double` mode:
 /// `-12.340`, `1e-3`, `1.5E+10`. The scale is the number of fraction digits written (after
 /// applying the exponent), so `"12.340"` has scale 3.
-pub fn parse_decimal(text: &str) -> Result<Decimal, String> {
+pub fn parse_decimal(text: &str) -> Result<Decimal, ValueError> {
     let t = text.trim();
+    // Debezium's double and string modes write these for a non-finite double: no decimal holds
+    // them.
+    if matches!(t, "NaN" | "Infinity" | "-Infinity" | "inf" | "-inf") {
+        return Err(range(format!("`{t}` is not a finite number")));
+    }
     let (mantissa, exp) = match t.find(['e', 'E']) {
         Some(i) => {
-            let exp: i32 = t[i + 1..].parse().map_err(|_| format!("bad exponent in `{t}`"))?;
+            let digits = t[i + 1..].trim_start_matches(['+', '-']);
+            let exp: i32 = t[i + 1..].parse().map_err(|_| {
+                // All digits but too long for an i32: a number, far out of range.
+                if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                    range(format!("exponent of `{}` is out of range", preview(t)))
+                } else {
+                    ValueError::Invalid(format!("bad exponent in `{}`", preview(t)))
+                }
+            })?;
             (&t[..i], exp)
         }
         None => (t, 0),
@@ -27,42 +91,46 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, String> {
     };
     let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
     if int_part.is_empty() && frac_part.is_empty() {
-        return Err(format!("`{t}` is not a decimal number"));
+        return Err(ValueError::Invalid(format!("`{}` is not a decimal number", preview(t))));
     }
     let mut unscaled: i128 = 0;
     for b in int_part.bytes().chain(frac_part.bytes()) {
         if !b.is_ascii_digit() {
-            return Err(format!("`{t}` is not a decimal number"));
+            return Err(ValueError::Invalid(format!("`{}` is not a decimal number", preview(t))));
         }
         unscaled = unscaled
             .checked_mul(10)
             .and_then(|v| v.checked_add((b - b'0') as i128))
-            .ok_or_else(|| format!("`{t}` has more than {MAX_DECIMAL_DIGITS} digits"))?;
+            .ok_or_else(|| range(format!("`{}` has more than {MAX_DECIMAL_DIGITS} digits", preview(t))))?;
     }
     let mut scale = frac_part.len() as i64 - exp as i64;
     if scale < 0 {
         unscaled = unscaled
-            .checked_mul(10i128.checked_pow((-scale) as u32).ok_or_else(|| format!("`{t}` is out of range"))?)
-            .ok_or_else(|| format!("`{t}` is out of range"))?;
+            .checked_mul(
+                10i128
+                    .checked_pow((-scale) as u32)
+                    .ok_or_else(|| range(format!("`{}` is out of range", preview(t))))?,
+            )
+            .ok_or_else(|| range(format!("`{}` is out of range", preview(t))))?;
         scale = 0;
     }
     if scale > MAX_DECIMAL_DIGITS as i64 {
-        return Err(format!("`{t}` has a scale above {MAX_DECIMAL_DIGITS}"));
+        return Err(range(format!("`{}` has a scale above {MAX_DECIMAL_DIGITS}", preview(t))));
     }
     Ok(Decimal { unscaled: if neg { -unscaled } else { unscaled }, scale: scale as u32 })
 }
 
 /// A double (Avro `double`, or decimal.handling.mode=double) as the shortest decimal that reads
 /// back as the same double: the value Debezium meant, not the binary expansion.
-pub fn decimal_from_f64(v: f64) -> Result<Decimal, String> {
+pub fn decimal_from_f64(v: f64) -> Result<Decimal, ValueError> {
     if !v.is_finite() {
-        return Err(format!("{v} is not a finite number"));
+        return Err(range(format!("{v} is not a finite number")));
     }
     parse_decimal(&format!("{v}"))
 }
 
 /// Big-endian two's-complement bytes (Kafka Connect's Decimal, `precise` mode) to an i128.
-pub fn unscaled_from_be_bytes(bytes: &[u8]) -> Result<i128, String> {
+pub fn unscaled_from_be_bytes(bytes: &[u8]) -> Result<i128, ValueError> {
     if bytes.is_empty() {
         return Ok(0);
     }
@@ -71,7 +139,7 @@ pub fn unscaled_from_be_bytes(bytes: &[u8]) -> Result<i128, String> {
     // Longer than 16 bytes is fine only when the extra leading bytes are pure sign extension.
     let (extra, rest) = bytes.split_at(bytes.len().saturating_sub(16));
     if extra.iter().any(|b| *b != fill) || (!extra.is_empty() && (rest[0] & 0x80 != 0) != negative) {
-        return Err(format!("decimal of {} bytes does not fit in 128 bits", bytes.len()));
+        return Err(range(format!("decimal of {} bytes does not fit in 128 bits", bytes.len())));
     }
     let mut buf = [fill; 16];
     buf[16 - rest.len()..].copy_from_slice(rest);
@@ -79,26 +147,34 @@ pub fn unscaled_from_be_bytes(bytes: &[u8]) -> Result<i128, String> {
 }
 
 /// Base64 text of a precise decimal to its unscaled value.
-pub fn unscaled_from_base64(text: &str) -> Result<i128, String> {
-    let bytes =
-        base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("`{text}` is not base64 ({e})"))?;
+pub fn unscaled_from_base64(text: &str) -> Result<i128, ValueError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| ValueError::Invalid(format!("`{}` is not base64 ({e})", preview(text))))?;
     unscaled_from_be_bytes(&bytes)
 }
 
-/// Brings a decimal to `scale` without losing digits; fails when it would have to round.
-pub fn rescale(d: Decimal, scale: u32) -> Result<i128, String> {
-    if d.scale == scale {
-        return Ok(d.unscaled);
+/// Brings a decimal to `scale` without losing digits: the unscaled value of a Decimal128(38,
+/// scale). Fails when it would have to round or has more than 38 digits at that scale.
+pub fn rescale(d: Decimal, scale: u32) -> Result<i128, ValueError> {
+    let too_big = || range(format!("value does not fit a decimal(38, {scale})"));
+    let v = if d.scale == scale {
+        d.unscaled
+    } else if d.scale < scale {
+        let f = 10i128.checked_pow(scale - d.scale).ok_or_else(too_big)?;
+        d.unscaled.checked_mul(f).ok_or_else(too_big)?
+    } else {
+        // A scale past 38 digits leaves nothing but zeros to drop: the value must be 0.
+        match 10i128.checked_pow(d.scale - scale) {
+            Some(f) if d.unscaled % f == 0 => d.unscaled / f,
+            None if d.unscaled == 0 => 0,
+            _ => return Err(range(format!("value has more than {scale} fraction digits"))),
+        }
+    };
+    if v.unsigned_abs() >= DECIMAL128_LIMIT as u128 {
+        return Err(too_big());
     }
-    if d.scale < scale {
-        let f = 10i128.checked_pow(scale - d.scale).ok_or("scale out of range")?;
-        return d.unscaled.checked_mul(f).ok_or_else(|| format!("value does not fit a decimal with scale {scale}"));
-    }
-    let f = 10i128.checked_pow(d.scale - scale).ok_or("scale out of range")?;
-    if d.unscaled % f != 0 {
-        return Err(format!("value has more than {scale} fraction digits"));
-    }
-    Ok(d.unscaled / f)
+    Ok(v)
 }
 
 /// Decimal text of an unscaled value, for messages and tests.
@@ -115,39 +191,50 @@ pub fn format_decimal(unscaled: i128, scale: u32) -> String {
 }
 
 /// An integer timestamp in the unit `mode` gives it to microseconds.
-pub fn timestamp_from_int(v: i64, mode: TimeMode) -> Result<i64, String> {
+pub fn timestamp_from_int(v: i64, mode: TimeMode) -> Result<i64, ValueError> {
     let us = match mode {
         TimeMode::Adaptive => Some(v),
         TimeMode::Connect | TimeMode::Milliseconds => v.checked_mul(1000),
         TimeMode::Nanoseconds => Some(v.div_euclid(1000)),
     };
-    us.ok_or_else(|| format!("timestamp {v} is out of range"))
+    check_timestamp(us.ok_or_else(|| range(format!("timestamp {v} is out of range")))?)
 }
 
 /// `io.debezium.time.Date` (days since the epoch) to microseconds at midnight UTC.
-pub fn timestamp_from_days(days: i64) -> Result<i64, String> {
-    days.checked_mul(86_400_000_000).ok_or_else(|| format!("date {days} is out of range"))
+pub fn timestamp_from_days(days: i64) -> Result<i64, ValueError> {
+    check_timestamp(days.checked_mul(86_400_000_000).ok_or_else(|| range(format!("date {days} is out of range")))?)
 }
 
 /// ISO-8601 text to µs since the epoch, UTC: ZonedTimestamp (`2024-03-01T10:00:00.1234Z`, any
 /// fraction length, `Z` or an offset) and isostring/local forms without an offset (read as UTC).
-pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+pub fn parse_timestamp(text: &str) -> Result<i64, ValueError> {
     let t = text.trim();
-    let err = || format!("`{t}` is not an ISO-8601 timestamp");
+    let err = || ValueError::Invalid(format!("`{}` is not an ISO-8601 timestamp", preview(t)));
+    let in_range =
+        |us: Option<i64>| check_timestamp(us.ok_or_else(|| range(format!("`{}` is out of range", preview(t))))?);
     if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
-        return micros(dt.timestamp(), dt.timestamp_subsec_nanos()).ok_or_else(err);
+        return in_range(micros(dt.timestamp(), dt.timestamp_subsec_nanos()));
     }
     for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
         if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(t, fmt) {
             let dt = dt.and_utc();
-            return micros(dt.timestamp(), dt.timestamp_subsec_nanos()).ok_or_else(err);
+            return in_range(micros(dt.timestamp(), dt.timestamp_subsec_nanos()));
         }
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
         let dt = d.and_hms_opt(0, 0, 0).ok_or_else(err)?.and_utc();
-        return micros(dt.timestamp(), 0).ok_or_else(err);
+        return in_range(micros(dt.timestamp(), 0));
     }
     Err(err())
+}
+
+/// The first 40 characters of a value, for messages (values may be huge).
+pub(crate) fn preview(s: &str) -> String {
+    let mut p: String = s.chars().take(40).collect();
+    if p.len() < s.len() {
+        p.push('…');
+    }
+    p
 }
 
 fn micros(secs: i64, nanos: u32) -> Option<i64> {

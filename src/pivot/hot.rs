@@ -8,23 +8,42 @@ use super::PivotError;
 use crate::catalog::Catalog;
 use crate::columns::Value;
 use crate::decode::json::{hot_decimal, hot_timestamp};
+use crate::decode::scan::Beyond;
 use crate::decode::scan::Cursor;
-use crate::decode::value::rescale;
+use crate::decode::value::{rescale, ValueError};
 use crate::decode::DataType;
+use crate::limits::Limits;
 use std::borrow::Cow;
 
 /// The entries of a JSON object with borrowed keys and raw values, in document order.
 struct Entries<'a>(Vec<(Cow<'a, str>, &'a str)>);
 
-fn parse(json: &str) -> Result<Entries<'_>, PivotError> {
+/// Reads the object within `limits`: its size, its number of keys, and (counted by the same
+/// scan) the nesting of its values, the object itself being the first level.
+fn parse<'a>(json: &'a str, entity_id: i64, limits: &Limits) -> Result<Entries<'a>, PivotError> {
+    const WHAT: &str = "hot_attributes";
+    if json.len() > limits.max_json_bytes {
+        return Err(PivotError::JsonTooLarge { what: WHAT.into(), bytes: json.len(), limit: limits.max_json_bytes });
+    }
     let mut entries = Vec::with_capacity(8);
-    let mut c = Cursor::new(json);
+    let mut c = Cursor::with_max_depth(json, limits.max_json_depth.saturating_sub(1));
+    let mut too_many = false;
     c.object(|c, key| {
+        if entries.len() == limits.max_attributes_per_row {
+            too_many = true;
+            return Err(c.shape("too many keys"));
+        }
         entries.push((key, c.raw()?));
         Ok(())
     })
     .and_then(|()| c.end())
-    .map_err(|e| PivotError::BadHotAttributes(e.to_string()))?;
+    .map_err(|e| match e.beyond {
+        _ if too_many => {
+            PivotError::TooManyAttributes { entity_id, count: entries.len() + 1, limit: limits.max_attributes_per_row }
+        }
+        Some(Beyond::Depth) => PivotError::JsonTooDeep { what: WHAT.into(), limit: limits.max_json_depth },
+        _ => PivotError::BadHotAttributes(e.to_string()),
+    })?;
     Ok(Entries(entries))
 }
 
@@ -32,18 +51,26 @@ fn find<'a>(entries: &Entries<'a>, name: &str) -> Option<&'a str> {
     entries.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
 }
 
+/// The entity whose `hot_attributes` are read.
+pub(super) struct Of<'a> {
+    pub tenant_id: i64,
+    pub entity_type: &'a str,
+    pub entity_id: i64,
+}
+
 /// Typed cells of the hot attributes of one entity image. Fails on a key the catalog does not
 /// know as a hot attribute of this tenant and entity type, and on a value of the wrong type.
 pub(super) fn cells(
     catalog: &Catalog,
-    tenant_id: i64,
-    entity_type: &str,
+    of: Of,
     after: &str,
     before: Option<&str>,
     scale: u32,
+    limits: &Limits,
 ) -> Result<Vec<(i64, Option<Value>)>, PivotError> {
-    let after = parse(after)?;
-    let before = before.map(parse).transpose()?;
+    let Of { tenant_id, entity_type, entity_id } = of;
+    let after = parse(after, entity_id, limits)?;
+    let before = before.map(|b| parse(b, entity_id, limits)).transpose()?;
     for (key, _) in &after.0 {
         match catalog.by_name(tenant_id, entity_type, key) {
             Some(a) if a.is_hot => {}
@@ -94,6 +121,14 @@ enum Typed {
     OutOfRange(String),
 }
 
+/// A value error as [`Typed`]: out of range, or (malformed) a value of another kind.
+fn ranged(e: ValueError, shown: impl Fn() -> Typed) -> Typed {
+    match e {
+        ValueError::OutOfRange(m) => Typed::OutOfRange(m),
+        ValueError::Invalid(_) => shown(),
+    }
+}
+
 /// One JSON value as `data_type`.
 fn typed(raw: &str, data_type: DataType, scale: u32) -> Result<Option<Value>, Typed> {
     if raw == "null" {
@@ -112,16 +147,27 @@ fn typed(raw: &str, data_type: DataType, scale: u32) -> Result<Option<Value>, Ty
             Ok(text) => Value::Text(text.into_owned()),
             Err(_) => return Err(shown()),
         },
-        DataType::Int => Value::Int(raw.parse::<i64>().map_err(|_| shown())?),
+        DataType::Int => Value::Int(raw.parse::<i64>().map_err(|_| {
+            // An integer too long for i64 is out of range, anything else another kind of value.
+            let digits = raw.strip_prefix('-').unwrap_or(raw);
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                Typed::OutOfRange(format!(
+                    "`{}` is beyond the range of a 64-bit integer",
+                    crate::decode::value::preview(raw)
+                ))
+            } else {
+                shown()
+            }
+        })?),
         DataType::Bool => match raw {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
             _ => return Err(shown()),
         },
         DataType::Decimal => {
-            let d = hot_decimal(raw).map_err(|_| shown())?;
-            Value::Decimal(rescale(d, scale).map_err(Typed::OutOfRange)?)
+            let d = hot_decimal(raw).map_err(|e| ranged(e, shown))?;
+            Value::Decimal(rescale(d, scale).map_err(|e| ranged(e, shown))?)
         }
-        DataType::Timestamp => Value::Timestamp(hot_timestamp(raw).map_err(|_| shown())?),
+        DataType::Timestamp => Value::Timestamp(hot_timestamp(raw).map_err(|e| ranged(e, shown))?),
     }))
 }

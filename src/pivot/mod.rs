@@ -20,8 +20,10 @@ pub use batch::{BatchSet, FinishedBatch};
 
 use crate::catalog::{Attribute, Catalog};
 use crate::columns::Value;
+use crate::decode::scan::{Beyond, Cursor};
 use crate::decode::value::rescale;
 use crate::decode::{DataType, EntityRow, Field, Op, RowChange, SourceMeta, ValueRow};
+use crate::limits::Limits;
 use crate::position::KafkaCoords;
 use crate::tenancy::EntityTenants;
 use rustc_hash::FxHashMap;
@@ -42,6 +44,12 @@ pub enum PivotError {
     MissingImage { table: &'static str, op: &'static str, message: String },
     #[error("hot_attributes: {0}")]
     BadHotAttributes(String),
+    #[error("entity {entity_id}: {count} attributes in one row, over limits.max_attributes_per_row ({limit})")]
+    TooManyAttributes { entity_id: i64, count: usize, limit: usize },
+    #[error("{what}: {bytes} bytes of JSON, over limits.max_json_bytes ({limit})")]
+    JsonTooLarge { what: String, bytes: usize, limit: usize },
+    #[error("{what}: JSON nested over limits.max_json_depth ({limit}) levels deep")]
+    JsonTooDeep { what: String, limit: usize },
 }
 
 impl PivotError {
@@ -53,6 +61,9 @@ impl PivotError {
             PivotError::TenantMismatch { .. } => "tenant_mismatch",
             PivotError::MissingImage { .. } => "missing_before_image",
             PivotError::BadHotAttributes(_) => "bad_hot_attributes",
+            PivotError::TooManyAttributes { .. } => "too_many_attributes",
+            PivotError::JsonTooLarge { .. } => "json_too_large",
+            PivotError::JsonTooDeep { .. } => "json_too_deep",
         }
     }
 
@@ -141,6 +152,7 @@ enum TxKey {
 /// The pivot: the open transaction's fold and the batches of finished rows.
 pub struct Pivot {
     decimal_scale: u32,
+    limits: Limits,
     max_pending_entities: usize,
     tx: Option<TxKey>,
     pending: FxHashMap<i64, usize>,
@@ -159,6 +171,7 @@ impl Pivot {
     pub fn new(decimal_scale: u32, max_pending_entities: usize) -> Pivot {
         Pivot {
             decimal_scale,
+            limits: Limits::default(),
             max_pending_entities: max_pending_entities.max(1),
             tx: None,
             pending: FxHashMap::default(),
@@ -172,6 +185,12 @@ impl Pivot {
     /// Remembers the tenant of about `capacity` entities (0: none; see [`EntityTenants`]).
     pub fn with_remembered_entities(mut self, capacity: usize) -> Pivot {
         self.entity_tenants = EntityTenants::new(capacity);
+        self
+    }
+
+    /// The same pivot, holding rows to `limits` rather than the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Pivot {
+        self.limits = limits;
         self
     }
 
@@ -224,8 +243,10 @@ impl Pivot {
             self.end_transaction(catalog);
             self.tx = Some(key);
         }
+        let limit = self.limits.max_attributes_per_row;
         if let Some(&at) = self.pending.get(&entity_id) {
             let existing = &self.rows[at];
+            check_cells(limit, entity_id, &effect, &existing.cells)?;
             if existing.tenant_id != tenant_id {
                 return Err(PivotError::TenantMismatch {
                     row: tenant_id,
@@ -240,8 +261,11 @@ impl Pivot {
                     found: format!("entity {entity_id} of type `{}`", existing.entity_type),
                 });
             }
-        } else if self.pending.len() >= self.max_pending_entities {
-            self.flush_fold(catalog);
+        } else {
+            check_cells(limit, entity_id, &effect, &[])?;
+            if self.pending.len() >= self.max_pending_entities {
+                self.flush_fold(catalog);
+            }
         }
         let meta = RowMeta {
             commit_lsn: source.position.commit_lsn.0 as i64,
@@ -357,12 +381,13 @@ impl Pivot {
             Op::Read => RowOp::Read,
             Op::Update => RowOp::Update,
         };
+        let of = || hot::Of { tenant_id, entity_type: &entity_type, entity_id: image.entity_id };
         let cells = if row_op == RowOp::Delete {
             Vec::new()
         } else {
             match &image.hot_attributes {
                 Field::Unavailable => Vec::new(),
-                Field::Null => hot::cells(catalog, tenant_id, &entity_type, "{}", None, self.decimal_scale)?,
+                Field::Null => hot::cells(catalog, of(), "{}", None, self.decimal_scale, &self.limits)?,
                 Field::Value(json) => {
                     // With the before image we can tell exactly which hot attributes changed; a
                     // logically deleted entity coming back has all its attributes set anew.
@@ -374,7 +399,7 @@ impl Pivot {
                         },
                         _ => None,
                     };
-                    hot::cells(catalog, tenant_id, &entity_type, json, before_json, self.decimal_scale)?
+                    hot::cells(catalog, of(), json, before_json, self.decimal_scale, &self.limits)?
                 }
             }
         };
@@ -419,7 +444,7 @@ impl Pivot {
         }
         let cell = match op {
             Op::Delete => Some((attr.attribute_id, None)),
-            _ => cold_value(attr, image, self.decimal_scale)?.map(|v| (attr.attribute_id, v)),
+            _ => cold_value(attr, image, self.decimal_scale, &self.limits)?.map(|v| (attr.attribute_id, v)),
         };
         Ok((tenant_id, attr.entity_type.clone(), image.entity_id, Effect::Value { cell }))
     }
@@ -427,7 +452,12 @@ impl Pivot {
 
 /// The value of a cold attribute from its typed column. `Ok(None)`: untouched (TOAST
 /// placeholder); `Ok(Some(None))`: null.
-fn cold_value(attr: &Attribute, row: &ValueRow, scale: u32) -> Result<Option<Option<Value>>, PivotError> {
+fn cold_value(
+    attr: &Attribute,
+    row: &ValueRow,
+    scale: u32,
+    limits: &Limits,
+) -> Result<Option<Option<Value>>, PivotError> {
     let present: [(&'static str, bool); 6] = [
         ("value_text", !row.value_text.is_null()),
         ("value_int", row.value_int.is_some()),
@@ -458,18 +488,65 @@ fn cold_value(attr: &Attribute, row: &ValueRow, scale: u32) -> Result<Option<Opt
     };
     Ok(match attr.data_type {
         DataType::Text => text(&row.value_text),
-        DataType::Json => text(&row.value_json),
+        DataType::Json => {
+            if let Field::Value(json) = &row.value_json {
+                check_json(json, &format!("attribute `{}`", attr.name), limits)?;
+            }
+            text(&row.value_json)
+        }
         DataType::Int => Some(row.value_int.map(Value::Int)),
         DataType::Bool => Some(row.value_bool.map(Value::Bool)),
         DataType::Timestamp => Some(row.value_timestamp.map(Value::Timestamp)),
         DataType::Decimal => match row.value_decimal {
             None => Some(None),
-            Some(d) => Some(Some(Value::Decimal(
-                rescale(d, scale)
-                    .map_err(|message| PivotError::OutOfRange { attribute: attr.name.to_string(), message })?,
-            ))),
+            Some(d) => Some(Some(Value::Decimal(rescale(d, scale).map_err(|e| PivotError::OutOfRange {
+                attribute: attr.name.to_string(),
+                message: e.message().to_string(),
+            })?))),
         },
     })
+}
+
+/// Fails when `effect` would leave its entity's row (whose open cells are `old`) with more than
+/// `limit` cells. Counting the union is only needed near the limit, so the usual cost is a length
+/// comparison.
+fn check_cells(limit: usize, entity_id: i64, effect: &Effect, old: &[(i64, Option<Value>)]) -> Result<(), PivotError> {
+    let new: &[(i64, Option<Value>)] = match effect {
+        Effect::Entity { cells, .. } => cells,
+        Effect::Value { cell: Some(cell) } => std::slice::from_ref(cell),
+        Effect::Value { cell: None } => &[],
+    };
+    if new.len() + old.len() <= limit {
+        return Ok(());
+    }
+    let count = old.len() + new.iter().filter(|(id, _)| !old.iter().any(|(o, _)| o == id)).count();
+    if count > limit {
+        return Err(PivotError::TooManyAttributes { entity_id, count, limit });
+    }
+    Ok(())
+}
+
+/// Checks a JSONB value against `limits.max_json_bytes` and `limits.max_json_depth`. The depth
+/// is counted by the cursor's skip (one tight loop, for json attributes only); text the cursor
+/// finds malformed is left as it was (PostgreSQL's jsonb is valid JSON).
+pub(crate) fn check_json(json: &str, what: &str, limits: &Limits) -> Result<(), PivotError> {
+    if json.len() > limits.max_json_bytes {
+        return Err(PivotError::JsonTooLarge {
+            what: what.to_string(),
+            bytes: json.len(),
+            limit: limits.max_json_bytes,
+        });
+    }
+    // Nesting deeper than the limit takes more brackets than that: short values need no scan.
+    if json.len() <= limits.max_json_depth {
+        return Ok(());
+    }
+    match Cursor::with_max_depth(json, limits.max_json_depth).skip() {
+        Err(e) if e.beyond == Some(Beyond::Depth) => {
+            Err(PivotError::JsonTooDeep { what: what.to_string(), limit: limits.max_json_depth })
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -993,3 +993,102 @@ fn pending_first_seq_is_the_oldest_change_in_the_fold() {
     assert_eq!(f.pivot.batches.rows(), 0);
     assert_eq!(f.pivot.pending_first_seq(), Some(1));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Limits: each refused change leaves no trace, the next ones apply.
+
+fn limited(limits: Limits) -> Feed {
+    Feed { pivot: Pivot::new(9, 10_000).with_limits(limits), catalog: catalog(), seq: 0 }
+}
+
+#[test]
+fn too_many_attributes_in_one_row() {
+    let mut f = limited(Limits { max_attributes_per_row: 8, ..Limits::default() });
+    // The entity's six hot attributes, then cold ones in the same transaction: the ninth cell
+    // is one too many.
+    f.ok(T1, Op::Create, entity_insert(customer(1001, hot("{}"))));
+    f.ok(T1, Op::Create, value_set(text(1001, 10, "Ada")));
+    f.ok(T1, Op::Create, value_set(int(1001, 11, 36)));
+    // Setting a cell the row already has again is not one more.
+    f.ok(T1, Op::Update, value_set(int(1001, 11, 37)));
+    let e = error_of(f.apply(T1, Op::Create, value_set(ValueRow { value_bool: Some(true), ..value(1001, 13) })));
+    assert_eq!(e, PivotError::TooManyAttributes { entity_id: 1001, count: 9, limit: 8 });
+    assert_eq!(e.reason(), "too_many_attributes");
+    assert_eq!(e.to_string(), "entity 1001: 9 attributes in one row, over limits.max_attributes_per_row (8)");
+    // A hot_attributes object with more keys than the limit, whatever they are.
+    let mut f = limited(Limits { max_attributes_per_row: 2, ..Limits::default() });
+    let e =
+        error_of(f.apply(T1, Op::Create, entity_insert(customer(7, hot(r#"{"status":"a","score":1,"vip":true}"#)))));
+    assert_eq!(e, PivotError::TooManyAttributes { entity_id: 7, count: 3, limit: 2 });
+    // Nothing of the refused changes remains.
+    f.ok(T1, Op::Create, value_set(text(8, 10, "Bo")));
+    assert_eq!(show(&f.single(), &["entity_id", "name"]), ["entity_id=8, name=Bo"]);
+}
+
+#[test]
+fn jsonb_too_deep_or_too_large() {
+    let limits = Limits { max_json_depth: 4, max_json_bytes: 64, ..Limits::default() };
+    let mut f = limited(limits);
+    // hot_attributes is the first level: a value may nest three more.
+    f.ok(T1, Op::Create, entity_insert(customer(1, hot(r#"{"prefs":{"a":[{"b":1}]}}"#))));
+    let e = error_of(f.apply(T1, Op::Create, entity_insert(customer(2, hot(r#"{"prefs":{"a":[{"b":[1]}]}}"#)))));
+    assert_eq!(e, PivotError::JsonTooDeep { what: "hot_attributes".into(), limit: 4 });
+    assert_eq!(e.reason(), "json_too_deep");
+    assert_eq!(e.to_string(), "hot_attributes: JSON nested over limits.max_json_depth (4) levels deep");
+    let big = format!(r#"{{"status":"{}"}}"#, "x".repeat(60));
+    let e = error_of(f.apply(T1, Op::Create, entity_insert(customer(3, hot(&big)))));
+    assert_eq!(e, PivotError::JsonTooLarge { what: "hot_attributes".into(), bytes: 73, limit: 64 });
+    assert_eq!(e.reason(), "json_too_large");
+    // A cold json attribute: its own depth, brackets inside strings not counted.
+    let json = |s: &str| ValueRow { value_json: Field::Value(s.into()), ..value(4, 15) };
+    f.ok(T1, Op::Create, value_set(json(r#"[[[["]]]]]]"]]]]"#)));
+    let e = error_of(f.apply(T1, Op::Create, value_set(json("[[[[[1]]]]]"))));
+    assert_eq!(e, PivotError::JsonTooDeep { what: "attribute `profile`".into(), limit: 4 });
+    let e = error_of(f.apply(T1, Op::Create, value_set(json(&format!("\"{}\"", "y".repeat(70))))));
+    assert_eq!(e, PivotError::JsonTooLarge { what: "attribute `profile`".into(), bytes: 72, limit: 64 });
+    assert_eq!(e.to_string(), "attribute `profile`: 72 bytes of JSON, over limits.max_json_bytes (64)");
+    assert_eq!(show(&f.single(), &["entity_id"]), ["entity_id=1", "entity_id=4"]);
+}
+
+/// Values a column cannot hold: a hot int past i64, a decimal of 39 digits (it fits an i128, not
+/// Decimal128(38, 9)), a hot timestamp past year 9999.
+#[test]
+fn values_beyond_their_column_are_out_of_range() {
+    let mut f = Feed::new();
+    let e = error_of(f.apply(T1, Op::Create, entity_insert(customer(1, hot(r#"{"score": 9223372036854775808}"#)))));
+    assert_eq!(
+        e,
+        PivotError::OutOfRange {
+            attribute: "score".into(),
+            message: "`9223372036854775808` is beyond the range of a 64-bit integer".into()
+        }
+    );
+    let big = ValueRow { value_decimal: Some(Decimal { unscaled: 10i128.pow(29), scale: 0 }), ..value(1, 12) };
+    let e = error_of(f.apply(T1, Op::Create, value_set(big)));
+    assert_eq!(
+        e,
+        PivotError::OutOfRange { attribute: "credit".into(), message: "value does not fit a decimal(38, 9)".into() }
+    );
+    assert_eq!(e.reason(), "value_out_of_range");
+    let most = ValueRow { value_decimal: Some(Decimal { unscaled: 10i128.pow(29) - 1, scale: 0 }), ..value(1, 12) };
+    f.ok(T1, Op::Create, value_set(most));
+    let e = error_of(f.apply(
+        T1,
+        Op::Create,
+        entity_insert(customer(2, hot(r#"{"last_seen": "+10000-01-01T00:00:00Z"}"#))),
+    ));
+    assert_eq!(e.reason(), "type_mismatch", "{e}");
+    let e = error_of(f.apply(T1, Op::Create, entity_insert(customer(2, hot(r#"{"last_seen": 253402300800000000}"#)))));
+    assert_eq!(
+        e,
+        PivotError::OutOfRange {
+            attribute: "last_seen".into(),
+            message: "timestamp 253402300800000000 µs is outside years 1 to 9999".into()
+        }
+    );
+    let e = error_of(f.apply(T1, Op::Create, entity_insert(customer(2, hot(r#"{"balance": "NaN"}"#)))));
+    assert_eq!(
+        e,
+        PivotError::OutOfRange { attribute: "balance".into(), message: "`NaN` is not a finite number".into() }
+    );
+}

@@ -3,6 +3,10 @@
 //!
 //! The file is one stream named after the file; its positions are line numbers, so a run that
 //! resumes after a recorded position skips the lines already durable in the lake.
+//!
+//! A line longer than `max_line_bytes` is not held whole: its first `max_line_bytes` bytes are
+//! kept, the rest is read past, and the record says how long it was ([`Record::oversized`]), so
+//! that one endless line cannot exhaust memory.
 
 use super::Record;
 use crate::position::StreamId;
@@ -32,12 +36,28 @@ pub struct FileSource {
     end: usize,
     eof: bool,
     line: i64,
+    max_line_bytes: usize,
 }
 
 impl FileSource {
     pub fn open(path: &Path) -> Result<FileSource, FileSourceError> {
         let file = File::open(path).map_err(|source| FileSourceError { path: path.to_path_buf(), line: 0, source })?;
-        Ok(FileSource { path: path.to_path_buf(), file, buf: vec![0; CHUNK], start: 0, end: 0, eof: false, line: 0 })
+        Ok(FileSource {
+            path: path.to_path_buf(),
+            file,
+            buf: vec![0; CHUNK],
+            start: 0,
+            end: 0,
+            eof: false,
+            line: 0,
+            max_line_bytes: crate::limits::Limits::default().max_record_bytes,
+        })
+    }
+
+    /// Keeps at most `max` bytes of a line (`limits.max_record_bytes`).
+    pub fn with_max_line_bytes(mut self, max: usize) -> FileSource {
+        self.max_line_bytes = max.max(1);
+        self
     }
 
     /// The stream this file is: named by the file name, so two files are two streams.
@@ -46,13 +66,17 @@ impl FileSource {
         StreamId::File { name }
     }
 
-    /// The next line, without its end of line, or `None` at the end of the file.
-    fn next_line(&mut self) -> Result<Option<(usize, usize)>, FileSourceError> {
+    /// The next line, without its end of line, and the bytes of it dropped past
+    /// `max_line_bytes`; `None` at the end of the file.
+    fn next_line(&mut self) -> Result<Option<(usize, usize, usize)>, FileSourceError> {
+        let mut dropped = 0;
+        // Bytes of the line before this offset from `start` hold no end of line.
+        let mut scanned = 0;
         loop {
-            if let Some(nl) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
-                let line = (self.start, self.start + nl);
-                self.start += nl + 1;
-                return Ok(Some(line));
+            if let Some(nl) = memchr::memchr(b'\n', &self.buf[self.start + scanned..self.end]) {
+                let line = (self.start, self.start + scanned + nl);
+                self.start = line.1 + 1;
+                return Ok(Some((line.0, line.1, dropped)));
             }
             if self.eof {
                 if self.start == self.end {
@@ -61,8 +85,14 @@ impl FileSource {
                 // The last line has no end of line.
                 let line = (self.start, self.end);
                 self.start = self.end;
-                return Ok(Some(line));
+                return Ok(Some((line.0, line.1, dropped)));
             }
+            // Past the limit, the line's tail is let go as it is read: only its beginning stays.
+            if self.end - self.start > self.max_line_bytes {
+                dropped += self.end - self.start - self.max_line_bytes;
+                self.end = self.start + self.max_line_bytes;
+            }
+            scanned = self.end - self.start;
             // Keep the partial line, make room (a line longer than the buffer grows it), read on.
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -85,10 +115,15 @@ impl FileSource {
     /// The next non-blank line at or after `from` (1-based), or `None` at end of file.
     pub fn next_from(&mut self, from: i64) -> Result<Option<Record<'_>>, FileSourceError> {
         loop {
-            let Some((a, mut b)) = self.next_line()? else { return Ok(None) };
+            let Some((a, mut b, dropped)) = self.next_line()? else { return Ok(None) };
             self.line += 1;
             if self.line < from {
                 continue;
+            }
+            if dropped > 0 || b - a > self.max_line_bytes {
+                let value = &self.buf[a..a + self.max_line_bytes];
+                let oversized = Some(b - a + dropped);
+                return Ok(Some(Record { key: None, value: Some(value), seq: self.line, kafka: None, oversized }));
             }
             while b > a && matches!(self.buf[b - 1], b'\r' | b' ' | b'\t') {
                 b -= 1;
@@ -98,7 +133,7 @@ impl FileSource {
             }
             let line = &self.buf[a..b];
             let value = if line == b"null" { None } else { Some(line) };
-            return Ok(Some(Record { key: None, value, seq: self.line, kafka: None }));
+            return Ok(Some(Record { key: None, value, seq: self.line, kafka: None, oversized: None }));
         }
     }
 }
@@ -137,5 +172,34 @@ mod tests {
         assert_eq!(src.next_from(1).unwrap().unwrap().value, Some(&b"b"[..]));
         assert!(src.next_from(1).unwrap().is_none());
         assert!(FileSource::open(&dir.path().join("missing")).unwrap_err().to_string().contains("missing"));
+    }
+
+    /// A line past the limit keeps only its beginning and says how long it was, whether it fits
+    /// one read or spans many; the lines around it are untouched.
+    #[test]
+    fn oversized_lines_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.jsonl");
+        let huge = "y".repeat(3 * CHUNK + 5);
+        std::fs::write(&path, format!("a\n{}\nb\n{huge}\nc\n{huge}", "z".repeat(2000))).unwrap();
+        let mut src = FileSource::open(&path).unwrap().with_max_line_bytes(1024);
+        let mut seen = Vec::new();
+        while let Some(r) = src.next_from(1).unwrap() {
+            seen.push((r.seq, r.value.map(<[u8]>::len), r.oversized, r.value.and_then(|v| v.first().copied())));
+        }
+        let line = |seq, len, over, first: u8| (seq, Some(len), over, Some(first));
+        assert_eq!(
+            seen,
+            [
+                line(1, 1, None, b'a'),
+                line(2, 1024, Some(2000), b'z'),
+                line(3, 1, None, b'b'),
+                line(4, 1024, Some(huge.len()), b'y'),
+                line(5, 1, None, b'c'),
+                line(6, 1024, Some(huge.len()), b'y'),
+            ]
+        );
+        // Memory stays bounded by the limit and a read, not by the line.
+        assert!(src.buf.len() <= 2 * CHUNK, "{}", src.buf.len());
     }
 }

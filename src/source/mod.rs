@@ -18,4 +18,7 @@ pub struct Record<'a> {
     /// Place in the stream: Kafka offset, or 1-based file line.
     pub seq: i64,
     pub kafka: Option<&'a KafkaCoords>,
+    /// Set when the source cut the record short (a file line past `limits.max_record_bytes`):
+    /// its real length; `value` holds its beginning.
+    pub oversized: Option<usize>,
 }

@@ -1012,3 +1012,15 @@ async fn prepared_schemas_decode_without_the_registry() {
     assert!(matches!(down.prepare(ID_PRECISE).await, Err(Failure::Transient(_))));
     assert_eq!(down.missing_schema(Some(&record)), Some(ID_PRECISE));
 }
+
+/// Regression (fuzzing): a transaction-metadata record of 647 bytes whose `data_collections`
+/// array declares about 537 million items made apache_avro reserve 30 GB and abort the process.
+/// Lengths are capped at MAX_AVRO_LENGTH: it is an `invalid_avro` dead letter.
+#[tokio::test]
+async fn huge_declared_array_is_an_error_not_an_abort() {
+    const CRASH: &str = "AAAAAAcGRU5EGDU3MgICAgICAgIoAgICAgICAgICAgICAgICBAQEBAQEBAQEBAQEBDICAgICAgICKAIEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEAgQEBAQEBAQEBAQEBAQyAgICAgICAgICAgQEBAQEBAQEBAT/////////gwQEBDICAgICAgICKAIEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEAP8EBAQEAgQEBAQEBAQEBAQEBAQ0AgICAgICAigCBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEAgQEBAQEBAQEBAQEBAQyAgICAgICAigCBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQCAgICKAIEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEAgQEBAQEBAQEBAQEBAQxAgICAgICAigCBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBCMEBAQEBAQCAgICAgICAv////8DAAAWMi43LjAuRmluYWwUcG9zdGdyZQIEBAQEBAQEBAQEAgICAgI=";
+    let record = base64::engine::general_purpose::STANDARD.decode(CRASH).unwrap();
+    let err = decoder().decode(Some(&record)).await.unwrap_err();
+    assert_eq!(err.reason(), "invalid_avro", "{err}");
+    assert!(err.to_string().starts_with("Avro record: datum does not match writer schema id 7: "), "{err}");
+}

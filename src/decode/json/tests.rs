@@ -793,13 +793,21 @@ fn double_mode_decimal_reads_the_written_number() {
     }
 }
 
-/// Double mode writes NaN as a string: it has no decimal value.
+/// Double mode writes NaN and infinities as strings: no decimal column holds them.
 #[test]
-fn double_mode_nan_is_a_bad_field() {
+fn double_mode_nan_is_out_of_range() {
     let mut d = decoder_with(DecimalMode::Double, TimeMode::Adaptive, 9);
-    let err = d.decode(Some(numbers(r#""NaN""#, "null").as_bytes())).unwrap_err();
-    assert_eq!(err, DecodeError::field("value_decimal", "`NaN` is not a decimal number"));
-    assert_eq!(err.reason(), "bad_field");
+    for (text, shown) in [("NaN", "`NaN`"), ("Infinity", "`Infinity`"), ("-Infinity", "`-Infinity`")] {
+        let err = d.decode(Some(numbers(&format!("\"{text}\""), "null").as_bytes())).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::OutOfRange {
+                field: "value_decimal".into(),
+                message: format!("{shown} is not a finite number (attribute 22)")
+            }
+        );
+        assert_eq!(err.reason(), "value_out_of_range");
+    }
 }
 
 #[test]
@@ -1018,16 +1026,6 @@ fn broken_json_in_skipped_fields_is_invalid_json() {
 }
 
 #[test]
-fn invalid_utf8_is_invalid_json() {
-    let mut bytes = VALUE_CREATE.as_bytes().to_vec();
-    let at = VALUE_CREATE.find("Lovelace").unwrap();
-    bytes[at] = 0xFF;
-    assert_invalid_json(&decoder().decode(Some(&bytes)).unwrap_err());
-    let garbage = decoder().decode(Some(b"\xff\xfe{\"op\":\"c\"}")).unwrap_err();
-    assert_invalid_json(&garbage);
-}
-
-#[test]
 fn json_that_is_not_debezium_is_not_debezium() {
     let err = decode(r#"{"hello":"world"}"#).unwrap_err();
     assert_eq!(err, DecodeError::NotDebezium("no `op` field".into()));
@@ -1226,4 +1224,89 @@ fn other_table_with_nested_columns_is_other_table() {
 #[test]
 fn empty_object_is_not_debezium() {
     assert_eq!(decode("{}"), Err(DecodeError::NotDebezium("no `op` field".into())));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits and ranges (found by fuzzing or required of every decoder).
+
+/// Regression (fuzzing): `payload` inside `payload` was read recursively, so a record nesting
+/// enough of them overflowed the stack. Only the record's own `payload` is an envelope now.
+#[test]
+fn nested_payloads_do_not_recurse() {
+    let depth = 200_000;
+    let record = format!("{}null{}", r#"{"payload":"#.repeat(depth), "}".repeat(depth));
+    let err = decode(&record).unwrap_err();
+    assert_eq!(err, DecodeError::NotDebezium("no `op` field".into()));
+    // One level, the schema form, still reads.
+    assert!(decode(&format!(r#"{{"schema":null,"payload":{VALUE_CREATE}}}"#)).is_ok());
+}
+
+#[test]
+fn invalid_utf8_has_its_own_reason() {
+    let mut bytes = VALUE_CREATE.as_bytes().to_vec();
+    let at = VALUE_CREATE.find("Lovelace").unwrap();
+    bytes[at] = 0xFF;
+    let err = decoder().decode(Some(&bytes)).unwrap_err();
+    assert_eq!(err.reason(), "invalid_utf8");
+    assert_eq!(
+        err.to_string(),
+        format!("record is not valid UTF-8: invalid utf-8 sequence of 1 bytes from index {at}")
+    );
+    let garbage = decoder().decode(Some(b"\xff\xfe{\"op\":\"c\"}")).unwrap_err();
+    assert_eq!(garbage, DecodeError::InvalidUtf8("invalid utf-8 sequence of 1 bytes from index 0".into()));
+}
+
+/// Numbers beyond their column: an int past i64, a decimal past Decimal128's 38 digits, a
+/// timestamp outside years 1 to 9999, in each encoding that can carry them. Each names its
+/// attribute.
+#[test]
+fn values_beyond_their_column_are_out_of_range() {
+    let out = |d: &mut JsonDecoder, record: &str, field: &str, message: &str| {
+        let err = d.decode(Some(record.as_bytes())).unwrap_err();
+        assert_eq!(err, DecodeError::OutOfRange { field: field.into(), message: message.into() }, "{record}");
+        assert_eq!(err.reason(), "value_out_of_range");
+    };
+    let source = source_record("c", None, r#""false""#, TS_BOTH);
+    assert!(decoder().decode(Some(source.as_bytes())).is_ok(), "{source}");
+    for big in ["9223372036854775808", "-99999999999999999999"] {
+        let record = source.replace(r#""value_int":-7"#, &format!(r#""value_int":{big}"#));
+        assert_ne!(record, source);
+        let message = format!("integer `{big}` is beyond the range of a 64-bit integer (attribute 25)");
+        out(&mut decoder(), &record, "value_int", &message);
+    }
+    let mut strings = decoder_with(DecimalMode::String, TimeMode::Adaptive, 9);
+    let nines = "9".repeat(39);
+    let err = strings.decode(Some(numbers(&format!("\"{nines}\""), "null").as_bytes())).unwrap_err();
+    assert_eq!(err.reason(), "value_out_of_range", "{err}");
+    assert_eq!(err.to_string(), format!("field `value_decimal`: `{nines}` has more than 38 digits (attribute 22)"));
+    // 10^38 fits an i128 but not Decimal128(38, 0): the pivot's rescale refuses it (pivot tests).
+    // Years past 9999 in every timestamp encoding.
+    out(
+        &mut decoder(),
+        &numbers("null", "253402300800000000"),
+        "value_timestamp",
+        "timestamp 253402300800000000 µs is outside years 1 to 9999 (attribute 22)",
+    );
+    out(
+        &mut decoder(),
+        &numbers("null", r#""+10000-01-01T00:00:00""#),
+        "value_timestamp",
+        "timestamp 253402300800000000 µs is outside years 1 to 9999 (attribute 22)",
+    );
+    let mut millis = decoder_with(DecimalMode::Precise, TimeMode::Milliseconds, 9);
+    out(
+        &mut millis,
+        &numbers("null", "9223372036854775807"),
+        "value_timestamp",
+        "timestamp 9223372036854775807 is out of range (attribute 22)",
+    );
+    out(
+        &mut decoder(),
+        &numbers("null", "99999999999999999999"),
+        "value_timestamp",
+        "integer timestamp `99999999999999999999` is beyond the range of a 64-bit integer (attribute 22)",
+    );
+    // Year 1 and 9999 themselves are fine.
+    assert!(decoder().decode(Some(numbers("null", r#""0001-01-01T00:00:00Z""#).as_bytes())).is_ok());
+    assert!(decoder().decode(Some(numbers("null", r#""9999-12-31T23:59:59.999999Z""#).as_bytes())).is_ok());
 }
