@@ -232,7 +232,8 @@ catalog_topic = "{CATALOG}"
             .await
             .map(|r| r.get::<_, String>(0));
         tokio::time::sleep(Duration::from_secs(15)).await;
-        let again = reconcile(&ReconcileOptions { lag_wait: Duration::ZERO, ..opts.clone() }).await.map(|r| r.to_table());
+        let again =
+            reconcile(&ReconcileOptions { lag_wait: Duration::ZERO, ..opts.clone() }).await.map(|r| r.to_table());
         panic!(
             "{}\nslot: {slot:?}\nreconcile 15 s later: {again:?}\neavlake lag:\n{standing:?}\nworker log tail:\n{}\nKafka Connect's warnings and errors (last 40):\n{}",
             r.to_table(),

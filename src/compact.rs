@@ -221,6 +221,7 @@ pub async fn compact_scope(
 }
 
 /// Compacts one entity type of one tenant (the ranges of `scope`).
+#[allow(clippy::too_many_arguments)]
 async fn compact_tenant(
     lake: &Lake,
     entity_type: &str,
@@ -260,18 +261,8 @@ async fn compact_tenant(
         while !pending.is_empty() {
             tries += 1;
             let conflicts =
-                compact_group(
-                lake,
-                entity_type,
-                tenant_id,
-                &pending,
-                &plan.changes,
-                &plan.cache,
-                opts,
-                purged,
-                stats,
-            )
-            .await?;
+                compact_group(lake, entity_type, tenant_id, &pending, &plan.changes, &plan.cache, opts, purged, stats)
+                    .await?;
             if !conflicts.is_empty() && tries >= MAX_CONFLICT_TRIES {
                 let path = Lake::current_path(entity_type, tenant_id, conflicts[0], conflicts[0] + opts.range_size - 1);
                 return Err(CompactError::Contended { path: path.to_string(), tries });
@@ -672,7 +663,8 @@ async fn compact_group(
     stats: &mut CompactStats,
 ) -> Result<Vec<i64>, CompactError> {
     let mut conflicts = Vec::new();
-    let (cols, mut work) = fold_group(lake, entity_type, tenant_id, group, changes, cache, opts, None, purged, stats).await?;
+    let (cols, mut work) =
+        fold_group(lake, entity_type, tenant_id, group, changes, cache, opts, None, purged, stats).await?;
     let scale = opts.decimal_scale;
     for w in &mut work {
         // A purge recorded while this group was folded: its rows must not come back with this

@@ -526,17 +526,18 @@ async fn wait_for_lake(
             // Debezium confirms positions of captured changes only: on a quiet store the slot
             // stays behind the WAL (autovacuum, checkpoints) for good, so give it a change.
             if confirmed.is_some_and(|c| c < target) && last_signal.is_none_or(|t| t.elapsed() >= SIGNAL_EVERY) {
-                pg.log_signal(&o.signal_table, "eavlake reconcile: moving the slot past the WAL position to tell lag from drift")
-                    .await?;
+                pg.log_signal(
+                    &o.signal_table,
+                    "eavlake reconcile: moving the slot past the WAL position to tell lag from drift",
+                )
+                .await?;
                 last_signal = Some(Instant::now());
             }
             if confirmed.is_some_and(|c| c >= target) {
                 // Watermarks read after the slot confirmed: they cover every change before target.
                 checked_kafka = true;
                 match lake.behind(k).await {
-                    Ok(behind) if !behind.is_empty() && behind.values().all(|&n| n == 0) => {
-                        return Ok(CaughtUp::Fully)
-                    }
+                    Ok(behind) if !behind.is_empty() && behind.values().all(|&n| n == 0) => return Ok(CaughtUp::Fully),
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %format!("{e:#}"), "cannot read Kafka's watermarks: lag is told from the lake's positions alone");
