@@ -20,33 +20,21 @@ struct Cli {
 enum Command {
     /// Consume Debezium events and write the lake.
     Run {
+        #[command(flatten)]
+        cfg: ConfigArgs,
         /// Where events come from: `file:<PATH>` (Debezium JSON values, one per line), or
         /// `kafka` (the `[kafka]` section: a consumer-group worker that runs until stopped).
         #[arg(long)]
         source: String,
-        /// The lake: a folder, file://…, s3://bucket/prefix. Overrides `lake.url`.
-        #[arg(long)]
-        lake: Option<String>,
-        /// TOML configuration (see config/).
-        #[arg(long)]
-        config: Option<PathBuf>,
         /// Do not compact the current state at the end of a file run.
         #[arg(long)]
         no_compact: bool,
-        /// Override one configuration key, e.g. `--set kafka.group_id=g` (repeatable; after
-        /// the file and the EAVLAKE__SECTION__KEY environment variables).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
     },
     /// Fold the change rows into the current state (`current/`). Processes with disjoint scopes
     /// (--entity-type, --tenant, --entity-range, --shard) can run side by side.
     Compact {
-        #[arg(long)]
-        lake: Option<String>,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
+        #[command(flatten)]
+        cfg: ConfigArgs,
         /// Only this entity type.
         #[arg(long)]
         entity_type: Option<String>,
@@ -64,12 +52,8 @@ enum Command {
     /// How far behind the lake is, per partition: the group's committed offset, the lake's
     /// progress, the high watermark, lag in messages and seconds, who holds the partition.
     Lag {
-        #[arg(long)]
-        lake: Option<String>,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
+        #[command(flatten)]
+        cfg: ConfigArgs,
         /// `table` (default) or `json`.
         #[arg(long, default_value = "table")]
         format: String,
@@ -77,17 +61,13 @@ enum Command {
     /// Compare the lake with the live EAV store in Postgres; exit 0 when they agree, 1 on drift,
     /// 2 on error.
     Reconcile {
+        #[command(flatten)]
+        cfg: ConfigArgs,
         /// Postgres URL (`postgres://user@host:port/db?sslmode=verify-full&sslrootcert=ca.pem`);
         /// A URL with a password is better given in the variable: other users of the machine
         /// can read command lines.
         #[arg(long, env = "EAVLAKE_RECONCILE_POSTGRES", hide_env_values = true)]
         postgres: String,
-        #[arg(long)]
-        lake: Option<String>,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
         #[arg(long)]
         tenant: Option<i64>,
         #[arg(long)]
@@ -131,17 +111,13 @@ enum Command {
     /// lake, `changes/` and `current/`, and keep them out of later writes. Exit 0 when done, 2
     /// on error.
     Purge {
+        #[command(flatten)]
+        cfg: ConfigArgs,
         #[arg(long)]
         tenant: i64,
         /// Purge only these entities of the tenant (repeatable); without it, the whole tenant.
         #[arg(long = "entity-id", value_name = "E")]
         entity_ids: Vec<i64>,
-        #[arg(long)]
-        lake: Option<String>,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
         /// Do not wait for running workers' flushes (batch.flush_deadline_ms + clock_skew_ms)
         /// before rewriting: only when nothing writes the lake.
         #[arg(long)]
@@ -153,10 +129,8 @@ enum Command {
     /// Print the configuration in force (file, EAVLAKE__* variables, --set flags; secrets
     /// hidden) after checking it.
     Config {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
+        #[command(flatten)]
+        cfg: ConfigArgs,
     },
     /// Write a realistic workload of Debezium events (a sample, or benchmark input).
     Generate {
@@ -182,19 +156,37 @@ enum Command {
     },
 }
 
-fn load_config(path: Option<&PathBuf>, lake: Option<&String>, set: &[String]) -> anyhow::Result<Config> {
-    let mut config = Config::load_layered(path.map(PathBuf::as_path), std::env::vars(), set)?;
-    if let Some(l) = lake {
-        config.lake.url = l.clone();
+/// Where a command's configuration comes from (every command that reads the lake).
+#[derive(clap::Args, Debug)]
+struct ConfigArgs {
+    /// The lake: a folder, file://…, s3://bucket/prefix. Overrides `lake.url`.
+    #[arg(long)]
+    lake: Option<String>,
+    /// TOML configuration (see config/).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override one configuration key, e.g. `--set kafka.group_id=g` (repeatable; after
+    /// the file and the EAVLAKE__SECTION__KEY environment variables).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// The configuration in force, checked.
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load_layered(self.config.as_deref(), std::env::vars(), &self.set)?;
+        if let Some(l) = &self.lake {
+            config.lake.url = l.clone();
+        }
+        config.validate()?;
+        Ok(config)
     }
-    config.validate()?;
-    Ok(config)
 }
 
 async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { source, lake, config, no_compact, set } => {
-            let mut config = load_config(config.as_ref(), lake.as_ref(), &set)?;
+        Command::Run { source, cfg, no_compact } => {
+            let mut config = cfg.load()?;
             if no_compact {
                 config.lake.compact_after_run = false;
             }
@@ -236,8 +228,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string(&report)?);
         }
-        Command::Compact { lake, config, set, entity_type, tenant, entity_range, shard } => {
-            let config = load_config(config.as_ref(), lake.as_ref(), &set)?;
+        Command::Compact { cfg, entity_type, tenant, entity_range, shard } => {
+            let config = cfg.load()?;
             let scope = eavlake::compact::CompactScope {
                 entity_type,
                 tenant,
@@ -248,8 +240,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             let stats = eavlake::run::compact_scoped(&config, &store, &scope).await?;
             println!("{}", serde_json::to_string(&stats)?);
         }
-        Command::Lag { lake, config, set, format } => {
-            let config = load_config(config.as_ref(), lake.as_ref(), &set)?;
+        Command::Lag { cfg, format } => {
+            let config = cfg.load()?;
             if config.kafka.topics.is_empty() && config.kafka.topic_pattern.is_none() {
                 bail!("config key `kafka.topics`: give the topics to report on (or kafka.topic_pattern)");
             }
@@ -263,9 +255,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Reconcile {
             postgres,
-            lake,
-            config,
-            set,
+            cfg,
             tenant,
             entity_type,
             entity_range,
@@ -281,7 +271,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             slot,
             metrics_file,
         } => {
-            let config = load_config(config.as_ref(), lake.as_ref(), &set)?;
+            let config = cfg.load()?;
             // Checked before anything starts; the message names the parameter, not the password.
             eavlake::pg::parse(&postgres).map_err(|e| anyhow::anyhow!("--postgres: {e}"))?;
             let postgres = eavlake::secret::SecretUrl::new(postgres);
@@ -314,11 +304,11 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 std::process::exit(code.into());
             }
         }
-        Command::Purge { tenant, entity_ids, lake, config, set, no_wait, format } => {
+        Command::Purge { tenant, entity_ids, cfg, no_wait, format } => {
             if format != "table" && format != "json" {
                 bail!("--format `{format}`: expected `table` or `json`");
             }
-            let config = load_config(config.as_ref(), lake.as_ref(), &set)?;
+            let config = cfg.load()?;
             let store = Lake::open(&config.lake.url, &config.s3_options())?;
             let wait = if no_wait {
                 std::time::Duration::ZERO
@@ -339,8 +329,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 _ => print!("{}", report.to_table()),
             }
         }
-        Command::Config { config, set } => {
-            let config = load_config(config.as_ref(), None, &set)?;
+        Command::Config { cfg } => {
+            let config = cfg.load()?;
             print!("{}", toml::to_string(&config)?);
         }
         Command::Generate { events, tenants, seed, with_schemas, no_poison, out, truth: truth_out } => {
