@@ -80,25 +80,33 @@ pub fn assert_same_state(actual: &State, expected: &State) {
     assert_eq!(actual.len(), expected.len());
 }
 
-/// Every change row's (entity type, entity id, `_seq`, `_kafka_partition` or -1): a change
-/// landed twice shows up as a repeated key.
-pub fn change_row_keys(lake: &Path) -> Vec<(String, i64, i64, i64)> {
+/// Every batch of every change file, with the entity type of its folder.
+fn change_batches(lake: &Path) -> Vec<(String, arrow::record_batch::RecordBatch)> {
     let mut out = Vec::new();
     for path in parquet_files(&lake.join("changes")) {
         let entity_type = path.strip_prefix(lake.join("changes")).unwrap().components().next().unwrap();
         let entity_type = entity_type.as_os_str().to_str().unwrap().to_string();
         let file = std::fs::File::open(&path).unwrap();
         for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
-            let batch = batch.unwrap();
-            let ids = batch.column_by_name(columns::ENTITY_ID).unwrap().as_primitive::<Int64Type>().clone();
-            let seqs = batch.column_by_name(columns::SEQ).unwrap().as_primitive::<Int64Type>().clone();
-            let parts = batch
-                .column_by_name(columns::KAFKA_PARTITION)
-                .map(|c| c.as_primitive::<arrow::datatypes::Int32Type>().clone());
-            for r in 0..batch.num_rows() {
-                let p = parts.as_ref().map_or(-1, |c| if c.is_null(r) { -1 } else { c.value(r) as i64 });
-                out.push((entity_type.clone(), ids.value(r), seqs.value(r), p));
-            }
+            out.push((entity_type.clone(), batch.unwrap()));
+        }
+    }
+    out
+}
+
+/// Every change row's (entity type, entity id, `_seq`, `_kafka_partition` or -1): a change
+/// landed twice shows up as a repeated key.
+pub fn change_row_keys(lake: &Path) -> Vec<(String, i64, i64, i64)> {
+    let mut out = Vec::new();
+    for (entity_type, batch) in change_batches(lake) {
+        let ids = batch.column_by_name(columns::ENTITY_ID).unwrap().as_primitive::<Int64Type>().clone();
+        let seqs = batch.column_by_name(columns::SEQ).unwrap().as_primitive::<Int64Type>().clone();
+        let parts = batch
+            .column_by_name(columns::KAFKA_PARTITION)
+            .map(|c| c.as_primitive::<arrow::datatypes::Int32Type>().clone());
+        for r in 0..batch.num_rows() {
+            let p = parts.as_ref().map_or(-1, |c| if c.is_null(r) { -1 } else { c.value(r) as i64 });
+            out.push((entity_type.clone(), ids.value(r), seqs.value(r), p));
         }
     }
     out.sort();
@@ -136,37 +144,31 @@ pub fn assert_rows_under_their_tenant(lake: &Path) -> BTreeMap<i64, usize> {
 pub fn change_rows(lake: &Path) -> BTreeMap<(String, i64, i64, i64), BTreeMap<String, String>> {
     use arrow::util::display::{ArrayFormatter, FormatOptions};
     let mut out = BTreeMap::new();
-    for path in parquet_files(&lake.join("changes")) {
-        let entity_type = path.strip_prefix(lake.join("changes")).unwrap().components().next().unwrap();
-        let entity_type = entity_type.as_os_str().to_str().unwrap().to_string();
-        let file = std::fs::File::open(&path).unwrap();
-        for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
-            let batch = batch.unwrap();
-            let col = |name| batch.column_by_name(name).unwrap().as_primitive::<Int64Type>().clone();
-            let (tenants, ids, seqs) = (col(columns::TENANT_ID), col(columns::ENTITY_ID), col(columns::SEQ));
-            let schema = batch.schema();
-            let opts = FormatOptions::default();
-            // Timestamps as µs integers (named time zones need chrono-tz to be displayed).
-            let arrays: Vec<arrow::array::ArrayRef> = batch
-                .columns()
-                .iter()
-                .map(|c| match c.data_type() {
-                    arrow::datatypes::DataType::Timestamp(_, _) => {
-                        arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).unwrap()
-                    }
-                    _ => c.clone(),
-                })
+    for (entity_type, batch) in change_batches(lake) {
+        let col = |name| batch.column_by_name(name).unwrap().as_primitive::<Int64Type>().clone();
+        let (tenants, ids, seqs) = (col(columns::TENANT_ID), col(columns::ENTITY_ID), col(columns::SEQ));
+        let schema = batch.schema();
+        let opts = FormatOptions::default();
+        // Timestamps as µs integers (named time zones need chrono-tz to be displayed).
+        let arrays: Vec<arrow::array::ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|c| match c.data_type() {
+                arrow::datatypes::DataType::Timestamp(_, _) => {
+                    arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).unwrap()
+                }
+                _ => c.clone(),
+            })
+            .collect();
+        let formatters: Vec<ArrayFormatter> =
+            arrays.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
+        for r in 0..batch.num_rows() {
+            let cells = (0..batch.num_columns())
+                .filter(|&c| batch.column(c).is_valid(r))
+                .map(|c| (schema.field(c).name().clone(), formatters[c].value(r).to_string()))
                 .collect();
-            let formatters: Vec<ArrayFormatter> =
-                arrays.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
-            for r in 0..batch.num_rows() {
-                let cells = (0..batch.num_columns())
-                    .filter(|&c| batch.column(c).is_valid(r))
-                    .map(|c| (schema.field(c).name().clone(), formatters[c].value(r).to_string()))
-                    .collect();
-                let key = (entity_type.clone(), tenants.value(r), ids.value(r), seqs.value(r));
-                assert!(out.insert(key.clone(), cells).is_none(), "{key:?} twice");
-            }
+            let key = (entity_type.clone(), tenants.value(r), ids.value(r), seqs.value(r));
+            assert!(out.insert(key.clone(), cells).is_none(), "{key:?} twice");
         }
     }
     out
