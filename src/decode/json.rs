@@ -7,7 +7,7 @@
 //! schemas are only consulted for what the payload cannot tell (decimal and timestamp
 //! encodings), and what they say is cached by the schema's text.
 
-use super::scan::{Cursor, ScanError};
+use super::scan::{Cursor, KeyId, Keys, ScanError};
 use super::value::{
     decimal_from_f64, parse_decimal, parse_timestamp, preview, timestamp_from_days, timestamp_from_int,
     unscaled_from_base64, ValueError,
@@ -26,7 +26,8 @@ use std::hash::{Hash, Hasher};
 #[derive(Default)]
 struct Envelope<'a> {
     schema: Option<&'a str>,
-    payload: Option<Box<Envelope<'a>>>,
+    /// A `payload` member (schema form) was read (into the other envelope).
+    has_payload: bool,
     /// `payload` present and null: a tombstone in schema form.
     payload_null: bool,
     before: Option<RowImage<'a>>,
@@ -67,38 +68,76 @@ struct RowImage<'a> {
     int_out_of_range: Option<&'a str>,
 }
 
-/// Reads a row image; on a value of the wrong kind, returns the field it was in.
-fn read_image<'a>(c: &mut Cursor<'a>) -> Result<RowImage<'a>, (String, ScanError)> {
-    let mut r = RowImage::default();
-    let mut field = String::new();
-    c.object(|c, key| {
-        field.clear();
-        field.push_str(&key);
-        match &*key {
-            "entity_id" => r.entity_id = opt_i64(c)?,
-            "attribute_id" => r.attribute_id = opt_i64(c)?,
-            "tenant_id" => r.tenant_id = opt_i64(c)?,
-            "entity_type" => r.entity_type = opt_str(c)?,
-            "name" => r.name = opt_str(c)?,
-            "data_type" => r.data_type = opt_str(c)?,
-            "is_hot" => r.is_hot = opt_bool(c)?,
-            "hot_attributes" => r.hot_attributes = opt_str(c)?,
-            "is_deleted" => r.is_deleted = opt_bool(c)?,
-            "value_text" => r.value_text = opt_str(c)?,
-            "value_int" => match opt_i64(c) {
-                Err(e) if e.beyond.is_some() => r.int_out_of_range = Some(c.since(e.pos)),
-                v => r.value_int = v?,
+/// Key ids of row images (see [`Keys`]).
+mod image_key {
+    use super::KeyId;
+    pub const ENTITY_ID: KeyId = 1;
+    pub const ATTRIBUTE_ID: KeyId = 2;
+    pub const TENANT_ID: KeyId = 3;
+    pub const ENTITY_TYPE: KeyId = 4;
+    pub const NAME: KeyId = 5;
+    pub const DATA_TYPE: KeyId = 6;
+    pub const IS_HOT: KeyId = 7;
+    pub const HOT_ATTRIBUTES: KeyId = 8;
+    pub const IS_DELETED: KeyId = 9;
+    pub const VALUE_TEXT: KeyId = 10;
+    pub const VALUE_INT: KeyId = 11;
+    pub const VALUE_DECIMAL: KeyId = 12;
+    pub const VALUE_BOOL: KeyId = 13;
+    pub const VALUE_TIMESTAMP: KeyId = 14;
+    pub const VALUE_JSON: KeyId = 15;
+    pub const ALL: &[(&str, KeyId)] = &[
+        ("entity_id", ENTITY_ID),
+        ("attribute_id", ATTRIBUTE_ID),
+        ("tenant_id", TENANT_ID),
+        ("entity_type", ENTITY_TYPE),
+        ("name", NAME),
+        ("data_type", DATA_TYPE),
+        ("is_hot", IS_HOT),
+        ("hot_attributes", HOT_ATTRIBUTES),
+        ("is_deleted", IS_DELETED),
+        ("value_text", VALUE_TEXT),
+        ("value_int", VALUE_INT),
+        ("value_decimal", VALUE_DECIMAL),
+        ("value_bool", VALUE_BOOL),
+        ("value_timestamp", VALUE_TIMESTAMP),
+        ("value_json", VALUE_JSON),
+    ];
+}
+
+/// Reads a row image into `r`; on a value of the wrong kind, returns the field it was in.
+fn read_image<'a>(c: &mut Cursor<'a>, keys: &mut Keys, r: &mut RowImage<'a>) -> Result<(), (String, ScanError)> {
+    use image_key::*;
+    let mut field = None;
+    c.fields(keys, |c, id, name| {
+        let read = match id {
+            ENTITY_ID => opt_i64(c).map(|v| r.entity_id = v),
+            ATTRIBUTE_ID => opt_i64(c).map(|v| r.attribute_id = v),
+            TENANT_ID => opt_i64(c).map(|v| r.tenant_id = v),
+            ENTITY_TYPE => opt_str(c).map(|v| r.entity_type = v),
+            NAME => opt_str(c).map(|v| r.name = v),
+            DATA_TYPE => opt_str(c).map(|v| r.data_type = v),
+            IS_HOT => opt_bool(c).map(|v| r.is_hot = v),
+            HOT_ATTRIBUTES => opt_str(c).map(|v| r.hot_attributes = v),
+            IS_DELETED => opt_bool(c).map(|v| r.is_deleted = v),
+            VALUE_TEXT => opt_str(c).map(|v| r.value_text = v),
+            VALUE_INT => match opt_i64(c) {
+                Err(e) if e.beyond.is_some() => {
+                    r.int_out_of_range = Some(c.since(e.pos));
+                    Ok(())
+                }
+                v => v.map(|v| r.value_int = v),
             },
-            "value_decimal" => r.value_decimal = opt_raw(c)?,
-            "value_bool" => r.value_bool = opt_bool(c)?,
-            "value_timestamp" => r.value_timestamp = opt_raw(c)?,
-            "value_json" => r.value_json = opt_str(c)?,
-            _ => return c.skip(),
-        }
-        Ok(())
+            VALUE_DECIMAL => opt_raw(c).map(|v| r.value_decimal = v),
+            VALUE_BOOL => opt_bool(c).map(|v| r.value_bool = v),
+            VALUE_TIMESTAMP => opt_raw(c).map(|v| r.value_timestamp = v),
+            VALUE_JSON => opt_str(c).map(|v| r.value_json = v),
+            _ => c.skip(),
+        };
+        // The field is named only when it failed (copying every key cost a memmove per key).
+        read.inspect_err(|_| field = Some(name.to_string()))
     })
-    .map_err(|e| (field.clone(), e))?;
-    Ok(r)
+    .map_err(|e| (field.unwrap_or_default(), e))
 }
 
 #[derive(Default)]
@@ -113,6 +152,7 @@ struct Source<'a> {
     table: Option<Cow<'a, str>>,
 }
 
+#[inline]
 fn opt_i64(c: &mut Cursor) -> Result<Option<i64>, ScanError> {
     if c.null() {
         Ok(None)
@@ -121,6 +161,7 @@ fn opt_i64(c: &mut Cursor) -> Result<Option<i64>, ScanError> {
     }
 }
 
+#[inline]
 fn opt_bool(c: &mut Cursor) -> Result<Option<bool>, ScanError> {
     if c.null() {
         Ok(None)
@@ -129,6 +170,7 @@ fn opt_bool(c: &mut Cursor) -> Result<Option<bool>, ScanError> {
     }
 }
 
+#[inline]
 fn opt_str<'a>(c: &mut Cursor<'a>) -> Result<Option<Cow<'a, str>>, ScanError> {
     if c.null() {
         Ok(None)
@@ -137,6 +179,7 @@ fn opt_str<'a>(c: &mut Cursor<'a>) -> Result<Option<Cow<'a, str>>, ScanError> {
     }
 }
 
+#[inline]
 fn opt_raw<'a>(c: &mut Cursor<'a>) -> Result<Option<&'a str>, ScanError> {
     if c.null() {
         Ok(None)
@@ -145,29 +188,116 @@ fn opt_raw<'a>(c: &mut Cursor<'a>) -> Result<Option<&'a str>, ScanError> {
     }
 }
 
-/// Reads the envelope object at the cursor; `outer` for the record itself, whose `payload` (schema
-/// form) is the envelope proper. A `payload` inside that is not Debezium's and is skipped: read
-/// as an envelope, a record nesting thousands of them would overflow the stack.
-fn read_envelope<'a>(c: &mut Cursor<'a>, outer: bool) -> Result<Envelope<'a>, ScanError> {
-    let mut env = Envelope::default();
-    c.object(|c, key| {
-        match &*key {
-            "schema" => env.schema = opt_raw(c)?,
-            "payload" if outer => {
+/// Key ids of the envelope, `source` and `transaction` (see [`Keys`]).
+mod envelope_key {
+    use super::KeyId;
+    pub const SCHEMA: KeyId = 1;
+    pub const PAYLOAD: KeyId = 2;
+    pub const BEFORE: KeyId = 3;
+    pub const AFTER: KeyId = 4;
+    pub const SOURCE: KeyId = 5;
+    pub const OP: KeyId = 6;
+    pub const TRANSACTION: KeyId = 7;
+    pub const STATUS: KeyId = 8;
+    pub const ID: KeyId = 9;
+    pub const TS_MS: KeyId = 10;
+    pub const ALL: &[(&str, KeyId)] = &[
+        ("schema", SCHEMA),
+        ("payload", PAYLOAD),
+        ("before", BEFORE),
+        ("after", AFTER),
+        ("source", SOURCE),
+        ("op", OP),
+        ("transaction", TRANSACTION),
+        ("status", STATUS),
+        ("id", ID),
+        ("ts_ms", TS_MS),
+    ];
+}
+
+mod source_key {
+    use super::KeyId;
+    pub const LSN: KeyId = 1;
+    pub const SEQUENCE: KeyId = 2;
+    pub const TX_ID: KeyId = 3;
+    pub const TS_MS: KeyId = 4;
+    pub const TS_US: KeyId = 5;
+    pub const SNAPSHOT: KeyId = 6;
+    pub const TABLE: KeyId = 7;
+    pub const ALL: &[(&str, KeyId)] = &[
+        ("lsn", LSN),
+        ("sequence", SEQUENCE),
+        ("txId", TX_ID),
+        ("ts_ms", TS_MS),
+        ("ts_us", TS_US),
+        ("snapshot", SNAPSHOT),
+        ("table", TABLE),
+    ];
+}
+
+const TRANSACTION_ID: KeyId = 1;
+
+/// The keys of each kind of object in a record, learned per decoder (see [`Keys`]).
+struct RecordKeys {
+    /// The record's own object: the envelope, or `{"schema", "payload"}`.
+    top: Keys,
+    /// The envelope inside `payload`.
+    payload: Keys,
+    nested: NestedKeys,
+}
+
+struct NestedKeys {
+    source: Keys,
+    image: Keys,
+    transaction: Keys,
+}
+
+impl RecordKeys {
+    fn new() -> RecordKeys {
+        RecordKeys {
+            top: Keys::new(envelope_key::ALL),
+            payload: Keys::new(envelope_key::ALL),
+            nested: NestedKeys {
+                source: Keys::new(source_key::ALL),
+                image: Keys::new(image_key::ALL),
+                transaction: Keys::new(&[("id", TRANSACTION_ID)]),
+            },
+        }
+    }
+}
+
+/// Reads the envelope object at the cursor into `env`. With `payload` (the record itself), a
+/// `payload` member (schema form) is read into it as the envelope proper, with `payload_keys`;
+/// a `payload` inside that is not Debezium's and is skipped: read as an envelope, a record
+/// nesting thousands of them would overflow the stack.
+fn read_envelope<'a>(
+    c: &mut Cursor<'a>,
+    keys: &mut Keys,
+    nested: &mut NestedKeys,
+    env: &mut Envelope<'a>,
+    mut payload: Option<(&mut Keys, &mut Envelope<'a>)>,
+) -> Result<(), ScanError> {
+    use envelope_key::*;
+    c.fields(keys, |c, id, _| {
+        match id {
+            SCHEMA => env.schema = opt_raw(c)?,
+            PAYLOAD if payload.is_some() => {
                 if c.null() {
                     env.payload_null = true;
-                } else {
-                    env.payload = Some(Box::new(read_envelope(c, false)?));
+                } else if let Some((payload_keys, inner)) = payload.as_mut() {
+                    env.has_payload = true;
+                    read_envelope(c, payload_keys, nested, inner, None)?;
                 }
             }
-            "before" | "after" => {
-                let which = if key == "before" { "before" } else { "after" };
+            BEFORE | AFTER => {
+                let which = if id == BEFORE { "before" } else { "after" };
                 if c.null() {
                     return Ok(());
                 }
-                match read_image(c) {
-                    Ok(image) if which == "before" => env.before = Some(image),
-                    Ok(image) => env.after = Some(image),
+                let mut r = RowImage::default();
+                match read_image(c, &mut nested.image, &mut r) {
+                    Ok(()) if id == BEFORE => env.before = Some(r),
+                    Ok(()) => env.after = Some(r),
                     Err((_, e)) if e.syntax => return Err(e),
                     Err((field, e)) => {
                         env.image_error = Some((which, field, e));
@@ -175,12 +305,20 @@ fn read_envelope<'a>(c: &mut Cursor<'a>, outer: bool) -> Result<Envelope<'a>, Sc
                     }
                 }
             }
-            "source" => env.source = if c.null() { None } else { Some(read_source(c)?) },
-            "op" => env.op = opt_str(c)?,
-            "transaction" => {
+            SOURCE => {
+                if c.null() {
+                    env.source = None;
+                } else {
+                    let mut s = Source::default();
+                    read_source(c, &mut nested.source, &mut s)?;
+                    env.source = Some(s);
+                }
+            }
+            OP => env.op = opt_str(c)?,
+            TRANSACTION => {
                 if !c.null() {
-                    c.object(|c, k| {
-                        if k == "id" {
+                    c.fields(&mut nested.transaction, |c, id, _| {
+                        if id == TRANSACTION_ID {
                             env.tx = opt_str(c)?;
                             Ok(())
                         } else {
@@ -189,38 +327,36 @@ fn read_envelope<'a>(c: &mut Cursor<'a>, outer: bool) -> Result<Envelope<'a>, Sc
                     })?;
                 }
             }
-            "status" => env.status = opt_str(c)?,
-            "id" => env.id = opt_str(c)?,
-            "ts_ms" => env.ts_ms = opt_i64(c)?,
+            STATUS => env.status = opt_str(c)?,
+            ID => env.id = opt_str(c)?,
+            TS_MS => env.ts_ms = opt_i64(c)?,
             _ => c.skip()?,
         }
         Ok(())
-    })?;
-    Ok(env)
+    })
 }
 
-fn read_source<'a>(c: &mut Cursor<'a>) -> Result<Source<'a>, ScanError> {
-    let mut s = Source::default();
-    c.object(|c, key| {
-        match &*key {
-            "lsn" => s.lsn = opt_i64(c)?,
+fn read_source<'a>(c: &mut Cursor<'a>, keys: &mut Keys, s: &mut Source<'a>) -> Result<(), ScanError> {
+    use source_key::*;
+    c.fields(keys, |c, id, _| {
+        match id {
+            LSN => s.lsn = opt_i64(c)?,
             // Kept escaped: parse_sequence reads it as is, sparing an allocation per event.
-            "sequence" => s.sequence = opt_raw(c)?.map(|r| Cow::Borrowed(r.trim_matches('"'))),
-            "txId" => s.tx_id = opt_i64(c)?,
-            "ts_ms" => s.ts_ms = opt_i64(c)?,
-            "ts_us" => s.ts_us = opt_i64(c)?,
-            "snapshot" => {
+            SEQUENCE => s.sequence = opt_raw(c)?.map(|r| Cow::Borrowed(r.trim_matches('"'))),
+            TX_ID => s.tx_id = opt_i64(c)?,
+            TS_MS => s.ts_ms = opt_i64(c)?,
+            TS_US => s.ts_us = opt_i64(c)?,
+            SNAPSHOT => {
                 s.snapshot = match c.peek() {
                     Some(b't' | b'f') => Some(Cow::Borrowed(if c.bool()? { "true" } else { "false" })),
                     _ => opt_str(c)?,
                 }
             }
-            "table" => s.table = opt_str(c)?,
+            TABLE => s.table = opt_str(c)?,
             _ => c.skip()?,
         }
         Ok(())
-    })?;
-    Ok(s)
+    })
 }
 
 /// How the typed value columns are encoded, from the embedded schema or, without one, from the
@@ -252,6 +388,7 @@ pub struct JsonDecoder {
     tables: TableNames,
     defaults: Codecs,
     schema_cache: FxHashMap<u64, Codecs>,
+    keys: RecordKeys,
 }
 
 impl JsonDecoder {
@@ -262,7 +399,7 @@ impl JsonDecoder {
             DecimalMode::Double => DecimalCodec::Double,
         };
         let defaults = Codecs { decimal, timestamp: TimeCodec::Int(options.time_mode) };
-        JsonDecoder { tables, defaults, schema_cache: FxHashMap::default() }
+        JsonDecoder { tables, defaults, schema_cache: FxHashMap::default(), keys: RecordKeys::new() }
     }
 
     /// Decodes one record value; `None` bytes is a tombstone.
@@ -282,40 +419,45 @@ impl JsonDecoder {
 
     fn decode_inner(&mut self, value: Option<&[u8]>) -> Result<Event, DecodeError> {
         let Some(bytes) = value else { return Ok(Event::Tombstone) };
-        let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8(e.to_string()))?;
+        // simdutf8 checks ASCII 32 bytes at a time; std's message is taken only on failure.
+        let text = match simdutf8::basic::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(_) => std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8(e.to_string()))?,
+        };
         let text = text.trim();
         if text.is_empty() || text == "null" {
             return Ok(Event::Tombstone);
         }
         let mut cursor = Cursor::new(text);
-        let env =
-            read_envelope(&mut cursor, true).and_then(|env| cursor.end().map(|()| env)).map_err(envelope_error)?;
+        // Filled in place: an envelope is about a kilobyte, and moving it costs.
+        let (mut env, mut inner) = (Envelope::default(), Envelope::default());
+        let RecordKeys { top, payload, nested } = &mut self.keys;
+        read_envelope(&mut cursor, top, nested, &mut env, Some((payload, &mut inner)))
+            .and_then(|()| cursor.end())
+            .map_err(envelope_error)?;
         if env.payload_null {
             return Ok(Event::Tombstone);
         }
-        match env.payload {
-            Some(payload) => {
-                let codecs = match env.schema {
-                    Some(s) => self.codecs_for_schema(s)?,
-                    None => self.defaults,
-                };
-                self.decode_envelope(*payload, codecs)
-            }
-            None => {
-                let codecs = self.defaults;
-                self.decode_envelope(env, codecs)
-            }
+        if env.has_payload {
+            let codecs = match env.schema {
+                Some(s) => self.codecs_for_schema(s)?,
+                None => self.defaults,
+            };
+            self.decode_envelope(&mut inner, codecs)
+        } else {
+            let codecs = self.defaults;
+            self.decode_envelope(&mut env, codecs)
         }
     }
 
-    fn decode_envelope(&self, env: Envelope, codecs: Codecs) -> Result<Event, DecodeError> {
+    fn decode_envelope(&self, env: &mut Envelope, codecs: Codecs) -> Result<Event, DecodeError> {
         if let Some(status) = &env.status {
             let begin = match status.as_ref() {
                 "BEGIN" => true,
                 "END" => false,
                 other => return Err(DecodeError::field("status", format!("unknown transaction status `{other}`"))),
             };
-            let id = env.id.map(|c| c.into_owned()).unwrap_or_default();
+            let id = env.id.take().map(|c| c.into_owned()).unwrap_or_default();
             return Ok(Event::Transaction { begin, id });
         }
         let Some(op_text) = env.op.as_deref() else {
@@ -328,7 +470,7 @@ impl JsonDecoder {
         if op_text == "m" {
             return Ok(Event::Message);
         }
-        let source = env.source.ok_or_else(|| DecodeError::NotDebezium("no `source` block".into()))?;
+        let source = env.source.take().ok_or_else(|| DecodeError::NotDebezium("no `source` block".into()))?;
         let meta = source_meta(
             source.lsn,
             source.sequence.as_deref(),
@@ -345,13 +487,13 @@ impl JsonDecoder {
         let Some(op) = op else {
             return Ok(Event::Truncate { table, source: meta });
         };
-        if let Some((which, field, e)) = env.image_error {
+        if let Some((which, field, e)) = env.image_error.take() {
             let at = if field.is_empty() { which.to_string() } else { format!("{which}.{field}") };
             return Err(DecodeError::field(&at, e.message));
         }
-        let tx = env.tx.map(Cow::into_owned);
-        let before = image(env.before, "before", op == Op::Delete, op)?;
-        let after = image(env.after, "after", op != Op::Delete, op)?;
+        let tx = env.tx.take().map(Cow::into_owned);
+        let before = image(env.before.take(), "before", op == Op::Delete, op)?;
+        let after = image(env.after.take(), "after", op != Op::Delete, op)?;
         let row = match table {
             Table::Attributes => RowChange::Attribute {
                 before: before.map(|b| attribute_row(b, "before")).transpose()?,
