@@ -54,6 +54,32 @@ struct TypeAttributes {
     all: Vec<i64>,
 }
 
+/// One entity type of a tenant in the [`Catalog`] (see [`Catalog::entity_type`]).
+#[derive(Clone, Copy)]
+pub struct EntityType<'c> {
+    catalog: &'c Catalog,
+    name: &'c Arc<str>,
+    attrs: &'c TypeAttributes,
+}
+
+impl<'c> EntityType<'c> {
+    /// The type's name, shared with the catalog.
+    pub fn name(&self) -> &'c Arc<str> {
+        self.name
+    }
+
+    /// The same as [`Catalog::by_name`] for this tenant and type.
+    pub fn by_name(&self, name: &str) -> Option<&'c Attribute> {
+        self.catalog.by_id.get(self.attrs.by_name.get(name)?)
+    }
+
+    /// The same as [`Catalog::hot_attributes`] for this tenant and type.
+    pub fn hot_attributes(&self) -> impl Iterator<Item = &'c Attribute> + 'c {
+        let by_id = &self.catalog.by_id;
+        self.attrs.hot.iter().filter_map(move |id| by_id.get(id))
+    }
+}
+
 /// On-disk form, versioned from the first release.
 #[derive(Serialize, Deserialize)]
 struct CatalogFile {
@@ -91,6 +117,14 @@ impl Catalog {
     pub fn by_name(&self, tenant_id: i64, entity_type: &str, name: &str) -> Option<&Attribute> {
         let id = self.types.get(&tenant_id)?.get(entity_type)?.by_name.get(name)?;
         self.by_id.get(id)
+    }
+
+    /// One entity type of a tenant, looked up once for many lookups by name (the pivot reads
+    /// every key of a `hot_attributes` object); its name is the catalog's own `Arc`, so callers
+    /// can keep it without allocating. `None` when the catalog never had an attribute of it.
+    pub fn entity_type(&self, tenant_id: i64, entity_type: &str) -> Option<EntityType<'_>> {
+        let (name, attrs) = self.types.get(&tenant_id)?.get_key_value(entity_type)?;
+        Some(EntityType { catalog: self, name, attrs })
     }
 
     /// Hot attributes of an entity type of a tenant, in attribute id order.
@@ -263,6 +297,11 @@ mod tests {
         assert_eq!(c.by_name(1, "customer", "age").map(|a| a.attribute_id), Some(2));
         let hot: Vec<i64> = c.hot_attributes(1, "customer").map(|a| a.attribute_id).collect();
         assert_eq!(hot, vec![1, 2]);
+        let ty = c.entity_type(1, "customer").unwrap();
+        assert_eq!(&**ty.name(), "customer");
+        assert_eq!(ty.by_name("age").map(|a| a.attribute_id), Some(2));
+        assert_eq!(ty.hot_attributes().map(|a| a.attribute_id).collect::<Vec<_>>(), hot);
+        assert!(c.entity_type(2, "customer").is_none() && c.entity_type(1, "order").is_none());
 
         let changed = c.apply(Op::Update, None, Some(&row(2, "age", DataType::Text, false)));
         assert!(matches!(changed, CatalogChange::Altered { previous } if previous.data_type == DataType::Int));

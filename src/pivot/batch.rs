@@ -95,6 +95,9 @@ impl AttrColumn {
     }
 }
 
+/// A column without a cell in the row being pushed.
+const NO_CELL: u32 = u32::MAX;
+
 /// The open batch of one (entity type, tenant).
 struct TableBuilder {
     entity_type: Arc<str>,
@@ -102,6 +105,8 @@ struct TableBuilder {
     catalog_version: u64,
     attrs: Vec<AttrColumn>,
     index: FxHashMap<i64, usize>,
+    /// Per column, the position of its cell in the row being pushed (`NO_CELL`: none).
+    slots: Vec<u32>,
     entity_id: Int64Builder,
     // Plain strings: Parquet dictionary-encodes them anyway, and appending skips a hash.
     op: StringBuilder,
@@ -126,6 +131,7 @@ impl TableBuilder {
             catalog_version: u64::MAX,
             attrs: Vec::new(),
             index: FxHashMap::default(),
+            slots: Vec::new(),
             entity_id: Int64Builder::new(),
             op: StringBuilder::new(),
             changed: ListBuilder::new(StringBuilder::new()),
@@ -181,17 +187,21 @@ impl TableBuilder {
         let mut bytes = 80;
         self.entity_id.append_value(row.entity_id);
         self.op.append_value(row.op.code());
-        for col in &mut self.attrs {
-            let cell = row.cells.iter().find(|(id, _)| *id == col.attribute_id);
-            let value = cell.and_then(|(_, v)| v.as_ref());
-            bytes += value.map_or(1, Value::size);
-            col.append(value);
-        }
+        // One index lookup per cell places it, rather than a scan of the cells per column.
+        self.slots.clear();
+        self.slots.resize(self.attrs.len(), NO_CELL);
         let changed = self.changed.values();
-        for (id, _) in &row.cells {
+        for (at, (id, _)) in row.cells.iter().enumerate() {
             if let Some(&i) = self.index.get(id) {
+                self.slots[i] = at as u32;
                 changed.append_value(&*self.attrs[i].name);
             }
+        }
+        for (col, &slot) in self.attrs.iter_mut().zip(&self.slots) {
+            // `NO_CELL` is past any row's cells (they are bounded by max_attributes_per_row).
+            let value = row.cells.get(slot as usize).and_then(|(_, v)| v.as_ref());
+            bytes += value.map_or(1, Value::size);
+            col.append(value);
         }
         self.changed.append(row.op != RowOp::Delete || !row.cells.is_empty());
         self.entity_changed.append_value(row.entity_changed);
@@ -289,7 +299,7 @@ impl BatchSet {
         self.bytes
     }
 
-    pub fn push(&mut self, catalog: &Catalog, row: WideRow) {
+    pub fn push(&mut self, catalog: &Catalog, row: &WideRow) {
         let key = (row.entity_type.clone(), row.tenant_id);
         let scale = self.scale;
         let table = self.tables.entry(key).or_insert_with(|| TableBuilder::new(row.entity_type.clone(), row.tenant_id));
@@ -301,7 +311,7 @@ impl BatchSet {
             *table = TableBuilder::new(row.entity_type.clone(), row.tenant_id);
             table.sync(catalog, scale);
         }
-        self.bytes += table.push(&row);
+        self.bytes += table.push(row);
         self.rows += 1;
     }
 

@@ -5,7 +5,7 @@
 //! the before image, only the attributes whose JSON differs count as changed.
 
 use super::PivotError;
-use crate::catalog::Catalog;
+use crate::catalog::EntityType;
 use crate::columns::Value;
 use crate::decode::json::{hot_decimal, hot_timestamp};
 use crate::decode::scan::Beyond;
@@ -18,14 +18,40 @@ use std::borrow::Cow;
 /// The entries of a JSON object with borrowed keys and raw values, in document order.
 struct Entries<'a>(Vec<(Cow<'a, str>, &'a str)>);
 
+/// Buffers kept across calls of [`cells`], so that reading an object allocates nothing.
+#[derive(Default)]
+pub(super) struct Scratch {
+    after: Vec<(Cow<'static, str>, &'static str)>,
+    before: Vec<(Cow<'static, str>, &'static str)>,
+}
+
+/// The (empty) buffer `buf` as a vector of entries borrowing a shorter-lived JSON text. The
+/// element types differ only in lifetime, so the in-place collect keeps the allocation; the
+/// closure never runs on an empty vector.
+fn lend<'a>(buf: &mut Vec<(Cow<'static, str>, &'static str)>) -> Vec<(Cow<'a, str>, &'a str)> {
+    let mut v = std::mem::take(buf);
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the buffer was cleared")).collect()
+}
+
+/// Gives the allocation of `entries` back to `buf` (see [`lend`]); owned keys are dropped.
+fn give_back(buf: &mut Vec<(Cow<'static, str>, &'static str)>, mut entries: Entries<'_>) {
+    entries.0.clear();
+    *buf = entries.0.into_iter().map(|_| unreachable!("the entries were cleared")).collect();
+}
+
 /// Reads the object within `limits`: its size, its number of keys, and (counted by the same
 /// scan) the nesting of its values, the object itself being the first level.
-fn parse<'a>(json: &'a str, entity_id: i64, limits: &Limits) -> Result<Entries<'a>, PivotError> {
+fn parse<'a>(
+    json: &'a str,
+    entity_id: i64,
+    limits: &Limits,
+    mut entries: Vec<(Cow<'a, str>, &'a str)>,
+) -> Result<Entries<'a>, PivotError> {
     const WHAT: &str = "hot_attributes";
     if json.len() > limits.max_json_bytes {
         return Err(PivotError::JsonTooLarge { what: WHAT.into(), bytes: json.len(), limit: limits.max_json_bytes });
     }
-    let mut entries = Vec::with_capacity(8);
     let mut c = Cursor::with_max_depth(json, limits.max_json_depth.saturating_sub(1));
     let mut too_many = false;
     c.object(|c, key| {
@@ -53,26 +79,57 @@ fn find<'a>(entries: &Entries<'a>, name: &str) -> Option<&'a str> {
 
 /// The entity whose `hot_attributes` are read.
 pub(super) struct Of<'a> {
-    pub tenant_id: i64,
     pub entity_type: &'a str,
     pub entity_id: i64,
 }
 
-/// Typed cells of the hot attributes of one entity image. Fails on a key the catalog does not
-/// know as a hot attribute of this tenant and entity type, and on a value of the wrong type.
+/// Typed cells of the hot attributes of one entity image, appended to `out` (left as it was on
+/// error). `ty` is the entity's type in the catalog (`None`: it has no attributes). Fails on a
+/// key the catalog does not know as a hot attribute of this tenant and entity type, and on a
+/// value of the wrong type.
+#[allow(clippy::too_many_arguments)] // one call site; the scratch buffers are its own
 pub(super) fn cells(
-    catalog: &Catalog,
+    ty: Option<EntityType<'_>>,
     of: Of,
     after: &str,
     before: Option<&str>,
     scale: u32,
     limits: &Limits,
-) -> Result<Vec<(i64, Option<Value>)>, PivotError> {
-    let Of { tenant_id, entity_type, entity_id } = of;
-    let after = parse(after, entity_id, limits)?;
-    let before = before.map(|b| parse(b, entity_id, limits)).transpose()?;
+    scratch: &mut Scratch,
+    out: &mut Vec<(i64, Option<Value>)>,
+) -> Result<(), PivotError> {
+    let Of { entity_type, entity_id } = of;
+    let after = parse(after, entity_id, limits, lend(&mut scratch.after))?;
+    let before = match before.map(|b| parse(b, entity_id, limits, lend(&mut scratch.before))).transpose() {
+        Ok(before) => before,
+        Err(e) => {
+            give_back(&mut scratch.after, after);
+            return Err(e);
+        }
+    };
+    let start = out.len();
+    let result = typed_cells(ty, entity_type, &after, before.as_ref(), scale, out);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    give_back(&mut scratch.after, after);
+    if let Some(before) = before {
+        give_back(&mut scratch.before, before);
+    }
+    result
+}
+
+/// The body of [`cells`] once the objects are read.
+fn typed_cells(
+    ty: Option<EntityType<'_>>,
+    entity_type: &str,
+    after: &Entries<'_>,
+    before: Option<&Entries<'_>>,
+    scale: u32,
+    out: &mut Vec<(i64, Option<Value>)>,
+) -> Result<(), PivotError> {
     for (key, _) in &after.0 {
-        match catalog.by_name(tenant_id, entity_type, key) {
+        match ty.and_then(|t| t.by_name(key)) {
             Some(a) if a.is_hot => {}
             Some(a) => {
                 return Err(PivotError::TypeMismatch {
@@ -84,10 +141,9 @@ pub(super) fn cells(
             None => return Err(PivotError::UnknownAttribute { attribute: format!("`{key}` of {entity_type}") }),
         }
     }
-    let mut out = Vec::new();
-    for attr in catalog.hot_attributes(tenant_id, entity_type) {
-        let new = find(&after, &attr.name);
-        if let Some(before) = &before {
+    for attr in ty.into_iter().flat_map(|t| t.hot_attributes()) {
+        let new = find(after, &attr.name);
+        if let Some(before) = before {
             let old = find(before, &attr.name);
             if old == new {
                 continue;
@@ -110,7 +166,7 @@ pub(super) fn cells(
         };
         out.push((attr.attribute_id, value));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Why a JSON value is not a value of its attribute.

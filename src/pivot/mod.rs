@@ -161,8 +161,18 @@ pub struct Pivot {
     first_seq: Option<i64>,
     /// The tenant of each entity seen lately (from its `entities` rows), across transactions.
     entity_tenants: EntityTenants,
+    /// Cell vectors of rows already in a batch, reused by the next rows (see `SPARE_CELLS`).
+    spare_cells: Vec<Vec<(i64, Option<Value>)>>,
+    /// The cells of an entity change being computed, reused from change to change.
+    effect_cells: Vec<(i64, Option<Value>)>,
+    hot_scratch: hot::Scratch,
     pub batches: BatchSet,
 }
+
+/// How many emptied cell vectors a pivot keeps, and up to which capacity: enough for a busy
+/// transaction's rows without holding on to the memory of a rare wide one.
+const SPARE_CELLS: usize = 4096;
+const SPARE_CELLS_CAPACITY: usize = 64;
 
 /// Entities whose tenant a pivot remembers by default (4 MiB at most, per stream).
 pub const DEFAULT_REMEMBERED_ENTITIES: usize = 1 << 18;
@@ -178,6 +188,9 @@ impl Pivot {
             rows: Vec::new(),
             first_seq: None,
             entity_tenants: EntityTenants::new(DEFAULT_REMEMBERED_ENTITIES),
+            spare_cells: Vec::new(),
+            effect_cells: Vec::new(),
+            hot_scratch: hot::Scratch::default(),
             batches: BatchSet::new(decimal_scale),
         }
     }
@@ -274,35 +287,38 @@ impl Pivot {
             source_ts: source.commit_time_us,
             origin: origin.clone(),
         };
-        let at = match self.pending.get(&entity_id) {
-            Some(&at) => at,
+        self.first_seq = Some(self.first_seq.map_or(origin.seq, |f| f.min(origin.seq)));
+        let row = match self.pending.get(&entity_id) {
+            Some(&at) => {
+                let row = &mut self.rows[at];
+                // The row keeps the stream position of its first change (the order rows apply
+                // in: a change that waited for the catalog and lands later sorts after the row
+                // that created its entity) and the source metadata of its last.
+                let first_seq = row.meta.origin.seq.min(meta.origin.seq);
+                row.meta = meta;
+                row.meta.origin.seq = first_seq;
+                row
+            }
             None => {
                 let initial = match (&effect, source.snapshot) {
                     (Effect::Entity { op, .. }, _) => *op,
                     (Effect::Value { .. }, true) => RowOp::Read,
                     (Effect::Value { .. }, false) => RowOp::Update,
                 };
+                self.pending.insert(entity_id, self.rows.len());
                 self.rows.push(WideRow {
                     tenant_id,
                     entity_type,
                     entity_id,
                     op: initial,
                     entity_changed: false,
-                    cells: Vec::new(),
-                    meta: meta.clone(),
+                    cells: self.spare_cells.pop().unwrap_or_default(),
+                    meta,
                 });
-                self.pending.insert(entity_id, self.rows.len() - 1);
-                self.rows.len() - 1
+                let last = self.rows.len() - 1;
+                &mut self.rows[last]
             }
         };
-        self.first_seq = Some(self.first_seq.map_or(origin.seq, |f| f.min(origin.seq)));
-        let row = &mut self.rows[at];
-        // The row keeps the stream position of its first change (the order rows apply in: a
-        // change that waited for the catalog and lands later sorts after the row that created
-        // its entity) and the source metadata of its last.
-        let first_seq = row.meta.origin.seq.min(meta.origin.seq);
-        row.meta = meta;
-        row.meta.origin.seq = first_seq;
         if let Effect::Entity { .. } = effect {
             row.entity_changed = true;
             // The entity's own row says which tenant it belongs to; value rows are checked
@@ -310,20 +326,22 @@ impl Pivot {
             self.entity_tenants.remember(entity_id, tenant_id);
         }
         match effect {
-            Effect::Entity { op: RowOp::Delete, .. } => {
+            Effect::Entity { op: RowOp::Delete, cells } => {
                 row.op = RowOp::Delete;
                 row.cells.clear();
+                self.effect_cells = cells;
             }
-            Effect::Entity { op, cells } => {
+            Effect::Entity { op, mut cells } => {
                 if row.op == RowOp::Delete {
                     // Re-created (or un-deleted) within the same transaction.
                     row.op = if op == RowOp::Read { RowOp::Read } else { op };
                 } else if op == RowOp::Create {
                     row.op = RowOp::Create;
                 }
-                for (id, v) in cells {
+                for (id, v) in cells.drain(..) {
                     row.set(id, v);
                 }
+                self.effect_cells = cells;
             }
             // Cascaded value deletes after an entity delete change nothing.
             Effect::Value { .. } if row.op == RowOp::Delete => {}
@@ -340,15 +358,19 @@ impl Pivot {
     }
 
     fn flush_fold(&mut self, catalog: &Catalog) {
-        for row in self.rows.drain(..) {
-            self.batches.push(catalog, row);
+        for mut row in self.rows.drain(..) {
+            self.batches.push(catalog, &row);
+            if self.spare_cells.len() < SPARE_CELLS && row.cells.capacity() <= SPARE_CELLS_CAPACITY {
+                row.cells.clear();
+                self.spare_cells.push(std::mem::take(&mut row.cells));
+            }
         }
         self.pending.clear();
         self.first_seq = None;
     }
 
     fn entity_effect(
-        &self,
+        &mut self,
         catalog: &Catalog,
         op: Op,
         before: Option<&EntityRow>,
@@ -372,8 +394,10 @@ impl Pivot {
                 });
             }
         }
-        let entity_type: Arc<str> =
-            Arc::from(image.entity_type.as_deref().ok_or_else(|| missing("entity_type is missing"))?);
+        let type_name = image.entity_type.as_deref().ok_or_else(|| missing("entity_type is missing"))?;
+        // The catalog's own name when it knows the type: no allocation per change.
+        let ty = catalog.entity_type(tenant_id, type_name);
+        let entity_type: Arc<str> = ty.map_or_else(|| Arc::from(type_name), |t| t.name().clone());
         let row_op = match op {
             Op::Delete => RowOp::Delete,
             _ if image.is_deleted => RowOp::Delete,
@@ -381,13 +405,14 @@ impl Pivot {
             Op::Read => RowOp::Read,
             Op::Update => RowOp::Update,
         };
-        let of = || hot::Of { tenant_id, entity_type: &entity_type, entity_id: image.entity_id };
-        let cells = if row_op == RowOp::Delete {
-            Vec::new()
-        } else {
+        let of = || hot::Of { entity_type: &entity_type, entity_id: image.entity_id };
+        let (scale, limits, scratch) = (self.decimal_scale, &self.limits, &mut self.hot_scratch);
+        let mut cells = std::mem::take(&mut self.effect_cells);
+        cells.clear();
+        if row_op != RowOp::Delete {
             match &image.hot_attributes {
-                Field::Unavailable => Vec::new(),
-                Field::Null => hot::cells(catalog, of(), "{}", None, self.decimal_scale, &self.limits)?,
+                Field::Unavailable => {}
+                Field::Null => hot::cells(ty, of(), "{}", None, scale, limits, scratch, &mut cells)?,
                 Field::Value(json) => {
                     // With the before image we can tell exactly which hot attributes changed; a
                     // logically deleted entity coming back has all its attributes set anew.
@@ -399,10 +424,10 @@ impl Pivot {
                         },
                         _ => None,
                     };
-                    hot::cells(catalog, of(), json, before_json, self.decimal_scale, &self.limits)?
+                    hot::cells(ty, of(), json, before_json, scale, limits, scratch, &mut cells)?
                 }
             }
-        };
+        }
         Ok((tenant_id, entity_type, image.entity_id, Effect::Entity { op: row_op, cells }))
     }
 
