@@ -171,12 +171,22 @@ impl ParquetObject {
 
     /// Reads the given row groups.
     pub fn read(&self, row_groups: Vec<usize>) -> Result<Vec<RecordBatch>, SinkError> {
+        self.read_without(row_groups, &[])
+    }
+
+    /// Reads the given row groups without the top-level columns named in `skip`: a column not
+    /// read is neither decompressed nor decoded.
+    pub fn read_without(&self, row_groups: Vec<usize>, skip: &[&str]) -> Result<Vec<RecordBatch>, SinkError> {
         let err = |m: String| SinkError::Parquet { path: self.path.clone(), message: m };
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.meta.clone())
-            .with_row_groups(row_groups)
-            .with_batch_size(8192)
-            .build()
-            .map_err(|e| err(e.to_string()))?;
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.meta.clone());
+        if !skip.is_empty() {
+            let descr = self.meta.metadata().file_metadata().schema_descr();
+            let roots = descr.root_schema().get_fields().iter().enumerate();
+            let keep: Vec<usize> = roots.filter(|(_, f)| !skip.contains(&f.name())).map(|(i, _)| i).collect();
+            builder = builder.with_projection(parquet::arrow::ProjectionMask::roots(descr, keep));
+        }
+        let reader =
+            builder.with_row_groups(row_groups).with_batch_size(8192).build().map_err(|e| err(e.to_string()))?;
         reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(e.to_string()))
     }
 }
