@@ -590,7 +590,7 @@ async fn fold_group(
                     rgs
                 }
             };
-            for batch in obj.read(row_groups)? {
+            for batch in obj.read_without(row_groups, &[columns::TENANT_ID])? {
                 load_current(&batch, &mut cols, &mut state, &path)?;
             }
         }
@@ -629,7 +629,7 @@ async fn fold_group(
             targets.iter().find(|(i, _)| work[*i].lo == range_lo).copied()
         };
         let mut routed: Vec<(usize, ChangeRow)> = Vec::new();
-        for batch in obj.read(obj.row_groups_for(lo, hi))? {
+        for batch in obj.read_without(obj.row_groups_for(lo, hi), CHANGE_COLUMNS_UNUSED)? {
             read_changes(&batch, &route, si, &mut cols, &mut routed, &f.path)?;
         }
         for (i, row) in routed {
@@ -700,6 +700,27 @@ async fn compact_group(
     Ok(conflicts)
 }
 
+/// Columns of change files that folding does not use: not decoded.
+const CHANGE_COLUMNS_UNUSED: &[&str] =
+    &[columns::TENANT_ID, columns::TX_ID, columns::KAFKA_TOPIC, columns::KAFKA_PARTITION, columns::KAFKA_OFFSET];
+
+/// `v` as a value of `to`: itself when it already is one (no copy of its text), else converted.
+fn convert_owned(v: Value, to: DataType, scale: u32) -> Option<Value> {
+    let same = matches!(
+        (&v, to),
+        (Value::Int(_), DataType::Int)
+            | (Value::Decimal(_), DataType::Decimal)
+            | (Value::Bool(_), DataType::Bool)
+            | (Value::Timestamp(_), DataType::Timestamp)
+            | (Value::Text(_), DataType::Text | DataType::Json)
+    );
+    if same {
+        Some(v)
+    } else {
+        v.convert(to, scale)
+    }
+}
+
 /// Applies a range's change rows to its state, in stream order per entity, converting values
 /// to the columns' final types (an attribute's type may have changed).
 fn apply_rows(w: &mut RangeWork, types: &[DataType], scale: u32, stats: &mut CompactStats) {
@@ -710,7 +731,7 @@ fn apply_rows(w: &mut RangeWork, types: &[DataType], scale: u32, stats: &mut Com
     let mut lost = 0usize;
     let mut fit = |v: Option<Value>, i: usize| -> Option<Value> {
         let v = v?;
-        let converted = v.convert(types[i], scale);
+        let converted = convert_owned(v, types[i], scale);
         if converted.is_none() {
             lost += 1;
         }
@@ -835,7 +856,7 @@ fn read_changes(
     let attrs = attribute_columns(batch, cols);
     // Name → batch column, for reading `_changed`.
     let schema = batch.schema();
-    let by_name: HashMap<&str, (usize, usize)> =
+    let by_name: FxHashMap<&str, (usize, usize)> =
         attrs.iter().map(|&(bi, ci)| (schema.field(bi).name().as_str(), (bi, ci))).collect();
     for row in 0..batch.num_rows() {
         let id = ids.value(row);
@@ -846,6 +867,7 @@ fn read_changes(
         let delete = ops(row) == Some("d");
         let mut cells = Vec::new();
         if !delete && changed.is_valid(row) {
+            cells.reserve_exact((offsets[row + 1] - offsets[row]) as usize);
             for k in offsets[row] as usize..offsets[row + 1] as usize {
                 let Some(name) = changed_names(k) else { continue };
                 let Some(&(bi, ci)) = by_name.get(name) else {

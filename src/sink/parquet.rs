@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -29,6 +29,8 @@ pub fn encode(path: &str, batches: &[RecordBatch], metadata: Vec<(String, String
         .index_of(columns::ENTITY_ID)
         .ok()
         .map(|i| vec![SortingColumn { column_idx: i as i32, descending: false, nulls_first: false }]);
+    let entity_id_int64 =
+        schema.field_with_name(columns::ENTITY_ID).is_ok_and(|f| f.data_type() == &arrow::datatypes::DataType::Int64);
     let kv: Vec<KeyValue> = metadata.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(err)?))
@@ -37,9 +39,24 @@ pub fn encode(path: &str, batches: &[RecordBatch], metadata: Vec<(String, String
         .set_sorting_columns(sorting)
         .set_key_value_metadata(if kv.is_empty() { None } else { Some(kv) })
         .set_created_by(format!("eavlake {}", env!("CARGO_PKG_VERSION")));
-    // Positions and ids are nearly all distinct: a dictionary is built and thrown away.
-    for name in [columns::ENTITY_ID, columns::SEQ, columns::LSN, columns::COMMIT_LSN, columns::KAFKA_OFFSET] {
+    // Positions, ids, transactions and their times are nearly all distinct: a dictionary is
+    // built and thrown away (measured on _tx_id and _source_ts: without one, 0.4% fewer
+    // instructions for a run and 2.4% smaller change files).
+    for name in [
+        columns::ENTITY_ID,
+        columns::SEQ,
+        columns::LSN,
+        columns::COMMIT_LSN,
+        columns::KAFKA_OFFSET,
+        columns::TX_ID,
+        columns::SOURCE_TS,
+    ] {
         props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
+    }
+    // Rows are sorted by entity_id: as deltas it is a few bits per row, and zstd has almost
+    // nothing left to compress.
+    if entity_id_int64 {
+        props = props.set_column_encoding(ColumnPath::from(columns::ENTITY_ID), Encoding::DELTA_BINARY_PACKED);
     }
     // An EAV batch leaves most attribute columns empty. Compressing a page of nulls costs a
     // full zstd table reset (profiled: most of the encoder's time on small files) for a few
@@ -171,12 +188,22 @@ impl ParquetObject {
 
     /// Reads the given row groups.
     pub fn read(&self, row_groups: Vec<usize>) -> Result<Vec<RecordBatch>, SinkError> {
+        self.read_without(row_groups, &[])
+    }
+
+    /// Reads the given row groups without the top-level columns named in `skip`: a column not
+    /// read is neither decompressed nor decoded.
+    pub fn read_without(&self, row_groups: Vec<usize>, skip: &[&str]) -> Result<Vec<RecordBatch>, SinkError> {
         let err = |m: String| SinkError::Parquet { path: self.path.clone(), message: m };
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.meta.clone())
-            .with_row_groups(row_groups)
-            .with_batch_size(8192)
-            .build()
-            .map_err(|e| err(e.to_string()))?;
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.meta.clone());
+        if !skip.is_empty() {
+            let descr = self.meta.metadata().file_metadata().schema_descr();
+            let roots = descr.root_schema().get_fields().iter().enumerate();
+            let keep: Vec<usize> = roots.filter(|(_, f)| !skip.contains(&f.name())).map(|(i, _)| i).collect();
+            builder = builder.with_projection(parquet::arrow::ProjectionMask::roots(descr, keep));
+        }
+        let reader =
+            builder.with_row_groups(row_groups).with_batch_size(8192).build().map_err(|e| err(e.to_string()))?;
         reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(e.to_string()))
     }
 }
