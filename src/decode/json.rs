@@ -294,12 +294,13 @@ fn read_envelope<'a>(
                 if c.null() {
                     return Ok(());
                 }
-                let mut r = RowImage::default();
-                match read_image(c, &mut nested.image, &mut r) {
-                    Ok(()) if id == BEFORE => env.before = Some(r),
-                    Ok(()) => env.after = Some(r),
+                // Read in place: a row image is a few hundred bytes, and moving it costs.
+                let slot = if id == BEFORE { &mut env.before } else { &mut env.after };
+                match read_image(c, &mut nested.image, slot.insert(RowImage::default())) {
+                    Ok(()) => {}
                     Err((_, e)) if e.syntax => return Err(e),
                     Err((field, e)) => {
+                        *slot = None;
                         env.image_error = Some((which, field, e));
                         c.skip_to_object_end()?;
                     }
@@ -492,8 +493,8 @@ impl JsonDecoder {
             return Err(DecodeError::field(&at, e.message));
         }
         let tx = env.tx.take().map(Cow::into_owned);
-        let before = image(env.before.take(), "before", op == Op::Delete, op)?;
-        let after = image(env.after.take(), "after", op != Op::Delete, op)?;
+        let before = image(env.before.as_mut(), "before", op == Op::Delete, op)?;
+        let after = image(env.after.as_mut(), "after", op != Op::Delete, op)?;
         let row = match table {
             Table::Attributes => RowChange::Attribute {
                 before: before.map(|b| attribute_row(b, "before")).transpose()?,
@@ -578,12 +579,12 @@ impl JsonDecoder {
 }
 
 /// A row image, `None` when null or absent; an error when the op requires it.
-fn image<'a>(
-    raw: Option<RowImage<'a>>,
+fn image<'r, 'a>(
+    raw: Option<&'r mut RowImage<'a>>,
     which: &str,
     required: bool,
     op: Op,
-) -> Result<Option<RowImage<'a>>, DecodeError> {
+) -> Result<Option<&'r mut RowImage<'a>>, DecodeError> {
     match raw {
         Some(r) => Ok(Some(r)),
         None if required => Err(DecodeError::NotDebezium(format!("op `{}` without `{which}` image", op.code()))),
@@ -603,15 +604,15 @@ fn required<T>(v: Option<T>, which: &str, field: &str) -> Result<T, DecodeError>
     v.ok_or_else(|| DecodeError::field(&format!("{which}.{field}"), "missing"))
 }
 
-fn attribute_row(a: RowImage, which: &str) -> Result<AttributeRow, DecodeError> {
-    let data_type = required(a.data_type, which, "data_type")?;
+fn attribute_row(a: &mut RowImage, which: &str) -> Result<AttributeRow, DecodeError> {
+    let data_type = required(a.data_type.take(), which, "data_type")?;
     let data_type = DataType::parse(&data_type)
         .ok_or_else(|| DecodeError::field("data_type", format!("unknown data type `{data_type}`")))?;
     Ok(AttributeRow {
         attribute_id: required(a.attribute_id, which, "attribute_id")?,
         tenant_id: required(a.tenant_id, which, "tenant_id")?,
-        entity_type: required(a.entity_type, which, "entity_type")?.into_owned(),
-        name: required(a.name, which, "name")?.into_owned(),
+        entity_type: required(a.entity_type.take(), which, "entity_type")?.into_owned(),
+        name: required(a.name.take(), which, "name")?.into_owned(),
         data_type,
         is_hot: a.is_hot.unwrap_or(false),
     })
@@ -625,20 +626,21 @@ fn text_field(v: Option<Cow<str>>) -> Field<String> {
     }
 }
 
-fn entity_row(e: RowImage, which: &str) -> Result<EntityRow, DecodeError> {
+fn entity_row(e: &mut RowImage, which: &str) -> Result<EntityRow, DecodeError> {
     Ok(EntityRow {
         entity_id: required(e.entity_id, which, "entity_id")?,
         tenant_id: e.tenant_id,
-        entity_type: e.entity_type.map(Cow::into_owned),
-        hot_attributes: text_field(e.hot_attributes),
+        entity_type: e.entity_type.take().map(Cow::into_owned),
+        hot_attributes: text_field(e.hot_attributes.take()),
         is_deleted: e.is_deleted.unwrap_or(false),
     })
 }
 
-fn value_row(v: RowImage, which: &str, codecs: Codecs) -> Result<ValueRow, DecodeError> {
+fn value_row(v: &mut RowImage, which: &str, codecs: Codecs) -> Result<ValueRow, DecodeError> {
     // A value beyond its column's range names its attribute: the catalog cannot help here, the
     // record never reaches the pivot.
-    let value_error = |field: &'static str, e: ValueError| match (e, v.attribute_id) {
+    let attribute_id = v.attribute_id;
+    let value_error = |field: &'static str, e: ValueError| match (e, attribute_id) {
         (ValueError::OutOfRange(m), Some(id)) => {
             DecodeError::value(field, ValueError::OutOfRange(format!("{m} (attribute {id})")))
         }
@@ -660,12 +662,12 @@ fn value_row(v: RowImage, which: &str, codecs: Codecs) -> Result<ValueRow, Decod
         entity_id: required(v.entity_id, which, "entity_id")?,
         attribute_id: required(v.attribute_id, which, "attribute_id")?,
         tenant_id: v.tenant_id,
-        value_text: text_field(v.value_text),
+        value_text: text_field(v.value_text.take()),
         value_int: v.value_int,
         value_decimal,
         value_bool: v.value_bool,
         value_timestamp,
-        value_json: text_field(v.value_json),
+        value_json: text_field(v.value_json.take()),
     })
 }
 
