@@ -2,8 +2,9 @@
 //! `schemas.enable=true`) and without.
 //!
 //! Speed matters here (every event passes through): records are read with [`super::scan`]'s
-//! cursor, borrowing strings from the record; the row images are kept as raw JSON until
-//! `source.table` says which table they belong to, then read straight into typed rows. Embedded
+//! cursor, borrowing strings from the record, with the keys of each kind of object (envelope,
+//! `source`, row image) learned per decoder; the row images are read in the same pass, before
+//! `source.table` says which table they belong to, then turned into typed rows. Embedded
 //! schemas are only consulted for what the payload cannot tell (decimal and timestamp
 //! encodings), and what they say is cached by the schema's text.
 
