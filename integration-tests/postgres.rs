@@ -7,6 +7,9 @@
 //! (`integration-tests/run.sh` installs them when missing). Without them the tests fail, unless
 //! `EAVLAKE_SKIP_POSTGRES=1` says to skip them.
 
+#[path = "common/test_ca.rs"]
+mod test_ca;
+
 use eavlake::catalog::Catalog;
 use eavlake::decode::DataType;
 use std::net::TcpListener;
@@ -258,70 +261,10 @@ fn workload_driver_writes_realistic_traffic() {
     assert!(again.transactions >= 30);
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl command runs");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// A CA (`ca.pem`), a server certificate it signs for the name `localhost` only (`server.pem`,
 /// `server.key`) and an unrelated CA (`other-ca.pem`), made with the openssl command.
 fn make_certificates(dir: &Path) {
-    for ca in ["ca", "other-ca"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=eavlake test {ca}"),
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-            ],
-        );
-    }
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").expect("write san.ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.pem",
-        ],
-    );
+    test_ca::make_certificates(dir, "DNS:localhost");
     // The server refuses a key others can read; as root it runs as `postgres`, who must own it.
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {

@@ -15,7 +15,10 @@ use crate::progress::now_ms;
 use crate::sink::Lake;
 use crate::source::kafka;
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -54,20 +57,53 @@ pub fn lag_seconds(now_ms: i64, high_watermark: i64, s: &Standing) -> f64 {
 
 /// A client that asks brokers for high watermarks; no group, no fetching.
 pub struct Watermarks {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<BrokerErrors>,
     timeout: Duration,
 }
 
+/// The watermark client's context: librdkafka's last broker error kept (other than "all brokers
+/// down"), not logged. A request fails with "broker transport failure" alone; the reason (a
+/// certificate refused, a login failed) comes only as such an error.
+#[derive(Default)]
+pub struct BrokerErrors(Mutex<Option<String>>);
+
+impl ClientContext for BrokerErrors {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::AllBrokersDown) {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+        }
+    }
+}
+
+impl ConsumerContext for BrokerErrors {}
+
 impl Watermarks {
     pub fn new(config: &crate::config::KafkaConfig, timeout: Duration) -> anyhow::Result<Watermarks> {
-        let consumer = kafka::client_config(config).create().context("creating the watermark client")?;
+        let consumer = kafka::client_config(config)
+            .create_with_context(BrokerErrors::default())
+            .context("creating the watermark client")?;
         Ok(Watermarks { consumer, timeout })
+    }
+
+    /// `e` with librdkafka's last broker error, if there is one: its events are read here (they
+    /// wait in the client's queue, which nothing else polls).
+    fn explained(&self, e: KafkaError) -> anyhow::Error {
+        for _ in 0..20 {
+            if self.consumer.poll(Duration::from_millis(10)).is_none() {
+                break;
+            }
+        }
+        match self.consumer.context().0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(reason) => anyhow::anyhow!("{e} (librdkafka: {reason})"),
+            None => e.into(),
+        }
     }
 
     pub fn high(&self, topic: &str, partition: i32) -> anyhow::Result<i64> {
         let (_, high) = self
             .consumer
             .fetch_watermarks(topic, partition, self.timeout)
+            .map_err(|e| self.explained(e))
             .with_context(|| format!("high watermark of {topic}[{partition}]"))?;
         Ok(high)
     }
@@ -75,7 +111,11 @@ impl Watermarks {
     /// The partitions of the subscription: the listed topics, or those matching the pattern
     /// (dead-letter topics left out).
     pub fn partitions(&self, config: &crate::config::KafkaConfig) -> anyhow::Result<Vec<(String, i32)>> {
-        let meta = self.consumer.fetch_metadata(None, self.timeout).context("reading the cluster's metadata")?;
+        let meta = self
+            .consumer
+            .fetch_metadata(None, self.timeout)
+            .map_err(|e| self.explained(e))
+            .context("reading the cluster's metadata")?;
         let pattern = match &config.topic_pattern {
             Some(p) => {
                 let p = p.strip_prefix('^').unwrap_or(p);

@@ -25,6 +25,12 @@ pub struct KafkaBroker {
     pub bootstrap: String,
     /// The SASL_PLAINTEXT listener of [`KafkaBroker::start_with_sasl`].
     pub sasl_bootstrap: Option<String>,
+    /// The TLS listeners of [`KafkaBroker::start_with_tls`]: server authentication only, and
+    /// client certificate required.
+    pub ssl_bootstrap: Option<String>,
+    pub mtls_bootstrap: Option<String>,
+    /// The SASL_SSL listener of [`KafkaBroker::start_with_tls`] with SASL.
+    pub sasl_ssl_bootstrap: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -42,16 +48,25 @@ impl KafkaBroker {
     /// Starts a broker and waits until it serves requests; panics with the script's stderr
     /// (which ends with the tail of the broker's log) when it does not come up.
     pub fn start() -> KafkaBroker {
-        Self::start_inner(None)
+        Self::start_inner(None, None)
     }
 
     /// [`Self::start`] with a SASL_PLAINTEXT listener too (`sasl_bootstrap`), where `user` logs
     /// in with `password` (letters and digits) by PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
     pub fn start_with_sasl(user: &str, password: &str) -> KafkaBroker {
-        Self::start_inner(Some((user, password)))
+        Self::start_inner(Some((user, password)), None)
     }
 
-    fn start_inner(sasl: Option<(&str, &str)>) -> KafkaBroker {
+    /// [`Self::start`] with TLS listeners too, whose certificate is `certs`/`server.pem` (key
+    /// `server.key`, unencrypted PKCS#8), trusting client certificates signed by `certs`/`ca.pem`
+    /// (see `common/test_ca.rs`): `ssl_bootstrap` (SSL, no client certificate), `mtls_bootstrap`
+    /// (SSL, a client certificate required) and, with `sasl` (as [`Self::start_with_sasl`]),
+    /// `sasl_bootstrap` and `sasl_ssl_bootstrap` (SASL_SSL).
+    pub fn start_with_tls(certs: &Path, sasl: Option<(&str, &str)>) -> KafkaBroker {
+        Self::start_inner(sasl, Some(certs))
+    }
+
+    fn start_inner(sasl: Option<(&str, &str)>, tls: Option<&Path>) -> KafkaBroker {
         let dir = tempfile::Builder::new().prefix("eavlake-kafka-").tempdir().expect("temporary folder");
         let mut cmd = Command::new(script());
         cmd.arg("start")
@@ -59,18 +74,26 @@ impl KafkaBroker {
             // The watchdog stops the broker when this test process is gone.
             .env("EAVLAKE_STACK_OWNER_PID", std::process::id().to_string())
             .env_remove("EAVLAKE_KAFKA_SASL_USER")
-            .env_remove("EAVLAKE_KAFKA_SASL_PASSWORD");
+            .env_remove("EAVLAKE_KAFKA_SASL_PASSWORD")
+            .env_remove("EAVLAKE_KAFKA_TLS_DIR");
         if let Some((user, password)) = sasl {
             cmd.env("EAVLAKE_KAFKA_SASL_USER", user).env("EAVLAKE_KAFKA_SASL_PASSWORD", password);
+        }
+        if let Some(certs) = tls {
+            cmd.env("EAVLAKE_KAFKA_TLS_DIR", certs);
         }
         let out = check("kafka.sh start", cmd.output());
         let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert!(!bootstrap.is_empty(), "kafka.sh start printed no bootstrap address");
-        let sasl_bootstrap = sasl.map(|_| {
-            let file = dir.path().join("sasl_bootstrap");
+        let read = |name: &str| {
+            let file = dir.path().join(name);
             std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())).trim().to_string()
-        });
-        KafkaBroker { bootstrap, sasl_bootstrap, dir }
+        };
+        let sasl_bootstrap = sasl.map(|_| read("sasl_bootstrap"));
+        let ssl_bootstrap = tls.map(|_| read("ssl_bootstrap"));
+        let mtls_bootstrap = tls.map(|_| read("mtls_bootstrap"));
+        let sasl_ssl_bootstrap = tls.and(sasl).map(|_| read("sasl_ssl_bootstrap"));
+        KafkaBroker { bootstrap, sasl_bootstrap, ssl_bootstrap, mtls_bootstrap, sasl_ssl_bootstrap, dir }
     }
 
     /// Creates a topic with replication factor 1 (topics are also auto-created, with one

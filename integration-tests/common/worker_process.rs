@@ -48,6 +48,11 @@ listen = "127.0.0.1:0"
 
 /// Starts a worker logging to `log` (appended); its report (stdout) goes to `report` if given.
 pub fn spawn_worker(config: &Path, log: &Path, report: Option<&Path>) -> Child {
+    spawn_worker_with(config, log, report, &[])
+}
+
+/// [`spawn_worker`] with more environment variables (`EAVLAKE__…` secrets, `RUST_LOG`).
+pub fn spawn_worker_with(config: &Path, log: &Path, report: Option<&Path>, env: &[(&str, &str)]) -> Child {
     use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let stdout = match report {
@@ -65,6 +70,7 @@ pub fn spawn_worker(config: &Path, log: &Path, report: Option<&Path>) -> Child {
     cmd.args(["run", "--source", "kafka", "--config"])
         .arg(config)
         .env("RUST_LOG", "eavlake=info")
+        .envs(env.iter().copied())
         .stdout(stdout)
         .stderr(log)
         .spawn()

@@ -16,6 +16,11 @@
 # With EAVLAKE_KAFKA_SASL_USER and EAVLAKE_KAFKA_SASL_PASSWORD (letters and digits) set at the
 # first start, the broker also has a SASL_PLAINTEXT listener, its address in DIR/sasl_bootstrap,
 # where that user logs in with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (for the secrets tests).
+# With EAVLAKE_KAFKA_TLS_DIR set at the first start (a folder holding ca.pem, server.pem and its
+# unencrypted PKCS#8 server.key, e.g. made by integration-tests/common/test_ca.rs), it also has
+# two TLS listeners with that certificate: SSL (no client certificate), its address in
+# DIR/ssl_bootstrap, and one that requires a client certificate signed by ca.pem, in
+# DIR/mtls_bootstrap; with SASL as well, a SASL_SSL listener too, in DIR/sasl_ssl_bootstrap.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -109,6 +114,49 @@ EOF
         advertised+=",SASL_PLAINTEXT://127.0.0.1:$sasl_port"
         protocols+=",SASL_PLAINTEXT:SASL_PLAINTEXT"
     fi
+    local ssl_port="" mtls_port="" sasl_ssl_port="" tls_dir="${EAVLAKE_KAFKA_TLS_DIR:-}"
+    if [ -f "$dir/tls.properties" ]; then
+        # A restart keeps the TLS listeners of the first start, on their ports.
+        ssl_port=$(sed -n 's/^# ssl_port=//p' "$dir/tls.properties")
+        mtls_port=$(sed -n 's/^# mtls_port=//p' "$dir/tls.properties")
+        sasl_ssl_port=$(sed -n 's/^# sasl_ssl_port=//p' "$dir/tls.properties")
+    elif [ -n "$tls_dir" ]; then
+        tls_dir=$(cd "$tls_dir" && pwd) || die "EAVLAKE_KAFKA_TLS_DIR: no folder $tls_dir"
+        for f in ca.pem server.pem server.key; do [ -f "$tls_dir/$f" ] || die "EAVLAKE_KAFKA_TLS_DIR: no $f"; done
+        # Kafka's PEM keystore file: the private key and the certificate chain in one file.
+        cat "$tls_dir/server.key" "$tls_dir/server.pem" >"$dir/keystore.pem"
+        read -r ssl_port mtls_port sasl_ssl_port < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')
+        [ -n "$sasl_port" ] || sasl_ssl_port=""
+        {
+            echo "# ssl_port=$ssl_port"
+            echo "# mtls_port=$mtls_port"
+            echo "# sasl_ssl_port=$sasl_ssl_port"
+            echo "ssl.keystore.type=PEM"
+            echo "ssl.keystore.location=$dir/keystore.pem"
+            echo "ssl.truststore.type=PEM"
+            echo "ssl.truststore.location=$tls_dir/ca.pem"
+            echo "listener.name.mtls.ssl.client.auth=required"
+            if [ -n "$sasl_ssl_port" ]; then
+                # The SASL listener's logins, on the SASL_SSL listener too.
+                grep '^listener\.name\.sasl_plaintext\.' "$dir/sasl.properties" \
+                    | sed 's/^listener\.name\.sasl_plaintext\./listener.name.sasl_ssl./'
+            fi
+        } >"$dir/tls.properties"
+    fi
+    if [ -n "$ssl_port" ]; then
+        listeners+=",SSL://127.0.0.1:$ssl_port,MTLS://127.0.0.1:$mtls_port"
+        advertised+=",SSL://127.0.0.1:$ssl_port,MTLS://127.0.0.1:$mtls_port"
+        protocols+=",SSL:SSL,MTLS:SSL"
+    fi
+    if [ -n "$sasl_ssl_port" ]; then
+        listeners+=",SASL_SSL://127.0.0.1:$sasl_ssl_port"
+        advertised+=",SASL_SSL://127.0.0.1:$sasl_ssl_port"
+        protocols+=",SASL_SSL:SASL_SSL"
+    fi
 
     # Replication factors and ISR of 1 for the internal topics, or groups and transactions fail
     # on one node; no initial rebalance delay, or each new consumer group waits 3 s. Classic
@@ -133,6 +181,7 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
     if [ -n "$sasl_port" ]; then cat "$dir/sasl.properties" >>"$dir/server.properties"; fi
+    if [ -n "$ssl_port" ]; then cat "$dir/tls.properties" >>"$dir/server.properties"; fi
     cat >"$dir/log4j2.properties" <<'EOF'
 appender.err.type = Console
 appender.err.name = err
@@ -167,6 +216,11 @@ EOF
     while ! broker_pid "$dir" >/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     echo "127.0.0.1:$port" >"$dir/bootstrap"
     if [ -n "$sasl_port" ]; then echo "127.0.0.1:$sasl_port" >"$dir/sasl_bootstrap"; fi
+    if [ -n "$ssl_port" ]; then
+        echo "127.0.0.1:$ssl_port" >"$dir/ssl_bootstrap"
+        echo "127.0.0.1:$mtls_port" >"$dir/mtls_bootstrap"
+    fi
+    if [ -n "$sasl_ssl_port" ]; then echo "127.0.0.1:$sasl_ssl_port" >"$dir/sasl_ssl_bootstrap"; fi
     stack_spawn_watchdog "$dir"
 
     # KafkaRaftServer logs "Kafka Server started" only once the broker is unfenced and serving.
