@@ -615,9 +615,9 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
         }
         let t = Instant::now();
         let seal: BTreeMap<(String, i32), bool> = due.into_iter().collect();
-        let flushing: Vec<((String, i32), (&mut Part, bool))> =
-            parts.iter_mut().filter_map(|(key, part)| seal.get(key).map(|s| (key.clone(), (part, *s)))).collect();
-        let (keys, flushing): (Vec<_>, Vec<_>) = flushing.into_iter().unzip();
+        // Each due partition, and whether its open transaction is sealed first.
+        let (keys, flushing): (Vec<_>, Vec<(&mut Part, bool)>) =
+            parts.iter_mut().filter_map(|(key, part)| seal.get(key).map(|s| (key.clone(), (part, *s)))).unzip();
         let results = shared.flush_many(&consumer, flushing);
         lock(&shared.report).flush_seconds += t.elapsed().as_secs_f64();
         shared.metrics.flush_round(t.elapsed().as_secs_f64());

@@ -38,7 +38,7 @@ impl FlakyStore {
             });
         }
         let every = self.fail_every.load(Ordering::SeqCst);
-        if every > 0 && n % every == 0 {
+        if every > 0 && n.is_multiple_of(every) {
             self.injected.fetch_add(1, Ordering::SeqCst);
             return Err(object_store::Error::Generic { store: "flaky", source: "503 Slow Down (test)".into() });
         }

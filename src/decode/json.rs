@@ -390,7 +390,8 @@ pub struct JsonDecoder {
     tables: TableNames,
     defaults: Codecs,
     schema_cache: FxHashMap<u64, Codecs>,
-    keys: RecordKeys,
+    /// Boxed: the decoder is one variant of `Decoder`, beside much smaller ones.
+    keys: Box<RecordKeys>,
 }
 
 impl JsonDecoder {
@@ -401,7 +402,7 @@ impl JsonDecoder {
             DecimalMode::Double => DecimalCodec::Double,
         };
         let defaults = Codecs { decimal, timestamp: TimeCodec::Int(options.time_mode) };
-        JsonDecoder { tables, defaults, schema_cache: FxHashMap::default(), keys: RecordKeys::new() }
+        JsonDecoder { tables, defaults, schema_cache: FxHashMap::default(), keys: Box::new(RecordKeys::new()) }
     }
 
     /// Decodes one record value; `None` bytes is a tombstone.
@@ -433,7 +434,7 @@ impl JsonDecoder {
         let mut cursor = Cursor::new(text);
         // Filled in place: an envelope is about a kilobyte, and moving it costs.
         let (mut env, mut inner) = (Envelope::default(), Envelope::default());
-        let RecordKeys { top, payload, nested } = &mut self.keys;
+        let RecordKeys { top, payload, nested } = &mut *self.keys;
         read_envelope(&mut cursor, top, nested, &mut env, Some((payload, &mut inner)))
             .and_then(|()| cursor.end())
             .map_err(envelope_error)?;

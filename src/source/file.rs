@@ -344,7 +344,10 @@ mod tests {
         assert!(src.next_from(1).unwrap().is_none());
     }
 
-    fn assert_oversized_cut(seen: &[(i64, Option<usize>, Option<usize>, Option<u8>)], huge: usize) {
+    /// A record as the test sees it: line, value length, oversized length, first byte.
+    type Seen = (i64, Option<usize>, Option<usize>, Option<u8>);
+
+    fn assert_oversized_cut(seen: &[Seen], huge: usize) {
         let line = |seq, len, over, first: u8| (seq, Some(len), over, Some(first));
         assert_eq!(
             seen,
