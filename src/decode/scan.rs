@@ -120,8 +120,8 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Calls `f` with each key of an object; `f` must consume the member's value.
-    pub fn object(&mut self, mut f: impl FnMut(&mut Self, Cow<'a, str>) -> Result<()>) -> Result<()> {
+    /// Consumes an object's `{`; false when the object is empty (its `}` consumed too).
+    fn open_object(&mut self) -> Result<bool> {
         match self.peek() {
             Some(b'{') => self.pos += 1,
             None => return Err(self.syntax("unexpected end of input")),
@@ -130,6 +130,30 @@ impl<'a> Cursor<'a> {
         }
         if self.peek() == Some(b'}') {
             self.pos += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// After a member: consumes `,` (true: another member follows) or the closing `}` (false).
+    #[inline(always)]
+    fn next_member(&mut self) -> Result<bool> {
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(b'}') => {
+                self.pos += 1;
+                Ok(false)
+            }
+            _ => Err(self.syntax("expected `,` or `}`")),
+        }
+    }
+
+    /// Calls `f` with each key of an object; `f` must consume the member's value.
+    pub fn object(&mut self, mut f: impl FnMut(&mut Self, Cow<'a, str>) -> Result<()>) -> Result<()> {
+        if !self.open_object()? {
             return Ok(());
         }
         loop {
@@ -139,13 +163,8 @@ impl<'a> Cursor<'a> {
             let key = self.string()?;
             self.eat(b':')?;
             f(self, key)?;
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.syntax("expected `,` or `}`")),
+            if !self.next_member()? {
+                return Ok(());
             }
         }
     }
@@ -155,14 +174,7 @@ impl<'a> Cursor<'a> {
     /// The next key is first guessed from the order `keys` learned (see [`Keys`]) and checked
     /// with one comparison; only a wrong guess scans and matches the key.
     pub fn fields(&mut self, keys: &mut Keys, mut f: impl FnMut(&mut Self, KeyId, &str) -> Result<()>) -> Result<()> {
-        match self.peek() {
-            Some(b'{') => self.pos += 1,
-            None => return Err(self.syntax("unexpected end of input")),
-            Some(_) if self.is_value_start() => return Err(self.shape("expected an object")),
-            Some(_) => return Err(self.syntax("expected a JSON value")),
-        }
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
+        if !self.open_object()? {
             return Ok(());
         }
         // Index into `keys.next` of the key before: 0 before the first.
@@ -199,13 +211,8 @@ impl<'a> Cursor<'a> {
                     }
                 }
             }
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.syntax("expected `,` or `}`")),
+            if !self.next_member()? {
+                return Ok(());
             }
         }
     }
