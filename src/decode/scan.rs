@@ -484,30 +484,17 @@ fn eight_digits(x: u64) -> u64 {
 
 /// Index of the first byte at or after `i` that cannot be part of a number or a literal
 /// (`0-9 - + . e E a-z`), sixteen bytes at a time on x86-64.
-fn scalar_end(b: &[u8], mut i: usize) -> usize {
+fn scalar_end(b: &[u8], i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
-    while i + 16 <= b.len() {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is always there on x86-64; the unaligned load reads b[i..i + 16], in bounds.
-        let m = unsafe {
-            let x = _mm_loadu_si128(b.as_ptr().add(i).cast());
-            // `x - lo`, unsigned, at most `span`: `lo <= x <= lo + span`.
-            let within = |lo: u8, span: u8| {
-                let d = _mm_sub_epi8(x, _mm_set1_epi8(lo as i8));
-                _mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(span as i8)), d)
-            };
-            let is = |c: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(c as i8));
-            let ok = _mm_or_si128(
-                _mm_or_si128(within(b'0', 9), within(b'a', 25)),
-                _mm_or_si128(_mm_or_si128(is(b'-'), is(b'+')), _mm_or_si128(is(b'.'), is(b'E'))),
-            );
-            !(_mm_movemask_epi8(ok) as u32) & 0xFFFF
-        };
-        if m != 0 {
-            return i + m.trailing_zeros() as usize;
-        }
-        i += 16;
-    }
+    let i = match simd::first(b, i, |x| {
+        use simd::{eq, within};
+        let ok = [within(x, b'0', 9), within(x, b'a', 25), eq(x, b'-'), eq(x, b'+'), eq(x, b'.'), eq(x, b'E')];
+        simd::not(ok.into_iter().fold(simd::none(), simd::or))
+    }) {
+        Ok(end) => return end,
+        Err(rest) => rest,
+    };
+    let mut i = i;
     while matches!(b.get(i), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E' | b'a'..=b'z')) {
         i += 1;
     }
@@ -580,20 +567,12 @@ fn unescape(raw: &str) -> std::result::Result<String, (usize, String)> {
 
 /// First `\\` at or after `i`, sixteen bytes at a time on x86-64.
 #[inline(always)]
-fn backslash(b: &[u8], mut i: usize) -> Option<usize> {
+fn backslash(b: &[u8], i: usize) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
-    while i + 16 <= b.len() {
-        use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
-        // SAFETY: SSE2 is always there on x86-64; the unaligned load reads b[i..i + 16], in bounds.
-        let m = unsafe {
-            let x = _mm_loadu_si128(b.as_ptr().add(i).cast());
-            _mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8))) as u32
-        };
-        if m != 0 {
-            return Some(i + m.trailing_zeros() as usize);
-        }
-        i += 16;
-    }
+    let i = match simd::first(b, i, |x| simd::eq(x, b'\\')) {
+        Ok(at) => return Some(at),
+        Err(rest) => rest,
+    };
     b.get(i..)?.iter().position(|&c| c == b'\\').map(|p| i + p)
 }
 
@@ -726,29 +705,72 @@ fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
-/// First `"` or `\\` at or after `i`, sixteen bytes at a time (SSE2, part of every x86-64).
-#[cfg(target_arch = "x86_64")]
-fn quote_or_backslash(b: &[u8], mut i: usize) -> Option<usize> {
-    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
-    while i + 16 <= b.len() {
-        // SAFETY: SSE2 is always there on x86-64; the unaligned load reads b[i..i + 16], in bounds.
-        let m = unsafe {
-            let x = _mm_loadu_si128(b.as_ptr().add(i).cast());
-            let q = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
-            let s = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
-            _mm_movemask_epi8(_mm_or_si128(q, s)) as u32
-        };
-        if m != 0 {
-            return Some(i + m.trailing_zeros() as usize);
-        }
-        i += 16;
-    }
+/// First `"` or `\\` at or after `i`, sixteen bytes at a time on x86-64, then eight.
+fn quote_or_backslash(b: &[u8], i: usize) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    let i = match simd::first(b, i, |x| simd::or(simd::eq(x, b'"'), simd::eq(x, b'\\'))) {
+        Ok(at) => return Some(at),
+        Err(rest) => rest,
+    };
     quote_or_backslash_swar(b, i)
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-fn quote_or_backslash(b: &[u8], i: usize) -> Option<usize> {
-    quote_or_backslash_swar(b, i)
+/// The sixteen-byte steps of the scans above, with SSE2 (part of every x86-64).
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// Sixteen bytes, or a mask of them (0xFF where a byte is flagged).
+    pub type Block = __m128i;
+
+    /// The first index at or after `i` whose byte `hit` flags, sixteen bytes at a time:
+    /// `Err(rest)` when none is flagged before `rest` and fewer than sixteen bytes remain there
+    /// (the caller reads those one by one).
+    #[inline(always)]
+    pub fn first(b: &[u8], mut i: usize, hit: impl Fn(Block) -> Block) -> Result<usize, usize> {
+        while i + 16 <= b.len() {
+            // SAFETY: the unaligned load reads b[i..i + 16], in bounds.
+            let x = unsafe { _mm_loadu_si128(b.as_ptr().add(i).cast()) };
+            // SAFETY: SSE2 is part of every x86-64 target (so for all the calls below).
+            let m = unsafe { _mm_movemask_epi8(hit(x)) } as u32;
+            if m != 0 {
+                return Ok(i + m.trailing_zeros() as usize);
+            }
+            i += 16;
+        }
+        Err(i)
+    }
+
+    /// The bytes equal to `c`.
+    #[inline(always)]
+    pub fn eq(x: Block, c: u8) -> Block {
+        unsafe { _mm_cmpeq_epi8(x, _mm_set1_epi8(c as i8)) }
+    }
+
+    /// The bytes from `lo` to `lo + span`: `x - lo`, unsigned, at most `span`.
+    #[inline(always)]
+    pub fn within(x: Block, lo: u8, span: u8) -> Block {
+        unsafe {
+            let d = _mm_sub_epi8(x, _mm_set1_epi8(lo as i8));
+            _mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(span as i8)), d)
+        }
+    }
+
+    #[inline(always)]
+    pub fn or(a: Block, b: Block) -> Block {
+        unsafe { _mm_or_si128(a, b) }
+    }
+
+    #[inline(always)]
+    pub fn not(a: Block) -> Block {
+        unsafe { _mm_xor_si128(a, _mm_set1_epi8(-1)) }
+    }
+
+    /// No byte flagged.
+    #[inline(always)]
+    pub fn none() -> Block {
+        unsafe { _mm_setzero_si128() }
+    }
 }
 
 /// First `"` or `\\` at or after `i`, eight bytes at a time.

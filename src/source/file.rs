@@ -35,6 +35,9 @@ const CHUNK: usize = 4 << 20;
 /// Bytes of a mapped file handed out between two releases of the pages behind.
 const RELEASE: usize = 4 << 20;
 
+/// Pages are released whole (x86-64's 4 KiB; a larger page only makes a release do less).
+const PAGE: usize = 4096;
+
 #[derive(Debug)]
 pub struct FileSource {
     path: PathBuf,
@@ -114,25 +117,23 @@ impl FileSource {
     /// have been passed: they are read again from the file if touched again, so this only
     /// bounds memory.
     fn release(&mut self, upto: usize) {
-        let Some(map) = &self.map else { return };
-        if upto < self.released + RELEASE {
+        if self.map.is_none() || upto < self.released + RELEASE {
             return;
         }
-        let upto = upto & !(4096 - 1);
-        // SAFETY: the pages are part of this private read-only mapping; no slice into them is
-        // alive (records borrow the source mutably, so the previous one is gone).
-        let _ = unsafe {
-            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, self.released, upto - self.released)
-        };
-        self.released = upto;
+        // `released` stays on a page boundary, so the span starts where the last one ended.
+        self.release_span(self.released, upto);
+        self.released = upto & !(PAGE - 1);
     }
 
-    /// Releases the whole mapped pages within `[lo, hi)` now (the middle of an oversized line).
+    /// Releases the whole mapped pages within `[lo, hi)` now (also the middle of an oversized
+    /// line).
     fn release_span(&self, lo: usize, hi: usize) {
         let Some(map) = &self.map else { return };
-        let (lo, hi) = ((lo + 4095) & !4095, hi & !4095);
+        let (lo, hi) = ((lo + PAGE - 1) & !(PAGE - 1), hi & !(PAGE - 1));
         if hi > lo {
-            // SAFETY: as in `release`; no slice into these pages is alive or handed out later.
+            // SAFETY: the pages are part of this private read-only mapping; no slice into them
+            // is alive (records borrow the source mutably, so the previous one is gone) or
+            // handed out later (they are behind the line being read, or past what it keeps).
             let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo) };
         }
     }
@@ -161,9 +162,6 @@ impl FileSource {
         };
         let line = (self.start, end, 0);
         self.start = (end + 1).min(len);
-        if end == len {
-            self.start = len;
-        }
         Some(line)
     }
 
