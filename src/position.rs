@@ -19,6 +19,14 @@ pub struct Lsn(pub u64);
 impl Lsn {
     /// Parses either Debezium's integer form (`"22910216"`) or PostgreSQL's `X/Y` text form.
     pub fn parse(text: &str) -> Option<Lsn> {
+        // The integer form is on every record (`source.sequence`): read it digit by digit before
+        // the general path trims and looks for a slash.
+        if let Some(v) = text.bytes().try_fold(0u64, |v, c| {
+            let digit = c.checked_sub(b'0').filter(|d| *d <= 9)?;
+            v.checked_mul(10)?.checked_add(u64::from(digit))
+        }) {
+            return (!text.is_empty()).then_some(Lsn(v));
+        }
         let text = text.trim();
         if let Some((hi, lo)) = text.split_once('/') {
             let hi = u64::from_str_radix(hi, 16).ok()?;
@@ -118,6 +126,11 @@ mod tests {
         assert_eq!(Lsn::parse("22910216"), Some(Lsn(22910216)));
         assert_eq!(Lsn::parse("16/B374D848"), Some(Lsn((0x16 << 32) | 0xB374D848)));
         assert_eq!(Lsn::parse("x/1"), None);
+        assert_eq!(Lsn::parse(""), None);
+        assert_eq!(Lsn::parse(" 42 "), Some(Lsn(42)));
+        assert_eq!(Lsn::parse("18446744073709551615"), Some(Lsn(u64::MAX)));
+        assert_eq!(Lsn::parse("18446744073709551616"), None);
+        assert_eq!(Lsn::parse("-1"), None);
         assert_eq!(Lsn((0x16 << 32) | 0xB374D848).to_string(), "16/B374D848");
     }
 
