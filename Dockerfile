@@ -3,6 +3,7 @@ FROM rust:1.88-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
+COPY vendor vendor
 COPY integration-tests integration-tests
 RUN cargo build --release --locked --bin eavlake
 

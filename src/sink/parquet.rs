@@ -227,3 +227,63 @@ impl ParquetObject {
         reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use std::sync::Arc;
+    use zstd::zstd_safe::{CParameter, DParameter};
+
+    /// zstd contexts come from a pool (vendor/zstd-safe/EAVLAKE.md): one given back after use
+    /// with a dictionary, another level, checksums and a small window limit must work exactly
+    /// like a new one.
+    #[test]
+    fn zstd_contexts_reused_as_new() {
+        let data: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        // zstd's one-shot call uses a context of its own, never one of the pool.
+        let mut reference = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+        zstd::zstd_safe::compress(&mut reference, &data, 1).unwrap();
+        let dict = b"some dictionary bytes, repeated ".repeat(64);
+        for _ in 0..8 {
+            let mut c = zstd::bulk::Compressor::with_dictionary(19, &dict).unwrap();
+            c.set_parameter(CParameter::ChecksumFlag(true)).unwrap();
+            let framed = c.compress(&data).unwrap();
+            assert_ne!(framed, reference);
+            let mut d = zstd::bulk::Decompressor::with_dictionary(&dict).unwrap();
+            assert_eq!(d.decompress(&framed, data.len()).unwrap(), data);
+            d.set_parameter(DParameter::WindowLogMax(10)).unwrap();
+        }
+        let (cs, ds) = zstd::zstd_safe::pooled_contexts();
+        assert!(cs > 0 && ds > 0, "no context was pooled: {cs} compressors, {ds} decompressors");
+        for _ in 0..8 {
+            let mut c = zstd::bulk::Compressor::new(1).unwrap();
+            assert_eq!(c.compress(&data).unwrap(), reference);
+            // A window limit of 2^10 left behind would refuse this frame.
+            let mut d = zstd::bulk::Decompressor::new().unwrap();
+            assert_eq!(d.decompress(&reference, data.len()).unwrap(), data);
+        }
+    }
+
+    /// Files written one after the other (the second with the first's contexts) are the same
+    /// bytes, and read back.
+    #[test]
+    fn zstd_contexts_files_identical() {
+        let rows = 20_000;
+        let ids = Int64Array::from_iter_values(0..rows);
+        let labels = StringArray::from_iter_values((0..rows).map(|i| format!("label {}", i % 97)));
+        let batch = RecordBatch::try_from_iter([
+            (columns::ENTITY_ID, Arc::new(ids) as arrow::array::ArrayRef),
+            ("label", Arc::new(labels) as arrow::array::ArrayRef),
+        ])
+        .unwrap();
+        let first = encode("a.parquet", std::slice::from_ref(&batch), vec![]).unwrap();
+        let second = encode("b.parquet", std::slice::from_ref(&batch), vec![]).unwrap();
+        assert_eq!(first, second);
+        for bytes in [first, second] {
+            let object = ParquetObject::open("x.parquet", bytes).unwrap();
+            let back = object.read_without(vec![0], &[]).unwrap();
+            assert_eq!(arrow::compute::concat_batches(&batch.schema(), &back).unwrap(), batch);
+        }
+    }
+}
