@@ -1152,6 +1152,45 @@ async fn crash_after_a_slice_flush_resumes_to_the_same_state() {
     assert_eq!(keys.len(), keys.iter().collect::<BTreeSet<_>>().len(), "a change row twice: {keys:?}");
 }
 
+/// The source clock flaps across midnight between the transactions of one flush (two servers
+/// whose clocks disagree, say): each entity's earlier update lands in one day's change file and
+/// its later update in the other's, entity 1 one way and entity 2 the other, so that whichever
+/// file is read first, one of them has its updates in two files out of stream order.
+/// Compaction applies the rows of a flush in stream order, whatever file they are in: the later
+/// update wins for both.
+#[tokio::test]
+async fn a_clock_flapping_across_midnight_keeps_stream_order() {
+    const DAY_MS: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mut w = Wal::new();
+    let text = |s: &'static str| V::Text(s);
+    let (a1, a2, a3) = (val(1, 1, text("a1")), val(1, 1, text("a2")), val(1, 1, text("a3")));
+    let (b1, b2, b3) = (val(2, 1, text("b1")), val(2, 1, text("b2")), val(2, 1, text("b3")));
+    let mut lines = vec![attribute("c", None, Some(&attr(1, "name", "text")), w.tx())];
+    lines.push(entity("c", None, Some(&ent(1)), w.tx()));
+    lines.push(value("c", None, Some(&a1), w.same()));
+    lines.push(entity("c", None, Some(&ent(2)), w.same()));
+    lines.push(value("c", None, Some(&b1), w.same()));
+    // The next day by the source clock: ts_ms, and ts_us and ts_ns, which begin with its digits.
+    let next_day = |line: String, at: At| line.replace(&ts_ms(at).to_string(), &(ts_ms(at) + DAY_MS).to_string());
+    let at = w.tx();
+    lines.push(next_day(value("u", Some(&a1), Some(&a2), at), at));
+    lines.push(value("u", Some(&a2), Some(&a3), w.tx()));
+    lines.push(value("u", Some(&b1), Some(&b2), w.tx()));
+    let at = w.tx();
+    lines.push(next_day(value("u", Some(&b2), Some(&b3), at), at));
+
+    let report = run(&config(&lake), &dir.path().join("events.jsonl"), &lines).await;
+    assert_eq!((report.stats.dead_letter_total(), report.stats.flushes), (0, 1));
+    let days: BTreeSet<String> = files_with(&lake.join("changes"), "parquet")
+        .iter()
+        .map(|p| p.parent().unwrap().file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(days, BTreeSet::from(["date=2024-03-01".to_string(), "date=2024-03-02".to_string()]));
+    assert_eq!(read_current(&lake), state(&[(1, 1, &[("name", t("a3"))]), (1, 2, &[("name", t("b3"))])]));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Parked changes across flushes.
 
