@@ -222,7 +222,9 @@ impl AvroDecoder {
         let tx = match get(env, "transaction") {
             None => None,
             Some(Value::Record(t)) => {
-                get(t, "id").map(|v| req_str(v, "transaction.id")).transpose()?.map(str::to_string)
+                let id = get(t, "id").map(|v| req_str(v, "transaction.id")).transpose()?;
+                // See `Event::Change`: not needed with a txId.
+                id.filter(|_| meta.tx_id.is_none()).map(str::to_string)
             }
             Some(other) => {
                 return Err(DecodeError::field("transaction", format!("expected a record, got {}", kind(other))))

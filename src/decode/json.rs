@@ -494,7 +494,7 @@ impl JsonDecoder {
             let at = if field.is_empty() { which.to_string() } else { format!("{which}.{field}") };
             return Err(DecodeError::field(&at, e.message));
         }
-        let tx = env.tx.take().map(Cow::into_owned);
+        let tx = if meta.tx_id.is_none() { env.tx.take().map(Cow::into_owned) } else { None };
         let before = image(env.before.as_mut(), "before", op == Op::Delete, op)?;
         let after = image(env.after.as_mut(), "after", op != Op::Delete, op)?;
         let row = match table {
@@ -689,7 +689,7 @@ fn decimal_from_json(raw: &str, codec: DecimalCodec) -> Result<Decimal, ValueErr
         return Ok(Decimal { unscaled: unscaled_from_base64(&v.value)?, scale: v.scale });
     }
     if first == b'"' {
-        let text: Cow<str> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+        let text = json_text(raw)?;
         return match codec {
             DecimalCodec::Precise { scale } => Ok(Decimal { unscaled: unscaled_from_base64(&text)?, scale }),
             DecimalCodec::VariableScale => Err(ValueError::Invalid("VariableScaleDecimal must be an object".into())),
@@ -706,10 +706,18 @@ fn decimal_from_json(raw: &str, codec: DecimalCodec) -> Result<Decimal, ValueErr
     }
 }
 
+/// The text of a JSON string: borrowed when it has no escapes (decimals and timestamps never
+/// do), else unescaped by serde_json.
+fn json_text(raw: &str) -> Result<Cow<'_, str>, ValueError> {
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) if !inner.contains(['\\', '"']) => Ok(Cow::Borrowed(inner)),
+        _ => Ok(Cow::Owned(serde_json::from_str::<String>(raw).map_err(|e| e.to_string())?)),
+    }
+}
+
 fn timestamp_from_json(raw: &str, codec: TimeCodec) -> Result<i64, ValueError> {
     if raw.starts_with('"') {
-        let text: Cow<str> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
-        return parse_timestamp(&text);
+        return parse_timestamp(&json_text(raw)?);
     }
     let v: i64 = raw.parse().map_err(|_| {
         let digits = raw.strip_prefix('-').unwrap_or(raw);

@@ -174,7 +174,15 @@ pub enum RowChange {
 #[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// An insert, update, delete or snapshot read of a row.
-    Change { op: Op, source: SourceMeta, tx: Option<String>, row: RowChange },
+    Change {
+        op: Op,
+        source: SourceMeta,
+        /// Debezium's `transaction.id`, kept only when the source block has no `txId`: the
+        /// pivot tells transactions apart by txId and commit LSN, and by this only without
+        /// them (so the common case copies no string).
+        tx: Option<String>,
+        row: RowChange,
+    },
     /// `TRUNCATE` of one of the tables.
     Truncate { table: Table, source: SourceMeta },
     /// A change of a table eavlake does not read (ignored, counted).

@@ -268,8 +268,10 @@ fn snapshot() -> SourceMeta {
     }
 }
 
+/// The fixtures' `transaction.id` is "771:22910504", and their source block has a txId: it is
+/// not kept (see `Event::Change`).
 fn tx() -> Option<String> {
-    Some("771:22910504".to_string())
+    None
 }
 
 fn attribute(id: i64, entity_type: &str, name: &str, data_type: DataType, is_hot: bool) -> AttributeRow {
@@ -364,6 +366,15 @@ const BASE_US: i64 = 1_709_287_200_000_000;
 
 // ---------------------------------------------------------------------------------------------
 // Row changes of the three tables, with and without embedded schemas.
+
+/// Without `source.txId`, `transaction.id` is what tells the transaction: kept.
+#[test]
+fn transaction_id_is_kept_without_a_tx_id() {
+    let record = ATTRIBUTE_CREATE.replace(r#""txId":771"#, r#""txId":null"#);
+    assert_ne!(record, ATTRIBUTE_CREATE);
+    let Ok(Event::Change { source, tx, .. }) = decode(&record) else { panic!("{:?}", decode(&record)) };
+    assert_eq!((source.tx_id, tx.as_deref()), (None, Some("771:22910504")));
+}
 
 #[test]
 fn attribute_create_decodes() {
@@ -1309,4 +1320,18 @@ fn values_beyond_their_column_are_out_of_range() {
     // Year 1 and 9999 themselves are fine.
     assert!(decoder().decode(Some(numbers("null", r#""0001-01-01T00:00:00Z""#).as_bytes())).is_ok());
     assert!(decoder().decode(Some(numbers("null", r#""9999-12-31T23:59:59.999999Z""#).as_bytes())).is_ok());
+}
+
+/// Decimal and timestamp strings are read without a copy when they have no escapes, and
+/// unescaped when they do.
+#[test]
+fn json_text_borrows_plain_strings_and_unescapes_others() {
+    assert!(matches!(json_text(r#""12.50""#), Ok(Cow::Borrowed("12.50"))));
+    assert!(matches!(json_text(r#""""#), Ok(Cow::Borrowed(""))));
+    assert_eq!(json_text(r#""1\u0032.5""#).unwrap(), "12.5");
+    assert_eq!(json_text(r#""a\"b""#).unwrap(), "a\"b");
+    for bad in [r#"""#, r#""abc"#, r#""a"b""#, "12"] {
+        assert!(json_text(bad).is_err(), "{bad}");
+    }
+    assert_eq!(decimal_from_json(r#""1\u0032.5""#, DecimalCodec::Text).unwrap(), Decimal { unscaled: 125, scale: 1 });
 }
