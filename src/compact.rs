@@ -540,9 +540,11 @@ struct ChangeRow {
     source_ts: Option<i64>,
 }
 
-/// The change rows of one flush (the change files sharing a first position) for the ranges of
-/// a group: applied before the next flush's are read, so that a group holds its ranges' state
-/// and one flush's rows, not every row of the history it folds.
+/// The change rows of one flush (change files whose spans of positions overlap: see
+/// `fold_group`) for the ranges of a group: applied before the next flush's are read, so that a
+/// group holds its ranges' state and one flush's rows, not every row of the history it folds.
+/// Positions of different streams are not comparable: files of several streams whose spans
+/// interleave are applied together (as much memory as all their rows, never a wrong order).
 #[derive(Default)]
 struct FlushRows {
     rows: Vec<ChangeRow>,
@@ -618,14 +620,19 @@ async fn fold_group(
     all_files.sort_unstable();
     all_files.dedup();
     let mut flush = FlushRows::default();
-    let mut flush_first = None;
+    // The highest position named by a file whose rows are read and not applied yet.
+    let mut flush_last: Option<i64> = None;
     for fi in all_files {
         let f = &changes[fi];
-        // Files are in stream order: those of one flush are neighbours.
-        if flush_first.is_some_and(|first| first != f.first) {
+        // A file's rows lie within the positions its name gives, and files come in order of
+        // their first. Files whose spans overlap are applied together: those of one flush
+        // (split by date and type change), and a flush holding slices of a huge transaction
+        // past its durable position next to the later flush that writes the rows before them.
+        if flush_last.is_some_and(|last| f.first > last) {
             apply_flush(&mut work, &mut flush, cols.cols.len(), stats);
+            flush_last = None;
         }
-        flush_first = Some(f.first);
+        flush_last = Some(flush_last.map_or(f.last, |last| last.max(f.last)));
         let si = streams.binary_search(&f.stream.as_str()).unwrap_or(0);
         // The ranges this file is new to, and from which position on (their watermark).
         let targets: Vec<(usize, i64)> = work
@@ -738,9 +745,9 @@ fn convert_owned(v: Value, to: DataType, scale: u32) -> Option<Value> {
     }
 }
 
-/// Applies one flush's change rows to their ranges' state, in stream order per entity (the
-/// flush's files are split by date and type change, so its rows are sorted first). Cell
-/// values keep the type their file gave them until [`settle_types`].
+/// Applies one flush's change rows to their ranges' state, in stream order per entity (its rows
+/// come from several files, so they are sorted first). Cell values keep the type their file
+/// gave them until [`settle_types`].
 ///
 /// Rows written twice (a crash while a transaction was folded in slices: see `pipeline`) need
 /// no special care: the restarted writer wrote again every row after its durable position, so
