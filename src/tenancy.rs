@@ -42,13 +42,14 @@ impl TenantFilter {
 }
 
 /// The tenant each recently seen entity belongs to, from its `entities` rows: a fixed table of
-/// slots indexed by a hash of the entity id, a newer entity taking an older one's slot. Memory
+/// slots indexed by the entity id's low bits, a newer entity taking an older one's slot. Memory
 /// is bounded (16 bytes a slot, pages touched only when used) at the price of forgetting: a value
 /// row is checked against its entity's tenant while the entity is still remembered.
 pub struct EntityTenants {
     /// `[entity_id, tenant_id ^ OCCUPIED]`; zero is an empty slot.
     slots: Vec<[u64; 2]>,
-    shift: u32,
+    /// log2 of the number of slots.
+    bits: u32,
 }
 
 /// Marks an occupied slot (a zeroed slot is empty). Tenant `i64::MIN` is not remembered.
@@ -58,16 +59,21 @@ impl EntityTenants {
     /// A memory of about `capacity` entities (rounded up to a power of two; 0 disables it).
     pub fn new(capacity: usize) -> EntityTenants {
         if capacity == 0 {
-            return EntityTenants { slots: Vec::new(), shift: 64 };
+            return EntityTenants { slots: Vec::new(), bits: 0 };
         }
         let n = capacity.next_power_of_two().max(2);
         // `vec![..; n]` of zeroes is calloc: pages come into memory as slots are used.
-        EntityTenants { slots: vec![[0, 0]; n], shift: 64 - n.trailing_zeros() }
+        EntityTenants { slots: vec![[0, 0]; n], bits: n.trailing_zeros() }
     }
 
+    /// Entity ids come from a sequence, and a snapshot's value rows come in entity order long
+    /// after the entity rows: neighbouring ids in neighbouring slots make those lookups hit the
+    /// cache (a multiplicative hash scattered them: a cache miss per value row, 2% of a run).
+    /// The high bits are folded in so that ids a table size apart still spread.
     #[inline]
     fn slot(&self, entity_id: i64) -> usize {
-        ((entity_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+        let id = entity_id as u64;
+        ((id ^ (id >> self.bits)) as usize) & (self.slots.len() - 1)
     }
 
     /// The tenant `entity_id` was last seen under, if remembered.
@@ -109,18 +115,23 @@ mod tests {
     #[test]
     fn entity_memory_remembers_and_forgets_by_slot() {
         let mut m = EntityTenants::new(4);
-        assert_eq!(m.get(7), None);
-        m.remember(7, 0);
-        m.remember(8, -2);
-        assert_eq!((m.get(7), m.get(8)), (Some(0), Some(-2)));
-        m.remember(7, 3);
-        assert_eq!(m.get(7), Some(3));
+        assert_eq!(m.get(5), None);
+        m.remember(5, 0);
+        m.remember(6, -2);
+        assert_eq!((m.get(5), m.get(6)), (Some(0), Some(-2)));
+        m.remember(5, 3);
+        assert_eq!(m.get(5), Some(3));
         // More entities than slots: some are forgotten, none is ever answered wrongly.
         for id in 0..100 {
             m.remember(id, id * 10);
         }
         let remembered: Vec<i64> = (0..100).filter_map(|id| m.get(id).inspect(|t| assert_eq!(*t, id * 10))).collect();
         assert!(!remembered.is_empty() && remembered.len() <= 4, "{remembered:?}");
+        // Neighbouring ids (an aligned block as large as the table) never push each other out.
+        for id in 200..204 {
+            m.remember(id, -id);
+        }
+        assert!((200..204).all(|id| m.get(id) == Some(-id)));
         let off = EntityTenants::new(0);
         assert_eq!(off.get(1), None);
     }

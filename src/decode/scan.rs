@@ -236,8 +236,14 @@ impl<'a> Cursor<'a> {
                 return Ok(Cow::Borrowed(&self.src[start..i]));
             }
         }
+        // Escapes come with JSON inside JSON (hot_attributes): on every entities change. Read in
+        // one pass when the string is well formed; the slow path says what is wrong otherwise.
+        #[cfg(target_arch = "x86_64")]
+        if let Some((text, end)) = unescape_to_quote(self.src, start) {
+            self.pos = end;
+            return Ok(Cow::Owned(text));
+        }
         let end = self.skip_string_from(start)?;
-        // Escapes come with JSON inside JSON (hot_attributes): on every entities change.
         unescape(&self.src[start..end - 1]).map(Cow::Owned).map_err(|(at, message)| ScanError {
             pos: start + at,
             message: format!("bad string: {message}"),
@@ -520,49 +526,112 @@ fn unescape(raw: &str) -> std::result::Result<String, (usize, String)> {
         if i == b.len() {
             break;
         }
-        let at = i;
-        let Some(&e) = b.get(i + 1) else { return Err((at, "unterminated escape".into())) };
-        i += 2;
-        match e {
-            b'"' => out.push('"'),
-            b'\\' => out.push('\\'),
-            b'/' => out.push('/'),
-            b'b' => out.push('\u{8}'),
-            b'f' => out.push('\u{c}'),
-            b'n' => out.push('\n'),
-            b'r' => out.push('\r'),
-            b't' => out.push('\t'),
-            b'u' => {
-                let hex = |at: usize| {
-                    raw.get(at..at + 4)
-                        .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
-                        .and_then(|h| u32::from_str_radix(h, 16).ok())
-                };
-                let Some(hi) = hex(i) else { return Err((at, "invalid \\u escape".into())) };
-                i += 4;
-                let code = match hi {
-                    0xD800..=0xDBFF => {
-                        let lo = if raw.get(i..i + 2) == Some("\\u") { hex(i + 2) } else { None };
-                        match lo {
-                            Some(lo @ 0xDC00..=0xDFFF) => {
-                                i += 6;
-                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                            }
-                            _ => return Err((at, "lone leading surrogate in hex escape".into())),
-                        }
-                    }
-                    0xDC00..=0xDFFF => return Err((at, "lone trailing surrogate in hex escape".into())),
-                    c => c,
-                };
-                match char::from_u32(code) {
-                    Some(c) => out.push(c),
-                    None => return Err((at, "invalid \\u escape".into())),
-                }
-            }
-            _ => return Err((at, "invalid escape".into())),
-        }
+        let (c, len) = escape_at(raw, i).map_err(|message| (i, message.to_string()))?;
+        out.push(c);
+        i += len;
     }
     Ok(out)
+}
+
+/// The character the escape at `raw[at]` (a backslash) stands for, and the escape's length.
+#[inline]
+fn escape_at(raw: &str, at: usize) -> std::result::Result<(char, usize), &'static str> {
+    let Some(&e) = raw.as_bytes().get(at + 1) else { return Err("unterminated escape") };
+    let c = match e {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let hex = |at: usize| {
+                raw.get(at..at + 4)
+                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+            };
+            let Some(hi) = hex(at + 2) else { return Err("invalid \\u escape") };
+            let (code, len) = match hi {
+                0xD800..=0xDBFF => {
+                    let lo = if raw.get(at + 6..at + 8) == Some("\\u") { hex(at + 8) } else { None };
+                    match lo {
+                        Some(lo @ 0xDC00..=0xDFFF) => (0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00), 12),
+                        _ => return Err("lone leading surrogate in hex escape"),
+                    }
+                }
+                0xDC00..=0xDFFF => return Err("lone trailing surrogate in hex escape"),
+                c => (c, 6),
+            };
+            return char::from_u32(code).map(|c| (c, len)).ok_or("invalid \\u escape");
+        }
+        _ => return Err("invalid escape"),
+    };
+    Ok((c, 2))
+}
+
+/// A string's content from `start` (just after its opening quote) to its closing quote, with its
+/// escapes resolved, and the index after that quote: one pass that copies sixteen bytes at a
+/// time up to the next quote, backslash or control character (three passes before: find the
+/// end, find each escape, check for control characters). `None` for anything but text and valid
+/// escapes up to a closing quote: the slow path ([`unescape`]) then says what is wrong.
+#[cfg(target_arch = "x86_64")]
+fn unescape_to_quote(src: &str, start: usize) -> Option<(String, usize)> {
+    use std::arch::x86_64::_mm_storeu_si128;
+    let b = src.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len().saturating_sub(start).min(256));
+    let mut i = start;
+    loop {
+        let stop = loop {
+            if i + 16 > b.len() {
+                let p = b[i..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+                out.extend_from_slice(&b[i..i + p]);
+                break i + p;
+            }
+            // SAFETY: the unaligned load reads b[i..i + 16], in bounds.
+            let x = unsafe { std::arch::x86_64::_mm_loadu_si128(b.as_ptr().add(i).cast()) };
+            let special = simd::or(simd::or(simd::eq(x, b'"'), simd::eq(x, b'\\')), simd::within(x, 0, 0x1F));
+            // SAFETY: SSE2 is part of every x86-64 target.
+            let m = unsafe { std::arch::x86_64::_mm_movemask_epi8(special) } as u32;
+            out.reserve(16);
+            // SAFETY: `reserve` left room for sixteen more bytes; only the `n` that belong to the
+            // string are counted in.
+            let n = unsafe {
+                _mm_storeu_si128(out.as_mut_ptr().add(out.len()).cast(), x);
+                let n = if m == 0 { 16 } else { m.trailing_zeros() as usize };
+                out.set_len(out.len() + n);
+                n
+            };
+            i += n;
+            if m != 0 {
+                break i;
+            }
+        };
+        match b[stop] {
+            b'"' => {
+                // SAFETY: `out` is the bytes of `src` (a `str`) between the escapes, each run
+                // starting and ending next to an ASCII byte (a quote, a backslash, an escape's
+                // last character), so on character boundaries, and the escapes' characters
+                // pushed whole: valid UTF-8.
+                return Some((unsafe { String::from_utf8_unchecked(out) }, stop + 1));
+            }
+            b'\\' => match b.get(stop + 1) {
+                // Nearly all of them: the quotes of JSON inside JSON.
+                Some(&e @ (b'"' | b'\\' | b'/')) => {
+                    out.push(e);
+                    i = stop + 2;
+                }
+                _ => {
+                    let (c, len) = escape_at(src, stop).ok()?;
+                    let mut utf8 = [0; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                    i = stop + len;
+                }
+            },
+            _ => return None,
+        }
+    }
 }
 
 /// First `\\` at or after `i`, sixteen bytes at a time on x86-64.
@@ -929,6 +998,36 @@ mod tests {
             assert!(serde_json::from_str::<String>(&quoted).is_err(), "{bad}");
             let e = Cursor::new(&quoted).string().unwrap_err();
             assert!(e.syntax && e.message.starts_with("bad string"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn long_escaped_strings_read_in_one_pass_as_serde_json_reads_them() {
+        // Escapes, multi-byte characters and the closing quote at every offset of the
+        // sixteen-byte blocks, with a value after the string that the cursor must land on.
+        for len in 0..48 {
+            for at in 0..=len {
+                for insert in [r#"\""#, r#"\u00e9"#, r#"\ud83d\ude00"#, "é", "€x", r#"\\"#] {
+                    let mut raw: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+                    raw.insert_str(at, insert);
+                    let src = format!("\"{raw}\",7");
+                    let want: String = serde_json::from_str(&format!("\"{raw}\"")).unwrap();
+                    let mut c = Cursor::new(&src);
+                    assert_eq!(c.string().unwrap(), want, "{raw}");
+                    assert_eq!((c.next_member(), c.i64()), (Ok(true), Ok(7)), "{raw}");
+                }
+                // What the one pass cannot read falls to the slow path, which says why.
+                let body: String = (0..len).map(|_| 'q').collect();
+                for (bad, why) in [
+                    (format!("\"{}\\n{}\u{1}\"", &body[..at], &body[at..]), "bad string: control character"),
+                    (format!("\"{}\\n{}\\x\"", &body[..at], &body[at..]), "bad string: invalid escape"),
+                    (format!("\"{}\\n{}", &body[..at], &body[at..]), "unterminated string"),
+                    (format!("\"{}\\n{}\\", &body[..at], &body[at..]), "unterminated string"),
+                ] {
+                    let e = Cursor::new(&bad).string().unwrap_err();
+                    assert!(e.syntax && e.message.starts_with(why), "{bad:?}: {e}");
+                }
+            }
         }
     }
 
