@@ -1032,6 +1032,49 @@ mod tests {
     }
 
     #[test]
+    fn random_strings_read_as_serde_json_reads_them() {
+        // Pieces that stress the one-pass reader in any order: escapes of every kind, surrogate
+        // pairs, multi-byte characters, quotes and backslashes, control characters, long runs.
+        const PIECES: [&str; 16] = [
+            "a",
+            "bcdefghijklmnopq",
+            r#"\""#,
+            r#"\\"#,
+            r#"\/"#,
+            r#"\n"#,
+            r#"\u00e9"#,
+            r#"\ud83d\ude00"#,
+            "é",
+            "€",
+            "😀",
+            "\u{1}",
+            r#"\x"#,
+            r#"\ud83d"#,
+            "\t",
+            "0123456789012345678901234567890",
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let raw: String = (0..next() % 12).map(|_| PIECES[(next() % 16) as usize]).collect();
+            let quoted = format!("\"{raw}\"");
+            let ours = Cursor::new(&quoted).string().map(|s| s.into_owned());
+            match serde_json::from_str::<String>(&quoted) {
+                Ok(want) => assert_eq!(ours, Ok(want), "{raw:?}"),
+                // A string without escapes is borrowed as it is, control characters and all (the
+                // fast path checks nothing else); with escapes it is checked as serde_json does.
+                Err(_) if !raw.contains('\\') => assert_eq!(ours.as_deref(), Ok(raw.as_str()), "{raw:?}"),
+                Err(_) => assert!(ours.is_err_and(|e| e.syntax), "{raw:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn tells_bad_json_from_bad_shape() {
         let err = |src: &str, f: &dyn Fn(&mut Cursor) -> Result<()>| f(&mut Cursor::new(src)).unwrap_err();
         assert!(err(r#"{"a": "x"#, &|c| c.object(|c, _| c.skip())).syntax);
