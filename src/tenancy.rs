@@ -48,8 +48,6 @@ impl TenantFilter {
 pub struct EntityTenants {
     /// `[entity_id, tenant_id ^ OCCUPIED]`; zero is an empty slot.
     slots: Vec<[u64; 2]>,
-    /// log2 of the number of slots.
-    bits: u32,
 }
 
 /// Marks an occupied slot (a zeroed slot is empty). Tenant `i64::MIN` is not remembered.
@@ -59,11 +57,11 @@ impl EntityTenants {
     /// A memory of about `capacity` entities (rounded up to a power of two; 0 disables it).
     pub fn new(capacity: usize) -> EntityTenants {
         if capacity == 0 {
-            return EntityTenants { slots: Vec::new(), bits: 0 };
+            return EntityTenants { slots: Vec::new() };
         }
         let n = capacity.next_power_of_two().max(2);
         // `vec![..; n]` of zeroes is calloc: pages come into memory as slots are used.
-        EntityTenants { slots: vec![[0, 0]; n], bits: n.trailing_zeros() }
+        EntityTenants { slots: vec![[0, 0]; n] }
     }
 
     /// Entity ids come from a sequence, and a snapshot's value rows come in entity order long
@@ -72,8 +70,8 @@ impl EntityTenants {
     /// The high bits are folded in so that ids a table size apart still spread.
     #[inline]
     fn slot(&self, entity_id: i64) -> usize {
-        let id = entity_id as u64;
-        ((id ^ (id >> self.bits)) as usize) & (self.slots.len() - 1)
+        let (id, n) = (entity_id as u64, self.slots.len());
+        ((id ^ (id >> n.trailing_zeros())) as usize) & (n - 1)
     }
 
     /// The tenant `entity_id` was last seen under, if remembered.

@@ -578,31 +578,20 @@ fn escape_at(raw: &str, at: usize) -> std::result::Result<(char, usize), &'stati
 /// escapes up to a closing quote: the slow path ([`unescape`]) then says what is wrong.
 #[cfg(target_arch = "x86_64")]
 fn unescape_to_quote(src: &str, start: usize) -> Option<(String, usize)> {
-    use std::arch::x86_64::_mm_storeu_si128;
     let b = src.as_bytes();
     let mut out: Vec<u8> = Vec::with_capacity(b.len().saturating_sub(start).min(256));
     let mut i = start;
     loop {
         let stop = loop {
-            if i + 16 > b.len() {
+            let Some(x) = simd::load(b, i) else {
                 let p = b[i..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
                 out.extend_from_slice(&b[i..i + p]);
                 break i + p;
-            }
-            // SAFETY: the unaligned load reads b[i..i + 16], in bounds.
-            let x = unsafe { std::arch::x86_64::_mm_loadu_si128(b.as_ptr().add(i).cast()) };
-            let special = simd::or(simd::or(simd::eq(x, b'"'), simd::eq(x, b'\\')), simd::within(x, 0, 0x1F));
-            // SAFETY: SSE2 is part of every x86-64 target.
-            let m = unsafe { std::arch::x86_64::_mm_movemask_epi8(special) } as u32;
-            out.reserve(16);
-            // SAFETY: `reserve` left room for sixteen more bytes; only the `n` that belong to the
-            // string are counted in.
-            let n = unsafe {
-                _mm_storeu_si128(out.as_mut_ptr().add(out.len()).cast(), x);
-                let n = if m == 0 { 16 } else { m.trailing_zeros() as usize };
-                out.set_len(out.len() + n);
-                n
             };
+            let m = simd::mask(simd::or(simd::or(simd::eq(x, b'"'), simd::eq(x, b'\\')), simd::within(x, 0, 0x1F)));
+            // The whole block is stored; only the bytes before the first flagged one count.
+            let n = if m == 0 { 16 } else { m.trailing_zeros() as usize };
+            simd::push(&mut out, x, n);
             i += n;
             if m != 0 {
                 break i;
@@ -797,17 +786,40 @@ mod simd {
     /// (the caller reads those one by one).
     #[inline(always)]
     pub fn first(b: &[u8], mut i: usize, hit: impl Fn(Block) -> Block) -> Result<usize, usize> {
-        while i + 16 <= b.len() {
-            // SAFETY: the unaligned load reads b[i..i + 16], in bounds.
-            let x = unsafe { _mm_loadu_si128(b.as_ptr().add(i).cast()) };
-            // SAFETY: SSE2 is part of every x86-64 target (so for all the calls below).
-            let m = unsafe { _mm_movemask_epi8(hit(x)) } as u32;
+        while let Some(x) = load(b, i) {
+            let m = mask(hit(x));
             if m != 0 {
                 return Ok(i + m.trailing_zeros() as usize);
             }
             i += 16;
         }
         Err(i)
+    }
+
+    /// The sixteen bytes `b[i..i + 16]`; `None` when fewer remain.
+    #[inline(always)]
+    pub fn load(b: &[u8], i: usize) -> Option<Block> {
+        // SAFETY: the unaligned load reads b[i..i + 16], checked in bounds.
+        (i + 16 <= b.len()).then(|| unsafe { _mm_loadu_si128(b.as_ptr().add(i).cast()) })
+    }
+
+    /// One bit per byte of `x`, set where the byte is flagged.
+    #[inline(always)]
+    pub fn mask(x: Block) -> u32 {
+        // SAFETY: SSE2 is part of every x86-64 target (so for all the calls in this module).
+        unsafe { _mm_movemask_epi8(x) as u32 }
+    }
+
+    /// Appends the first `n` (at most sixteen) bytes of `x` to `out`.
+    #[inline(always)]
+    pub fn push(out: &mut Vec<u8>, x: Block, n: usize) {
+        debug_assert!(n <= 16);
+        out.reserve(16);
+        // SAFETY: `reserve` left room for sixteen more bytes; only the first `n` are counted in.
+        unsafe {
+            _mm_storeu_si128(out.as_mut_ptr().add(out.len()).cast(), x);
+            out.set_len(out.len() + n.min(16));
+        }
     }
 
     /// The bytes equal to `c`.
