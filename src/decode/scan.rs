@@ -70,6 +70,15 @@ impl<'a> Cursor<'a> {
 
     #[inline(always)]
     fn ws(&mut self) {
+        // Debezium writes JSON without blanks: one comparison decides (every token byte is
+        // above the space).
+        if self.b.get(self.pos).is_some_and(|&c| c > b' ') {
+            return;
+        }
+        self.ws_slow();
+    }
+
+    fn ws_slow(&mut self) {
         while let Some(c) = self.b.get(self.pos) {
             if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
                 break;
@@ -367,9 +376,11 @@ impl<'a> Cursor<'a> {
     }
 
     /// Skips any value: one tight loop over the bytes, tracking only nesting and strings.
+    #[inline(always)]
     pub fn skip(&mut self) -> Result<()> {
         let b = self.b;
-        // Most values skipped are strings and numbers (Debezium's version, names, times).
+        // Most values skipped are strings and numbers (Debezium's version, names, times): read
+        // where they are skipped, without a call.
         match b.get(self.pos) {
             Some(b'"') => {
                 if let Some(end) = string_end(b, self.pos + 1) {
@@ -383,6 +394,12 @@ impl<'a> Cursor<'a> {
             }
             _ => {}
         }
+        self.skip_nested()
+    }
+
+    /// [`Cursor::skip`] past its fast cases: objects, arrays, literals, and errors.
+    fn skip_nested(&mut self) -> Result<()> {
+        let b = self.b;
         let mut i = self.pos;
         let mut depth = 0usize;
         // Kept in a register: the loop writes `self.pos` only on the way out.
