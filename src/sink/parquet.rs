@@ -5,15 +5,16 @@
 use super::SinkError;
 use crate::columns;
 use arrow::array::Array;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
+use std::sync::Arc;
 
 /// Rows per row group: large enough for good compression and few footers, small enough that
 /// a reader of one entity range touches little more than it needs.
@@ -208,14 +209,37 @@ impl ParquetObject {
 
     /// Reads the given row groups.
     pub fn read(&self, row_groups: Vec<usize>) -> Result<Vec<RecordBatch>, SinkError> {
-        self.read_without(row_groups, &[])
+        self.read_without(row_groups, &[], &[])
     }
 
     /// Reads the given row groups without the top-level columns named in `skip`: a column not
-    /// read is neither decompressed nor decoded.
-    pub fn read_without(&self, row_groups: Vec<usize>, skip: &[&str]) -> Result<Vec<RecordBatch>, SinkError> {
+    /// read is neither decompressed nor decoded. The text columns (or lists of text) named in
+    /// `dictionary` come as dictionary arrays, as Parquet stores them when their values repeat:
+    /// each distinct value is decoded once, not once per row.
+    pub fn read_without(
+        &self,
+        row_groups: Vec<usize>,
+        skip: &[&str],
+        dictionary: &[&str],
+    ) -> Result<Vec<RecordBatch>, SinkError> {
         let err = |m: String| SinkError::Parquet { path: self.path.clone(), message: m };
-        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.meta.clone());
+        let meta = if dictionary.is_empty() {
+            self.meta.clone()
+        } else {
+            let schema = self.meta.schema();
+            let fields: Vec<FieldRef> = schema
+                .fields()
+                .iter()
+                .map(|f| match dictionary.contains(&f.name().as_str()) {
+                    true => Arc::new(as_dictionary(f)),
+                    false => f.clone(),
+                })
+                .collect();
+            let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+            ArrowReaderMetadata::try_new(self.meta.metadata().clone(), ArrowReaderOptions::new().with_schema(schema))
+                .map_err(|e| err(e.to_string()))?
+        };
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), meta);
         if !skip.is_empty() {
             let descr = self.meta.metadata().file_metadata().schema_descr();
             let roots = descr.root_schema().get_fields().iter().enumerate();
@@ -228,11 +252,23 @@ impl ParquetObject {
     }
 }
 
+/// `field` with its text (or its list's text items) as a dictionary of text; other types as they are.
+fn as_dictionary(field: &Field) -> Field {
+    let dictionary = || DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    match field.data_type() {
+        DataType::Utf8 => field.clone().with_data_type(dictionary()),
+        DataType::List(item) if item.data_type() == &DataType::Utf8 => {
+            let item = item.as_ref().clone().with_data_type(dictionary());
+            field.clone().with_data_type(DataType::List(Arc::new(item)))
+        }
+        _ => field.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
-    use std::sync::Arc;
     use zstd::zstd_safe::{CParameter, DParameter};
 
     /// zstd contexts come from a pool (vendor/zstd-safe/EAVLAKE.md): one given back after use
@@ -282,7 +318,7 @@ mod tests {
         assert_eq!(first, second);
         for bytes in [first, second] {
             let object = ParquetObject::open("x.parquet", bytes).unwrap();
-            let back = object.read_without(vec![0], &[]).unwrap();
+            let back = object.read_without(vec![0], &[], &[]).unwrap();
             assert_eq!(arrow::compute::concat_batches(&batch.schema(), &back).unwrap(), batch);
         }
     }
