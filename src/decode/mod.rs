@@ -414,6 +414,12 @@ pub(crate) fn parse_sequence(seq: &str) -> Result<Option<Lsn>, DecodeError> {
         return Ok(None);
     }
     let rest = inner.strip_prefix("\\\"").or_else(|| inner.strip_prefix('"')).ok_or_else(bad)?;
+    // The usual form, a plain integer up to its closing quote, read eight digits at a time (up
+    // to 18 cannot overflow); anything else takes the general path below.
+    let (v, n) = scan::digits(rest.as_bytes(), 0);
+    if (1..=18).contains(&n) && matches!(rest.as_bytes().get(n), Some(b'"' | b'\\')) {
+        return Ok(Some(Lsn(v)));
+    }
     // A byte loop: `str::find` with a set of chars costs more than the dozen digits it passes.
     let end = rest.bytes().position(|c| c == b'"' || c == b'\\').ok_or_else(bad)?;
     Lsn::parse(&rest[..end]).map(Some).ok_or_else(bad)

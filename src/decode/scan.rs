@@ -482,7 +482,7 @@ static NUMBER_GOES_ON: [bool; 256] = {
 
 /// The value and count of the decimal digits at `b[start..]`, eight at a time. Past 18 digits
 /// the count is right but the value has wrapped (callers take another path then).
-fn digits(b: &[u8], start: usize) -> (u64, usize) {
+pub(crate) fn digits(b: &[u8], start: usize) -> (u64, usize) {
     const ZEROS: u64 = 0x3030_3030_3030_3030;
     const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
     const POW10: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
