@@ -42,11 +42,15 @@ struct AttrColumn {
     name: Arc<str>,
     data_type: DataType,
     builder: Column,
+    /// Nulls appended but not yet in the builder: a change row sets a few of its type's
+    /// attributes, and one `append_nulls` for a run costs less than an `append_null` per row
+    /// (callgrind: appends were 4.6% of a run).
+    nulls: usize,
 }
 
 impl AttrColumn {
     fn new(attribute_id: i64, name: Arc<str>, data_type: DataType, scale: u32, rows: usize) -> AttrColumn {
-        let mut builder = match data_type {
+        let builder = match data_type {
             DataType::Int => Column::Int(Int64Builder::new()),
             DataType::Decimal => Column::Decimal(
                 Decimal128Builder::new()
@@ -57,34 +61,70 @@ impl AttrColumn {
             DataType::Timestamp => Column::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
             DataType::Text | DataType::Json => Column::Text(StringBuilder::new()),
         };
-        match &mut builder {
-            Column::Int(b) => b.append_nulls(rows),
-            Column::Decimal(b) => b.append_nulls(rows),
-            Column::Bool(b) => b.append_nulls(rows),
-            Column::Timestamp(b) => b.append_nulls(rows),
-            Column::Text(b) => b.append_nulls(rows),
-        }
-        AttrColumn { attribute_id, name, data_type, builder }
+        // The earlier rows of the batch have no value in a new column.
+        AttrColumn { attribute_id, name, data_type, builder, nulls: rows }
     }
 
     /// Appends a value, or null. The pivot typed values by the same catalog entry as this
     /// column, so a mismatch cannot happen; were it to, null is appended rather than panicking.
     fn append(&mut self, value: Option<&Value>) {
+        let nulls = self.nulls;
         match (&mut self.builder, value) {
-            (Column::Int(b), Some(Value::Int(v))) => b.append_value(*v),
-            (Column::Decimal(b), Some(Value::Decimal(v))) => b.append_value(*v),
-            (Column::Bool(b), Some(Value::Bool(v))) => b.append_value(*v),
-            (Column::Timestamp(b), Some(Value::Timestamp(v))) => b.append_value(*v),
-            (Column::Text(b), Some(Value::Text(v))) => b.append_value(v),
-            (Column::Int(b), _) => b.append_null(),
-            (Column::Decimal(b), _) => b.append_null(),
-            (Column::Bool(b), _) => b.append_null(),
-            (Column::Timestamp(b), _) => b.append_null(),
-            (Column::Text(b), _) => b.append_null(),
+            (Column::Int(b), Some(Value::Int(v))) => {
+                if nulls > 0 {
+                    b.append_nulls(nulls);
+                }
+                b.append_value(*v);
+            }
+            (Column::Decimal(b), Some(Value::Decimal(v))) => {
+                if nulls > 0 {
+                    b.append_nulls(nulls);
+                }
+                b.append_value(*v);
+            }
+            (Column::Bool(b), Some(Value::Bool(v))) => {
+                if nulls > 0 {
+                    b.append_nulls(nulls);
+                }
+                b.append_value(*v);
+            }
+            (Column::Timestamp(b), Some(Value::Timestamp(v))) => {
+                if nulls > 0 {
+                    b.append_nulls(nulls);
+                }
+                b.append_value(*v);
+            }
+            (Column::Text(b), Some(Value::Text(v))) => {
+                if nulls > 0 {
+                    b.append_nulls(nulls);
+                }
+                b.append_value(v);
+            }
+            _ => {
+                self.nulls += 1;
+                return;
+            }
+        };
+        self.nulls = 0;
+    }
+
+    /// Moves the nulls counted in `nulls` into the builder.
+    fn put_nulls(&mut self) {
+        let n = std::mem::take(&mut self.nulls);
+        if n == 0 {
+            return;
+        }
+        match &mut self.builder {
+            Column::Int(b) => b.append_nulls(n),
+            Column::Decimal(b) => b.append_nulls(n),
+            Column::Bool(b) => b.append_nulls(n),
+            Column::Timestamp(b) => b.append_nulls(n),
+            Column::Text(b) => b.append_nulls(n),
         }
     }
 
     fn finish(&mut self) -> ArrayRef {
+        self.put_nulls();
         match &mut self.builder {
             Column::Int(b) => Arc::new(b.finish()),
             Column::Decimal(b) => Arc::new(b.finish()),
