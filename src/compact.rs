@@ -899,8 +899,8 @@ fn read_changes(
     let schema = batch.schema();
     let by_name: FxHashMap<&str, (usize, usize)> =
         attrs.iter().map(|&(bi, ci)| (schema.field(bi).name().as_str(), (bi, ci))).collect();
-    let items =
-        ChangedItems::new(changed.values(), &by_name).ok_or_else(|| bad(path, "_changed items are not text"))?;
+    let items = ChangedItems::new(changed.values(), &by_name)
+        .ok_or_else(|| bad(path, "_changed items are not dictionary-encoded text"))?;
     for row in 0..batch.num_rows() {
         let id = ids.value(row);
         let Some((target, since)) = route(id) else { continue };
@@ -937,37 +937,28 @@ fn read_changes(
     Ok(())
 }
 
-/// The items of a batch's `_changed` lists as the columns they name.
-enum ChangedItems<'a> {
-    /// Dictionary-encoded: the place of each dictionary value, found once (`Err`: the name of a
-    /// column the batch does not have).
-    Keys { keys: &'a arrow::array::Int32Array, places: Vec<Result<(usize, usize), &'a str>> },
-    /// Plain text: each name is looked up.
-    Names { names: &'a arrow::array::StringArray, by_name: &'a FxHashMap<&'a str, (usize, usize)> },
+/// The items of a batch's `_changed` lists, read as dictionary keys (see
+/// `CHANGE_COLUMNS_DICTIONARY`), as the columns they name.
+struct ChangedItems<'a> {
+    keys: &'a arrow::array::Int32Array,
+    /// The place of each dictionary value, found once (`Err`: the name of a column the batch
+    /// does not have).
+    places: Vec<Result<(usize, usize), &'a str>>,
 }
 
 impl<'a> ChangedItems<'a> {
-    fn new(items: &'a ArrayRef, by_name: &'a FxHashMap<&'a str, (usize, usize)>) -> Option<ChangedItems<'a>> {
-        if let Some(names) = items.as_string_opt::<i32>() {
-            return Some(ChangedItems::Names { names, by_name });
-        }
+    fn new(items: &'a ArrayRef, by_name: &FxHashMap<&str, (usize, usize)>) -> Option<ChangedItems<'a>> {
         let dict = items.as_dictionary_opt::<arrow::datatypes::Int32Type>()?;
         let values = dict.values().as_string_opt::<i32>()?;
         let places =
             values.iter().map(|v| v.and_then(|name| by_name.get(name).copied()).ok_or(v.unwrap_or(""))).collect();
-        Some(ChangedItems::Keys { keys: dict.keys(), places })
+        Some(ChangedItems { keys: dict.keys(), places })
     }
 
     /// The (batch column, set column) item `k` names; `None` for a null item.
     fn place(&self, k: usize) -> Option<Result<(usize, usize), &'a str>> {
-        match self {
-            ChangedItems::Keys { keys, places } => {
-                keys.is_valid(k).then(|| places.get(keys.value(k) as usize).copied().unwrap_or(Err("")))
-            }
-            ChangedItems::Names { names, by_name } => {
-                names.is_valid(k).then(|| by_name.get(names.value(k)).copied().ok_or(names.value(k)))
-            }
-        }
+        let keys = self.keys;
+        keys.is_valid(k).then(|| self.places.get(keys.value(k) as usize).copied().unwrap_or(Err("")))
     }
 }
 
@@ -1074,23 +1065,21 @@ fn build_column<'a>(dt: DataType, scale: u32, values: impl Iterator<Item = Optio
 mod tests {
     use super::*;
 
-    /// `_changed` items name the same columns whether they come as text or as dictionary keys
-    /// (as compaction reads them); a name that is not a column is reported, a null item skipped.
+    /// `_changed` items read as dictionary keys name their columns; a name that is not a column
+    /// is reported, a null item skipped; items of another type are refused.
     #[test]
-    fn changed_items_as_text_or_dictionary() {
+    fn changed_items_as_dictionary_keys() {
         use arrow::array::{DictionaryArray, StringArray};
         let by_name: FxHashMap<&str, (usize, usize)> = [("age", (3, 0)), ("email", (5, 1))].into_iter().collect();
         let names = [Some("email"), None, Some("age"), Some("ghost"), Some("email")];
-        let text: ArrayRef = Arc::new(StringArray::from(names.to_vec()));
         let dict: ArrayRef = Arc::new(names.iter().copied().collect::<DictionaryArray<arrow::datatypes::Int32Type>>());
         let expected = [Some(Ok((5, 1))), None, Some(Ok((3, 0))), Some(Err("ghost")), Some(Ok((5, 1)))];
-        for items in [&text, &dict] {
-            let items = ChangedItems::new(items, &by_name).expect("text items");
-            let got: Vec<_> = (0..names.len()).map(|k| items.place(k)).collect();
-            assert_eq!(got, expected);
-        }
+        let items = ChangedItems::new(&dict, &by_name).expect("dictionary of text");
+        let got: Vec<_> = (0..names.len()).map(|k| items.place(k)).collect();
+        assert_eq!(got, expected);
+        let text: ArrayRef = Arc::new(StringArray::from(names.to_vec()));
         let numbers: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![1]));
-        assert!(ChangedItems::new(&numbers, &by_name).is_none());
+        assert!(ChangedItems::new(&text, &by_name).is_none() && ChangedItems::new(&numbers, &by_name).is_none());
     }
 
     #[test]

@@ -68,44 +68,23 @@ impl AttrColumn {
     /// Appends a value, or null. The pivot typed values by the same catalog entry as this
     /// column, so a mismatch cannot happen; were it to, null is appended rather than panicking.
     fn append(&mut self, value: Option<&Value>) {
-        let nulls = self.nulls;
-        match (&mut self.builder, value) {
-            (Column::Int(b), Some(Value::Int(v))) => {
-                if nulls > 0 {
-                    b.append_nulls(nulls);
-                }
-                b.append_value(*v);
-            }
-            (Column::Decimal(b), Some(Value::Decimal(v))) => {
-                if nulls > 0 {
-                    b.append_nulls(nulls);
-                }
-                b.append_value(*v);
-            }
-            (Column::Bool(b), Some(Value::Bool(v))) => {
-                if nulls > 0 {
-                    b.append_nulls(nulls);
-                }
-                b.append_value(*v);
-            }
-            (Column::Timestamp(b), Some(Value::Timestamp(v))) => {
-                if nulls > 0 {
-                    b.append_nulls(nulls);
-                }
-                b.append_value(*v);
-            }
-            (Column::Text(b), Some(Value::Text(v))) => {
-                if nulls > 0 {
-                    b.append_nulls(nulls);
-                }
-                b.append_value(v);
-            }
-            _ => {
-                self.nulls += 1;
-                return;
-            }
+        let Some(value) = value else {
+            self.nulls += 1;
+            return;
         };
-        self.nulls = 0;
+        self.put_nulls();
+        match (&mut self.builder, value) {
+            (Column::Int(b), Value::Int(v)) => b.append_value(*v),
+            (Column::Decimal(b), Value::Decimal(v)) => b.append_value(*v),
+            (Column::Bool(b), Value::Bool(v)) => b.append_value(*v),
+            (Column::Timestamp(b), Value::Timestamp(v)) => b.append_value(*v),
+            (Column::Text(b), Value::Text(v)) => b.append_value(v),
+            (Column::Int(b), _) => b.append_null(),
+            (Column::Decimal(b), _) => b.append_null(),
+            (Column::Bool(b), _) => b.append_null(),
+            (Column::Timestamp(b), _) => b.append_null(),
+            (Column::Text(b), _) => b.append_null(),
+        }
     }
 
     /// Moves the nulls counted in `nulls` into the builder.

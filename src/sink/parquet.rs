@@ -230,10 +230,7 @@ impl ParquetObject {
             let fields: Vec<FieldRef> = schema
                 .fields()
                 .iter()
-                .map(|f| match dictionary.contains(&f.name().as_str()) {
-                    true => Arc::new(as_dictionary(f)),
-                    false => f.clone(),
-                })
+                .map(|f| if dictionary.contains(&f.name().as_str()) { Arc::new(as_dictionary(f)) } else { f.clone() })
                 .collect();
             let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
             ArrowReaderMetadata::try_new(self.meta.metadata().clone(), ArrowReaderOptions::new().with_schema(schema))
