@@ -10,6 +10,7 @@
 
 pub mod avro;
 pub mod json;
+mod layout;
 pub mod registry;
 pub mod scan;
 pub mod value;

@@ -10,6 +10,7 @@
 //! escaped ones are unescaped into an owned `String`. Skipped values are checked for structure
 //! (balanced brackets, terminated strings) but not for every grammar rule of JSON.
 
+use super::layout::{Action, Layout, Layouts, MemberSpan, Step};
 use super::value::preview;
 use std::borrow::Cow;
 
@@ -180,9 +181,75 @@ impl<'a> Cursor<'a> {
 
     /// Like [`Cursor::object`], for an object whose keys `keys` knows: calls `f` with each key's
     /// id ([`OTHER_KEY`] for keys not wanted) and name; `f` must consume the member's value.
-    /// The next key is first guessed from the order `keys` learned (see [`Keys`]) and checked
-    /// with one comparison; only a wrong guess scans and matches the key.
+    ///
+    /// The object is first walked along the layouts `keys` learned (see [`super::layout`]),
+    /// which pass over members not wanted without calling `f`: for those `f` must do nothing
+    /// but consume the value. A record that departs from the layouts partway is read again
+    /// member by member from the start, so `f` may be called twice for a member and must store
+    /// what it reads, not add it up.
+    /// Member by member, the next key is first guessed from the order `keys` learned (see
+    /// [`Keys`]) and checked with one comparison; only a wrong guess scans and matches the key.
+    #[inline(always)]
     pub fn fields(&mut self, keys: &mut Keys, mut f: impl FnMut(&mut Self, KeyId, &str) -> Result<()>) -> Result<()> {
+        self.ws();
+        let start = self.pos;
+        if keys.layouts.active() {
+            for i in 0..keys.layouts.list.len() {
+                if self.walk(&keys.layouts.list[i], &keys.slots, &mut f)? {
+                    keys.layouts.hit(i);
+                    return Ok(());
+                }
+            }
+        }
+        self.members(keys, &mut f)?;
+        if keys.layouts.active() {
+            let slots = &keys.slots;
+            keys.layouts.missed(&self.src[start..self.pos], |text| layout_members(text, slots));
+        }
+        Ok(())
+    }
+
+    /// Reads the object at the cursor along `layout`: false, with the cursor back where it
+    /// was, when the record departs from it.
+    #[inline(always)]
+    fn walk(
+        &mut self,
+        layout: &Layout,
+        slots: &[Slot],
+        f: &mut impl FnMut(&mut Self, KeyId, &str) -> Result<()>,
+    ) -> Result<bool> {
+        let start = self.pos;
+        for step in &layout.steps {
+            if !same_bytes(self.b, self.pos, step) {
+                self.pos = start;
+                return Ok(false);
+            }
+            self.pos += step.len;
+            match step.action {
+                Action::Read(slot) => match slots.get(usize::from(slot)) {
+                    Some(s) => f(self, s.id, &s.name)?,
+                    None => {
+                        self.pos = start;
+                        return Ok(false);
+                    }
+                },
+                Action::Skip => self.skip()?,
+                Action::End => return Ok(true),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The start and end of the value at the cursor, which is passed over.
+    pub(super) fn value_span(&mut self) -> Result<(usize, usize)> {
+        self.ws();
+        let start = self.pos;
+        self.skip()?;
+        Ok((start, self.pos))
+    }
+
+    /// [`Cursor::fields`] member by member.
+    fn members(&mut self, keys: &mut Keys, mut f: impl FnMut(&mut Self, KeyId, &str) -> Result<()>) -> Result<()> {
         if !self.open_object()? {
             return Ok(());
         }
@@ -682,6 +749,7 @@ pub struct Keys {
     slots: Vec<Slot>,
     /// `next[0]`: guesses for an object's first key; `next[s + 1]`: for the key after slot `s`.
     next: Vec<[u16; 2]>,
+    layouts: Layouts,
 }
 
 struct Slot {
@@ -703,7 +771,7 @@ const MAX_KEY_BYTES: usize = 29;
 impl Keys {
     /// Keys wanted, with their ids (not [`OTHER_KEY`]).
     pub fn new(wanted: &[(&str, KeyId)]) -> Keys {
-        let mut keys = Keys { slots: Vec::new(), next: vec![[NO_SLOT; 2]] };
+        let mut keys = Keys { slots: Vec::new(), next: vec![[NO_SLOT; 2]], layouts: Layouts::default() };
         for (name, id) in wanted {
             keys.add(name, *id);
         }
@@ -767,6 +835,43 @@ impl Keys {
             .map(|&g| usize::from(g))
             .find(|&g| self.slots.get(g).is_some_and(|s| rest.starts_with(&s.pattern)))
     }
+}
+
+/// The members of `text`, an object, for a layout: each key, its slot when wanted, and the
+/// span of its value.
+fn layout_members(text: &str, slots: &[Slot]) -> Option<Vec<MemberSpan>> {
+    let mut c = Cursor::new(text);
+    let mut out = Vec::new();
+    c.object(|c, key| {
+        let (start, end) = c.value_span()?;
+        let wanted = slots.iter().position(|s| *s.name == *key && s.id != OTHER_KEY).map(|s| s as u16);
+        out.push(MemberSpan { key: key.into_owned(), wanted, start, end });
+        Ok(())
+    })
+    .ok()?;
+    Some(out)
+}
+
+/// Whether `b[pos..]` starts with the run of bytes of `step`.
+#[inline(always)]
+fn same_bytes(b: &[u8], pos: usize, step: &Step) -> bool {
+    let lit = &step.lit;
+    #[cfg(target_arch = "x86_64")]
+    if pos + lit.len() <= b.len() {
+        // Whole blocks, then the last one (there is one: `lit` is padded, never empty) with only
+        // the bytes of the run counted.
+        let mut i = 0;
+        while i + 16 < lit.len() {
+            // SAFETY: i + 16 < lit.len() and pos + lit.len() <= b.len(): both loads in bounds.
+            if unsafe { simd::equal_at(b, pos + i, lit, i) } != 0xFFFF {
+                return false;
+            }
+            i += 16;
+        }
+        // SAFETY: as above, with i + 16 == lit.len().
+        return unsafe { simd::equal_at(b, pos + i, lit, i) } & step.last_bits == step.last_bits;
+    }
+    b.get(pos..pos + step.len) == lit.get(..step.len)
 }
 
 /// Index after the closing quote of a string whose content starts at `i`, or `None` if it is
@@ -839,6 +944,18 @@ mod simd {
             _mm_storeu_si128(out.as_mut_ptr().add(out.len()).cast(), x);
             out.set_len(out.len() + n.min(16));
         }
+    }
+
+    /// A bit per byte of `a[i..i + 16]` equal to that of `b[j..j + 16]`.
+    ///
+    /// # Safety
+    /// Both ranges must be in bounds.
+    #[inline(always)]
+    pub unsafe fn equal_at(a: &[u8], i: usize, b: &[u8], j: usize) -> u32 {
+        debug_assert!(i + 16 <= a.len() && j + 16 <= b.len());
+        let x = _mm_loadu_si128(a.as_ptr().add(i).cast());
+        let y = _mm_loadu_si128(b.as_ptr().add(j).cast());
+        mask(_mm_cmpeq_epi8(x, y))
     }
 
     /// The bytes equal to `c`.
@@ -952,6 +1069,72 @@ mod tests {
         assert_eq!(string_end(br#"ab\"c"d"#, 0), Some(6));
     }
 
+    /// What the reader is given, in order: each member's key id, name and raw value, by
+    /// [`Cursor::fields`] (layouts first; members not wanted left out, as a layout passes over
+    /// them) or member by member. The reader stores them by the value's place, as `fields` asks:
+    /// a record that departs from a layout partway is read again from the start.
+    fn read_members(keys: &mut Keys, src: &str, layouts: bool) -> Result<Vec<(KeyId, String, String)>> {
+        let mut c = Cursor::new(src);
+        let mut seen = std::collections::BTreeMap::new();
+        let f = |c: &mut Cursor, id, name: &str| {
+            let (start, end) = c.value_span()?;
+            if id != OTHER_KEY || !layouts {
+                seen.insert(start, (id, name.to_string(), src[start..end].to_string()));
+            }
+            Ok(())
+        };
+        if layouts {
+            c.fields(keys, f)?;
+        } else {
+            c.members(keys, f)?;
+        }
+        Ok(seen.into_values().collect())
+    }
+
+    /// Layouts read what reading member by member reads, whatever changes between records:
+    /// constants that vary, values of other lengths, keys reordered or missing, blanks, escapes,
+    /// records cut short. Each record is read with keys that have seen every record before it
+    /// (layouts learned) and with new keys (member by member).
+    #[test]
+    fn layouts_read_what_member_by_member_reads() {
+        const WANTED: &[(&str, KeyId)] = &[("lsn", 1), ("table", 2), ("ts_us", 3), ("obj", 4)];
+        let records = [
+            r#"{"version":"2.7.3","name":"eav","lsn":12,"ts_ns":99,"table":"entities","ts_us":5,"obj":{"a":[1,"}"]},"xmin":null}"#,
+            r#"{"version":"2.7.3","name":"eav","lsn":1234567,"ts_ns":9,"table":"entity_values","ts_us":55,"obj":null,"xmin":null}"#,
+            r#"{"version":"2.7.4","name":"eav","lsn":3,"ts_ns":99,"table":"e","ts_us":5,"obj":{},"xmin":null}"#,
+            r#"{"version":"2.7.4","name":"eav","lsn":3,"ts_ns":99,"table":"e","ts_us":5,"obj":{},"xmin":7}"#,
+            r#"{"version":"2.7.4","name":"eav","lsn":3,"ts_ns":99,"table":"e","ts_us":5,"obj":{},"xmin":null,"extra":1}"#,
+            r#"{"version":"2.7.4","name":"eav","lsn":3,"ts_ns":99,"table":"e","ts_us":5,"obj":{}}"#,
+            r#"{"name":"eav","version":"2.7.4","lsn":3,"ts_ns":99,"table":"e","ts_us":5,"obj":{},"xmin":null}"#,
+            r#"{ "version":"2.7.4","name":"eav","lsn":3,"ts_ns":99,"table":"e","ts_us":5,"obj":{},"xmin":null}"#,
+            r#"{"version":"2.7.4","name":"eav","lsn":3,"ts_ns":99,"table":"e"","ts_us":5,"obj":{},"xmin":null}"#,
+            r#"{"version":"2.7.4","name":"eav","lsn":4,"ts_ns":99,"table":"e","ts_us":5,"obj":{},"xmin":null}"#,
+            r#"{"version":"2.7.4","name":"eav","lsn":"3","ts_ns":99,"table":"e","ts_us":5,"obj":{},"xmin":null}"#,
+            r#"{"version":"2.7.4","name":"eav","lsn":3,"ts_ns":99,"table":"e","ts_us":5,"obj":{},"xmin":nul"#,
+            r#"{"version":"2.7.4","name":"eav","lsn":3,"ts_ns":99,"table":"e","ts_us":5,"obj":{}"#,
+            r#"{"version":"2.7.4","name":"eav","lsn":3,"ts_ns":99,"table":"e","ts_us":5,"#,
+            r#"{"version":"2.7.4","name":"eav","lsn":3,"ts_ns":99,"table":"e","ts_us":5,"obj":{},"xmin":null} "#,
+            r#"{}"#,
+            r#"[]"#,
+        ];
+        // Every pair of records, each meeting layouts learned from the other and from itself.
+        let mut hits = 0;
+        for (i, a) in records.iter().enumerate() {
+            for b in records.iter().skip(i) {
+                let mut learned = Keys::new(WANTED);
+                for r in [a, b, b, a, a, b] {
+                    let by_layout = read_members(&mut learned, r, true);
+                    let by_member = read_members(&mut Keys::new(WANTED), r, false)
+                        .map(|m| m.into_iter().filter(|(id, ..)| *id != OTHER_KEY).collect::<Vec<_>>());
+                    assert_eq!(by_layout, by_member, "{r}");
+                }
+                hits += learned.layouts.hits();
+            }
+        }
+        // Most records after the first of a pair were read by a layout.
+        assert!(hits > records.len() * records.len(), "{hits} hits");
+    }
+
     /// Keys are guessed from the order learned, and a wrong guess (another table's image, keys
     /// reordered, spaces, escapes, a key never seen) still reads every member right.
     #[test]
@@ -960,15 +1143,7 @@ mod tests {
         const B: KeyId = 2;
         const LONG: KeyId = 3;
         let mut keys = Keys::new(&[("a", A), ("b", B), ("a_key_of_twenty_chars", LONG)]);
-        let read = |keys: &mut Keys, src: &str| {
-            let mut c = Cursor::new(src);
-            let mut seen = Vec::new();
-            c.fields(keys, |c, id, name| {
-                seen.push((id, name.to_string(), c.raw()?.to_string()));
-                Ok(())
-            })
-            .map(|()| seen)
-        };
+        let read = |keys: &mut Keys, src: &str| read_members(keys, src, false);
         let o = |id, name: &str, v: &str| (id, name.to_string(), v.to_string());
         let first = r#"{"a":1,"x":"s","b":[1,{"a":2}],"a_key_of_twenty_chars":null}"#;
         let want = vec![
