@@ -17,8 +17,8 @@ use super::value::{
     unscaled_from_be_bytes, ValueError,
 };
 use super::{
-    parse_op, source_meta, AttributeRow, DataType, Decimal, DecodeError, DecodeOptions, EntityRow, Event, Field, Op,
-    RowChange, Table, TableNames, TimeMode, ValueRow, UNAVAILABLE,
+    parse_op, parse_sequence, source_meta, AttributeRow, DataType, Decimal, DecodeError, DecodeOptions, EntityRow,
+    Event, Field, Op, RowChange, Table, TableNames, TimeMode, ValueRow, UNAVAILABLE,
 };
 use apache_avro::types::Value;
 use apache_avro::Schema;
@@ -205,13 +205,18 @@ impl AvroDecoder {
         };
         let meta = source_meta(
             opt_i64(source, "lsn", "source.lsn")?,
-            get(source, "sequence").map(|v| req_str(v, "source.sequence")).transpose()?,
+            get(source, "sequence")
+                .map(|v| req_str(v, "source.sequence"))
+                .transpose()?
+                .map(parse_sequence)
+                .transpose()?
+                .flatten(),
             opt_i64(source, "txId", "source.txId")?,
             opt_i64(source, "ts_ms", "source.ts_ms")?,
             opt_i64(source, "ts_us", "source.ts_us")?,
             snapshot,
             op,
-        )?;
+        );
         let table_name = get(source, "table").map(|v| req_str(v, "source.table")).transpose()?.unwrap_or("");
         let Some(table) = self.tables.classify(table_name) else {
             return Ok(Event::OtherTable { table: table_name.to_string() });

@@ -8,16 +8,17 @@
 //! schemas are only consulted for what the payload cannot tell (decimal and timestamp
 //! encodings), and what they say is cached by the schema's text.
 
-use super::scan::{Cursor, KeyId, Keys, ScanError};
+use super::scan::{digits, Cursor, KeyId, Keys, ScanError};
 use super::value::{
     decimal_from_f64, parse_decimal, parse_timestamp, preview, timestamp_from_days, timestamp_from_int,
     unscaled_from_base64, ValueError,
 };
 use super::{
-    parse_op, source_meta, AttributeRow, DataType, DecimalMode, DecodeError, DecodeOptions, EntityRow, Event, Field,
-    Op, RowChange, Table, TableNames, TimeMode, ValueRow, UNAVAILABLE,
+    parse_op, parse_sequence, source_meta, AttributeRow, DataType, DecimalMode, DecodeError, DecodeOptions, EntityRow,
+    Event, Field, Op, RowChange, Table, TableNames, TimeMode, ValueRow, UNAVAILABLE,
 };
 use crate::decode::Decimal;
+use crate::position::Lsn;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -150,6 +151,9 @@ fn read_image<'a>(c: &mut Cursor<'a>, keys: &mut Keys, r: &mut RowImage<'a>) -> 
 #[derive(Default)]
 struct Source<'a> {
     lsn: Option<i64>,
+    /// `sequence` in its usual form, read where it stands: its first LSN (see [`sequence_lsn`]).
+    sequence_lsn: Option<Option<Lsn>>,
+    /// `sequence` in any other form, as written, for [`parse_sequence`].
     sequence: Option<Cow<'a, str>>,
     tx_id: Option<i64>,
     ts_ms: Option<i64>,
@@ -360,8 +364,13 @@ fn read_source<'a>(c: &mut Cursor<'a>, keys: &mut Keys, s: &mut Source<'a>) -> R
         |c, id, _| {
             match id {
                 LSN => s.lsn = opt_i64(c)?,
-                // Kept escaped: parse_sequence reads it as is, sparing an allocation per event.
-                SEQUENCE => s.sequence = opt_raw(c)?.map(|r| Cow::Borrowed(r.trim_matches('"'))),
+                SEQUENCE => match sequence_lsn(c) {
+                    Some(lsn) => (s.sequence_lsn, s.sequence) = (Some(lsn), None),
+                    // Kept escaped: parse_sequence reads it as is, sparing an allocation per event.
+                    None => {
+                        (s.sequence_lsn, s.sequence) = (None, opt_raw(c)?.map(|r| Cow::Borrowed(r.trim_matches('"'))))
+                    }
+                },
                 TX_ID => s.tx_id = opt_i64(c)?,
                 TS_MS => s.ts_ms = opt_i64(c)?,
                 TS_US => s.ts_us = opt_i64(c)?,
@@ -377,6 +386,31 @@ fn read_source<'a>(c: &mut Cursor<'a>, keys: &mut Keys, s: &mut Source<'a>) -> R
             Ok(())
         },
     )
+}
+
+/// Debezium's `source.sequence` in the form it always has, read at the cursor and passed over:
+/// `"[\"<lsn>\",\"<lsn>\"]"` gives the first LSN, `"[null,\"<lsn>\"]"` none (each LSN of at most
+/// 18 digits). `None`, with the cursor where it was, for anything else, which the general path
+/// ([`parse_sequence`] on the raw text) reads as it always did, and which gives the same for
+/// these forms.
+#[inline]
+fn sequence_lsn(c: &mut Cursor) -> Option<Option<Lsn>> {
+    let b = c.rest().as_bytes();
+    let lsn_then = |at: usize, end: &[u8]| {
+        let (v, n) = digits(b, at);
+        let after = at + n;
+        ((1..=18).contains(&n) && b.get(after..after + end.len()) == Some(end)).then_some((v, after + end.len()))
+    };
+    let (first, end) = if let Some(rest) = b.strip_prefix(br#""[\""#) {
+        let (first, at) = lsn_then(b.len() - rest.len(), br#"\",\""#)?;
+        (Some(Lsn(first)), lsn_then(at, br#"\"]""#)?.1)
+    } else if b.starts_with(br#""[null,\""#) {
+        (None, lsn_then(9, br#"\"]""#)?.1)
+    } else {
+        return None;
+    };
+    c.advance(end);
+    Some(first)
 }
 
 /// How the typed value columns are encoded, from the embedded schema or, without one, from the
@@ -492,15 +526,13 @@ impl JsonDecoder {
             return Ok(Event::Message);
         }
         let source = env.source.take().ok_or_else(|| DecodeError::NotDebezium("no `source` block".into()))?;
-        let meta = source_meta(
-            source.lsn,
-            source.sequence.as_deref(),
-            source.tx_id,
-            source.ts_ms,
-            source.ts_us,
-            source.snapshot.as_deref(),
-            op,
-        )?;
+        let sequence = match (source.sequence_lsn, source.sequence.as_deref()) {
+            (Some(first), _) => first,
+            (None, Some(text)) => parse_sequence(text)?,
+            (None, None) => None,
+        };
+        let meta =
+            source_meta(source.lsn, sequence, source.tx_id, source.ts_ms, source.ts_us, source.snapshot.as_deref(), op);
         let table_name = source.table.as_deref().unwrap_or("");
         let Some(table) = self.tables.classify(table_name) else {
             return Ok(Event::OtherTable { table: table_name.to_string() });

@@ -378,27 +378,26 @@ impl DecodeError {
 /// decoders.
 pub(crate) fn source_meta(
     lsn: Option<i64>,
-    sequence: Option<&str>,
+    // The first LSN of `source.sequence` (see `parse_sequence`).
+    sequence: Option<Lsn>,
     tx_id: Option<i64>,
     ts_ms: Option<i64>,
     ts_us: Option<i64>,
     snapshot: Option<&str>,
     op: Option<Op>,
-) -> Result<SourceMeta, DecodeError> {
+) -> SourceMeta {
     let lsn = Lsn(lsn.unwrap_or(0).max(0) as u64);
-    let commit_lsn = match sequence {
-        Some(seq) => parse_sequence(seq)?.unwrap_or(lsn),
-        None => lsn,
-    };
+    // Without a commit LSN in `sequence` (a snapshot read, an old connector) the change's own.
+    let commit_lsn = sequence.unwrap_or(lsn);
     // "true", "first", "last", "first_in_data_collection", "incremental" all mean a snapshot
     // read; "false" or absent means streaming.
     let snapshot = op == Some(Op::Read) || matches!(snapshot, Some(s) if s != "false");
-    Ok(SourceMeta {
+    SourceMeta {
         position: SourcePosition { commit_lsn, lsn },
         tx_id,
         commit_time_us: ts_us.or(ts_ms.map(|ms| ms.saturating_mul(1000))),
         snapshot,
-    })
+    }
 }
 
 /// Parses Debezium's `source.sequence`, a JSON array of two strings, `["<last commit lsn>",
@@ -443,25 +442,15 @@ mod tests {
 
     #[test]
     fn sequence_gives_commit_lsn() {
-        let m = source_meta(
-            Some(200),
-            Some(r#"["150","200"]"#),
-            Some(7),
-            Some(1000),
-            None,
-            Some("false"),
-            Some(Op::Update),
-        )
-        .unwrap();
+        let m = source_meta(Some(200), Some(Lsn(150)), Some(7), Some(1000), None, Some("false"), Some(Op::Update));
         assert_eq!(m.position, SourcePosition { commit_lsn: Lsn(150), lsn: Lsn(200) });
         assert_eq!(m.commit_time_us, Some(1_000_000));
         assert!(!m.snapshot);
-        let m =
-            source_meta(Some(200), Some(r#"[null,"200"]"#), None, None, Some(5), Some("last"), Some(Op::Read)).unwrap();
+        // No commit LSN (`[null, …]`): the change's own.
+        let m = source_meta(Some(200), None, None, None, Some(5), Some("last"), Some(Op::Read));
         assert_eq!(m.position.commit_lsn, Lsn(200));
         assert_eq!(m.commit_time_us, Some(5));
         assert!(m.snapshot);
-        assert!(source_meta(Some(1), Some("[\"zz\"]"), None, None, None, None, None).is_err());
     }
 
     #[test]

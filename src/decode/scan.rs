@@ -88,6 +88,16 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// The text from the cursor to the end.
+    pub fn rest(&self) -> &'a str {
+        self.src.get(self.pos..).unwrap_or("")
+    }
+
+    /// Moves the cursor `n` bytes on, past text a caller has read from [`Cursor::rest`].
+    pub fn advance(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.b.len());
+    }
+
     /// The text from `start` to the cursor.
     pub fn since(&self, start: usize) -> &'a str {
         self.src.get(start..self.pos).unwrap_or("")

@@ -1335,3 +1335,41 @@ fn json_text_borrows_plain_strings_and_unescapes_others() {
     }
     assert_eq!(decimal_from_json(r#""1\u0032.5""#, DecimalCodec::Text).unwrap(), Decimal { unscaled: 125, scale: 1 });
 }
+
+/// `source.sequence` read where it stands gives what the general path gives, for its usual
+/// forms, and leaves every other form (and the cursor) to the general path.
+#[test]
+fn sequence_read_in_place_agrees_with_the_general_path() {
+    let forms = [
+        r#""[\"22797690300\",\"22797688460\"]""#,
+        r#""[null,\"22905000\"]""#,
+        r#""[\"1\",\"2\"]""#,
+        r#""[\"123456789012345678\",\"2\"]""#,
+        r#""[\"1234567890123456789\",\"2\"]""#,
+        r#""[\"0/15D9A08\",\"22910504\"]""#,
+        r#""[\"150\",null]""#,
+        r#""[\"150\",\"x\"]""#,
+        r#""[\"150\"]""#,
+        r#""[]""#,
+        r#""[ \"150\",\"200\"]""#,
+        r#""[\"\",\"200\"]""#,
+        r#""[\"150\",\"200\"]"#,
+        r#""[\"150"#,
+        "null",
+    ];
+    for form in forms {
+        let text = format!("{form},");
+        let mut c = Cursor::new(&text);
+        match sequence_lsn(&mut c) {
+            Some(first) => {
+                let raw = form.trim_matches('"');
+                assert_eq!(Ok(first), parse_sequence(raw), "{form}");
+                assert_eq!(c.rest(), ",", "{form}");
+            }
+            None => assert_eq!(c.rest(), text, "{form}"),
+        }
+    }
+    // The usual forms take the fast path.
+    assert!(sequence_lsn(&mut Cursor::new(forms[0])).is_some());
+    assert!(sequence_lsn(&mut Cursor::new(forms[1])).is_some());
+}
