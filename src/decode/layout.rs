@@ -17,6 +17,8 @@
 //! twice for a member when a record departs partway (it stores what it reads, and the second
 //! call stores the same).
 
+use super::scan::KeyId;
+
 /// At most this many layouts per kind of object (the three tables' row images; the envelopes
 /// of changes, of transaction markers and of heartbeats).
 const MAX_LAYOUTS: usize = 4;
@@ -29,8 +31,8 @@ const MISS_GRACE: u64 = 32;
 /// What follows a step's run of bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Action {
-    /// A wanted member's value: the reader is called with this key slot.
-    Read(u16),
+    /// A wanted member's value: the reader is called with this key id (and the step's name).
+    Read(KeyId),
     /// The value of a member not wanted that varies.
     Skip,
     /// The run ends the object.
@@ -45,13 +47,15 @@ pub(super) struct Step {
     /// A bit for each byte of the run in the last sixteen of `lit`.
     pub last_bits: u32,
     pub action: Action,
+    /// The key read (`Action::Read`), for the reader.
+    pub name: Box<str>,
 }
 
 /// A member of an object to learn a layout from: its key, the key's slot when the reader wants
 /// it, and where its value starts and ends in the object's text.
 pub(super) struct MemberSpan {
     pub key: String,
-    pub wanted: Option<u16>,
+    pub wanted: Option<KeyId>,
     pub start: usize,
     pub end: usize,
 }
@@ -60,8 +64,8 @@ pub(super) struct MemberSpan {
 #[derive(Debug, Clone)]
 struct Member {
     key: Box<str>,
-    /// The key's slot when the reader wants it.
-    wanted: Option<u16>,
+    /// The key's id when the reader wants it.
+    wanted: Option<KeyId>,
     value: Box<[u8]>,
     /// Not wanted, and seen with another value (or a number, an object or an array, which
     /// are taken to vary from the start).
@@ -82,15 +86,15 @@ impl Layout {
         let mut steps = Vec::new();
         let mut from = 0;
         for (m, &(start, end)) in members.iter().zip(spans) {
-            let action = match (m.wanted, m.varies) {
-                (Some(slot), _) => Action::Read(slot),
-                (None, true) => Action::Skip,
+            let (action, name) = match (m.wanted, m.varies) {
+                (Some(id), _) => (Action::Read(id), &*m.key),
+                (None, true) => (Action::Skip, ""),
                 (None, false) => continue,
             };
-            steps.push(step(&b[from..start], action));
+            steps.push(step(&b[from..start], action, name));
             from = end;
         }
-        steps.push(step(&b[from..], Action::End));
+        steps.push(step(&b[from..], Action::End, ""));
         Layout { steps, members }
     }
 
@@ -99,12 +103,12 @@ impl Layout {
     }
 }
 
-fn step(run: &[u8], action: Action) -> Step {
+fn step(run: &[u8], action: Action, name: &str) -> Step {
     let mut lit = run.to_vec();
     let padded = run.len().div_ceil(16).max(1) * 16;
     lit.resize(padded, 0);
     let in_last = run.len() + 16 - padded;
-    Step { lit: lit.into(), len: run.len(), last_bits: ((1u64 << in_last) - 1) as u32, action }
+    Step { lit: lit.into(), len: run.len(), last_bits: ((1u64 << in_last) - 1) as u32, action, name: name.into() }
 }
 
 /// The layouts of one kind of object, most used first.
@@ -140,7 +144,7 @@ impl Layouts {
     }
 
     /// No layout read `text` (an object just read member by member, so well formed): learns
-    /// its layout. `parse` lists its members, with the slot of each wanted key and the span
+    /// its layout. `parse` lists its members, with the id of each wanted key and the span
     /// of each value within `text`; `None` when it cannot be laid out.
     pub fn missed(&mut self, text: &str, parse: impl FnOnce(&str) -> Option<Vec<MemberSpan>>) {
         self.misses += 1;
@@ -184,8 +188,8 @@ mod tests {
         let mut out = Vec::new();
         c.object(|c, key| {
             let (start, end) = c.value_span()?;
-            let slot = wanted.iter().position(|w| *w == key).map(|p| p as u16);
-            out.push(MemberSpan { key: key.into_owned(), wanted: slot, start, end });
+            let id = wanted.iter().position(|w| *w == key).map(|p| p as KeyId + 1);
+            out.push(MemberSpan { key: key.into_owned(), wanted: id, start, end });
             Ok(())
         })
         .ok()?;
@@ -207,8 +211,8 @@ mod tests {
             runs(&layouts.list[0]),
             vec![
                 s(r#"{"v":"2.7","ts":"#, Action::Skip),
-                s(r#","t":"#, Action::Read(0)),
-                s(r#","db":"e","lsn":"#, Action::Read(1)),
+                s(r#","t":"#, Action::Read(1)),
+                s(r#","db":"e","lsn":"#, Action::Read(2)),
                 s("}", Action::End)
             ]
         );
@@ -216,11 +220,11 @@ mod tests {
         layouts.missed(r#"{"v":"2.7","ts":18,"t":"y","db":"f","lsn":6}"#, |t| members(t, &wanted));
         assert_eq!(layouts.list.len(), 1);
         assert_eq!(runs(&layouts.list[0])[2], s(r#","db":"#, Action::Skip));
-        assert_eq!(runs(&layouts.list[0])[3], s(r#","lsn":"#, Action::Read(1)));
+        assert_eq!(runs(&layouts.list[0])[3], s(r#","lsn":"#, Action::Read(2)));
         // Other keys: a layout of their own, tried first.
         layouts.missed(r#"{"t":"z"}"#, |t| members(t, &wanted));
         assert_eq!(layouts.list.len(), 2);
-        assert_eq!(runs(&layouts.list[0]), vec![s(r#"{"t":"#, Action::Read(0)), s("}", Action::End)]);
+        assert_eq!(runs(&layouts.list[0]), vec![s(r#"{"t":"#, Action::Read(1)), s("}", Action::End)]);
         assert!(layouts.list.iter().all(|l| l.steps.iter().all(|s| s.lit.len() % 16 == 0)));
     }
 

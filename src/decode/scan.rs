@@ -205,7 +205,7 @@ impl<'a> Cursor<'a> {
         let start = self.pos;
         if keys.layouts.active() {
             for i in 0..keys.layouts.list.len() {
-                if self.walk(&keys.layouts.list[i], &keys.slots, &mut f)? {
+                if self.walk(&keys.layouts.list[i], &mut f)? {
                     keys.layouts.hit(i);
                     return Ok(());
                 }
@@ -222,12 +222,7 @@ impl<'a> Cursor<'a> {
     /// Reads the object at the cursor along `layout`: false, with the cursor back where it
     /// was, when the record departs from it.
     #[inline(always)]
-    fn walk(
-        &mut self,
-        layout: &Layout,
-        slots: &[Slot],
-        f: &mut impl FnMut(&mut Self, KeyId, &str) -> Result<()>,
-    ) -> Result<bool> {
+    fn walk(&mut self, layout: &Layout, f: &mut impl FnMut(&mut Self, KeyId, &str) -> Result<()>) -> Result<bool> {
         let start = self.pos;
         for step in &layout.steps {
             if !same_bytes(self.b, self.pos, step) {
@@ -236,13 +231,7 @@ impl<'a> Cursor<'a> {
             }
             self.pos += step.len;
             match step.action {
-                Action::Read(slot) => match slots.get(usize::from(slot)) {
-                    Some(s) => f(self, s.id, &s.name)?,
-                    None => {
-                        self.pos = start;
-                        return Ok(false);
-                    }
-                },
+                Action::Read(id) => f(self, id, &step.name)?,
                 Action::Skip => self.skip()?,
                 Action::End => return Ok(true),
             }
@@ -847,14 +836,14 @@ impl Keys {
     }
 }
 
-/// The members of `text`, an object, for a layout: each key, its slot when wanted, and the
+/// The members of `text`, an object, for a layout: each key, its id when wanted, and the
 /// span of its value.
 fn layout_members(text: &str, slots: &[Slot]) -> Option<Vec<MemberSpan>> {
     let mut c = Cursor::new(text);
     let mut out = Vec::new();
     c.object(|c, key| {
         let (start, end) = c.value_span()?;
-        let wanted = slots.iter().position(|s| *s.name == *key && s.id != OTHER_KEY).map(|s| s as u16);
+        let wanted = slots.iter().find(|s| *s.name == *key && s.id != OTHER_KEY).map(|s| s.id);
         out.push(MemberSpan { key: key.into_owned(), wanted, start, end });
         Ok(())
     })
