@@ -28,8 +28,6 @@ use std::hash::{Hash, Hasher};
 #[derive(Default)]
 struct Envelope<'a> {
     schema: Option<&'a str>,
-    /// A `payload` member (schema form) was read (into the other envelope).
-    has_payload: bool,
     /// `payload` present and null: a tombstone in schema form.
     payload_null: bool,
     before: Option<RowImage<'a>>,
@@ -286,7 +284,7 @@ fn read_envelope<'a>(
     keys: &mut Keys,
     nested: &mut NestedKeys,
     env: &mut Envelope<'a>,
-    mut payload: Option<(&mut Keys, &mut Envelope<'a>)>,
+    mut payload: Option<(&mut Keys, &mut Option<Envelope<'a>>)>,
 ) -> Result<(), ScanError> {
     use envelope_key::*;
     c.fields(
@@ -299,8 +297,8 @@ fn read_envelope<'a>(
                     if c.null() {
                         env.payload_null = true;
                     } else if let Some((payload_keys, inner)) = payload.as_mut() {
-                        env.has_payload = true;
-                        read_envelope(c, payload_keys, nested, inner, None)?;
+                        // Made only for the schema form: most records have no payload member.
+                        read_envelope(c, payload_keys, nested, inner.insert(Envelope::default()), None)?;
                     }
                 }
                 BEFORE | AFTER => {
@@ -485,7 +483,7 @@ impl JsonDecoder {
         }
         let mut cursor = Cursor::new(text);
         // Filled in place: an envelope is about a kilobyte, and moving it costs.
-        let (mut env, mut inner) = (Envelope::default(), Envelope::default());
+        let (mut env, mut inner) = (Envelope::default(), None);
         let RecordKeys { top, payload, nested } = &mut *self.keys;
         read_envelope(&mut cursor, top, nested, &mut env, Some((payload, &mut inner)))
             .and_then(|()| cursor.end())
@@ -493,12 +491,12 @@ impl JsonDecoder {
         if env.payload_null {
             return Ok(Event::Tombstone);
         }
-        if env.has_payload {
+        if let Some(inner) = inner.as_mut() {
             let codecs = match env.schema {
                 Some(s) => self.codecs_for_schema(s)?,
                 None => self.defaults,
             };
-            self.decode_envelope(&mut inner, codecs)
+            self.decode_envelope(inner, codecs)
         } else {
             let codecs = self.defaults;
             self.decode_envelope(&mut env, codecs)
