@@ -41,7 +41,9 @@ struct Envelope<'a> {
     // Transaction metadata records and heartbeats.
     status: Option<Cow<'a, str>>,
     id: Option<Cow<'a, str>>,
-    ts_ms: Option<i64>,
+    /// `ts_ms` is there and not null: all a heartbeat has. Its value is not used (a change's
+    /// time is in `source`), so it is passed over, not read.
+    has_ts_ms: bool,
 }
 
 /// A row image of any of the three tables, read in the same pass as the envelope (the table is
@@ -346,7 +348,12 @@ fn read_envelope<'a>(
                 }
                 STATUS => env.status = opt_str(c)?,
                 ID => env.id = opt_str(c)?,
-                TS_MS => env.ts_ms = opt_i64(c)?,
+                TS_MS => {
+                    env.has_ts_ms = !c.null();
+                    if env.has_ts_ms {
+                        c.skip()?
+                    }
+                }
                 _ => c.skip()?,
             }
             Ok(())
@@ -514,7 +521,7 @@ impl JsonDecoder {
             return Ok(Event::Transaction { begin, id });
         }
         let Some(op_text) = env.op.as_deref() else {
-            if env.source.is_none() && env.ts_ms.is_some() {
+            if env.source.is_none() && env.has_ts_ms {
                 return Ok(Event::Heartbeat);
             }
             return Err(DecodeError::NotDebezium("no `op` field".into()));

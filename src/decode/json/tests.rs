@@ -1373,3 +1373,17 @@ fn sequence_read_in_place_agrees_with_the_general_path() {
     assert!(sequence_lsn(&mut Cursor::new(forms[0])).is_some());
     assert!(sequence_lsn(&mut Cursor::new(forms[1])).is_some());
 }
+
+/// The envelope's `ts_ms` only tells a heartbeat (nothing but a time) from a record of no known
+/// shape; its value is passed over.
+#[test]
+fn envelope_ts_ms_is_only_looked_for() {
+    assert_eq!(decode(r#"{"ts_ms":1709287200999}"#), Ok(Event::Heartbeat));
+    assert!(matches!(decode(r#"{"ts_ms":null}"#), Err(DecodeError::NotDebezium(_))));
+    assert!(matches!(decode(r#"{"other":1}"#), Err(DecodeError::NotDebezium(_))));
+    let seq = Some(r#""[\"22910216\",\"22910504\"]""#);
+    let record = source_record("c", seq, r#""false""#, TS_BOTH);
+    let odd_time = record.replace(r#""ts_ms":1709287200456}"#, r#""ts_ms":"later"}"#);
+    assert_ne!(odd_time, record);
+    assert_eq!(decode(&odd_time), decode(&record));
+}
