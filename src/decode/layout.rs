@@ -24,6 +24,11 @@ use super::scan::KeyId;
 const MAX_LAYOUTS: usize = 4;
 /// Objects with more members are read member by member.
 const MAX_MEMBERS: usize = 64;
+/// Longer values of members not wanted are taken to vary (a layout keeps what it takes as
+/// constant, and the bytes it compares).
+const MAX_CONSTANT_BYTES: usize = 128;
+/// A layout whose runs of bytes come to more (long keys) is not kept.
+const MAX_LAYOUT_BYTES: usize = 4096;
 /// After this many misses, layouts stop being used and learned for this kind of object when
 /// they miss more than one object in eight (objects of ever new shapes).
 const MISS_GRACE: u64 = 32;
@@ -51,7 +56,7 @@ pub(super) struct Step {
     pub name: Box<str>,
 }
 
-/// A member of an object to learn a layout from: its key, the key's slot when the reader wants
+/// A member of an object to learn a layout from: its key, the key's id when the reader wants
 /// it, and where its value starts and ends in the object's text.
 pub(super) struct MemberSpan {
     pub key: String,
@@ -66,9 +71,10 @@ struct Member {
     key: Box<str>,
     /// The key's id when the reader wants it.
     wanted: Option<KeyId>,
+    /// The value of a member not wanted taken as constant (empty for the others).
     value: Box<[u8]>,
-    /// Not wanted, and seen with another value (or a number, an object or an array, which
-    /// are taken to vary from the start).
+    /// Not wanted, and seen with another value (or a number, an object, an array or a long
+    /// value, which are taken to vary from the start).
     varies: bool,
 }
 
@@ -161,8 +167,11 @@ impl Layouts {
             .map(|MemberSpan { key, wanted, start, end }| {
                 let value = &b[start..end];
                 // Numbers (times, positions), objects and arrays are taken to vary.
-                let varies = !matches!(value.first(), Some(b'"' | b'n' | b't' | b'f'));
-                Member { key: key.into(), wanted, value: value.into(), varies }
+                let constant = wanted.is_none()
+                    && value.len() <= MAX_CONSTANT_BYTES
+                    && matches!(value.first(), Some(b'"' | b'n' | b't' | b'f'));
+                let value = if constant { value.into() } else { Box::default() };
+                Member { key: key.into(), wanted, value, varies: !constant }
             })
             .collect();
         // The same keys as a layout known: the members whose value changed vary from now on.
@@ -175,7 +184,10 @@ impl Layouts {
         } else if self.list.len() == MAX_LAYOUTS {
             self.list.pop();
         }
-        self.list.insert(0, Layout::build(text, members, &spans));
+        let layout = Layout::build(text, members, &spans);
+        if layout.steps.iter().map(|s| s.len).sum::<usize>() <= MAX_LAYOUT_BYTES {
+            self.list.insert(0, layout);
+        }
     }
 }
 
@@ -226,6 +238,20 @@ mod tests {
         assert_eq!(layouts.list.len(), 2);
         assert_eq!(runs(&layouts.list[0]), vec![s(r#"{"t":"#, Action::Read(1)), s("}", Action::End)]);
         assert!(layouts.list.iter().all(|l| l.steps.iter().all(|s| s.lit.len() % 16 == 0)));
+    }
+
+    /// What a layout keeps is bounded: long values vary, long keys are not laid out.
+    #[test]
+    fn long_values_vary_and_long_keys_are_not_kept() {
+        let mut layouts = Layouts::default();
+        let long = "x".repeat(MAX_CONSTANT_BYTES);
+        layouts.missed(&format!(r#"{{"v":"{long}","t":1}}"#), |t| members(t, &["t"]));
+        let s = |r: &str, a| (r.to_string(), a);
+        assert_eq!(runs(&layouts.list[0])[0], s(r#"{"v":"#, Action::Skip));
+        let mut layouts = Layouts::default();
+        let key = "k".repeat(MAX_LAYOUT_BYTES);
+        layouts.missed(&format!(r#"{{"{key}":1,"t":1}}"#), |t| members(t, &["t"]));
+        assert!(layouts.list.is_empty());
     }
 
     #[test]
