@@ -151,10 +151,7 @@ fn read_image<'a>(c: &mut Cursor<'a>, keys: &mut Keys, r: &mut RowImage<'a>) -> 
 #[derive(Default)]
 struct Source<'a> {
     lsn: Option<i64>,
-    /// `sequence` in its usual form, read where it stands: its first LSN (see [`sequence_lsn`]).
-    sequence_lsn: Option<Option<Lsn>>,
-    /// `sequence` in any other form, as written, for [`parse_sequence`].
-    sequence: Option<Cow<'a, str>>,
+    sequence: Option<Sequence<'a>>,
     tx_id: Option<i64>,
     ts_ms: Option<i64>,
     ts_us: Option<i64>,
@@ -369,13 +366,13 @@ fn read_source<'a>(c: &mut Cursor<'a>, keys: &mut Keys, s: &mut Source<'a>) -> R
         |c, id, _| {
             match id {
                 LSN => s.lsn = opt_i64(c)?,
-                SEQUENCE => match sequence_lsn(c) {
-                    Some(lsn) => (s.sequence_lsn, s.sequence) = (Some(lsn), None),
-                    // Kept escaped: parse_sequence reads it as is, sparing an allocation per event.
-                    None => {
-                        (s.sequence_lsn, s.sequence) = (None, opt_raw(c)?.map(|r| Cow::Borrowed(r.trim_matches('"'))))
+                SEQUENCE => {
+                    s.sequence = match sequence_lsn(c) {
+                        Some(first) => Some(Sequence::Read(first)),
+                        // Kept escaped: parse_sequence reads it as is, sparing an allocation.
+                        None => opt_raw(c)?.map(|r| Sequence::Text(r.trim_matches('"'))),
                     }
-                },
+                }
                 TX_ID => s.tx_id = opt_i64(c)?,
                 TS_MS => s.ts_ms = opt_i64(c)?,
                 TS_US => s.ts_us = opt_i64(c)?,
@@ -391,6 +388,14 @@ fn read_source<'a>(c: &mut Cursor<'a>, keys: &mut Keys, s: &mut Source<'a>) -> R
             Ok(())
         },
     )
+}
+
+/// `source.sequence`, non-null.
+enum Sequence<'a> {
+    /// In its usual form, read where it stands: its first LSN (see [`sequence_lsn`]).
+    Read(Option<Lsn>),
+    /// In any other form, as written, for [`parse_sequence`].
+    Text(&'a str),
 }
 
 /// Debezium's `source.sequence` in the form it always has, read at the cursor and passed over:
@@ -409,8 +414,8 @@ fn sequence_lsn(c: &mut Cursor) -> Option<Option<Lsn>> {
     let (first, end) = if let Some(rest) = b.strip_prefix(br#""[\""#) {
         let (first, at) = lsn_then(b.len() - rest.len(), br#"\",\""#)?;
         (Some(Lsn(first)), lsn_then(at, br#"\"]""#)?.1)
-    } else if b.starts_with(br#""[null,\""#) {
-        (None, lsn_then(9, br#"\"]""#)?.1)
+    } else if let Some(rest) = b.strip_prefix(br#""[null,\""#) {
+        (None, lsn_then(b.len() - rest.len(), br#"\"]""#)?.1)
     } else {
         return None;
     };
@@ -531,10 +536,10 @@ impl JsonDecoder {
             return Ok(Event::Message);
         }
         let source = env.source.take().ok_or_else(|| DecodeError::NotDebezium("no `source` block".into()))?;
-        let sequence = match (source.sequence_lsn, source.sequence.as_deref()) {
-            (Some(first), _) => first,
-            (None, Some(text)) => parse_sequence(text)?,
-            (None, None) => None,
+        let sequence = match source.sequence {
+            Some(Sequence::Read(first)) => first,
+            Some(Sequence::Text(text)) => parse_sequence(text)?,
+            None => None,
         };
         let meta =
             source_meta(source.lsn, sequence, source.tx_id, source.ts_ms, source.ts_us, source.snapshot.as_deref(), op);

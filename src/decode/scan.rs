@@ -189,16 +189,14 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Like [`Cursor::object`], for an object whose keys `keys` knows: calls `f` with each key's
-    /// id ([`OTHER_KEY`] for keys not wanted) and name; `f` must consume the member's value.
+    /// Like [`Cursor::object`], for an object whose keys `keys` knows: calls `f` with each wanted
+    /// key's id and name, and may call it with [`OTHER_KEY`] for the others; `f` must consume
+    /// the member's value (and do nothing else for [`OTHER_KEY`]).
     ///
     /// The object is first walked along the layouts `keys` learned (see [`super::layout`]),
-    /// which pass over members not wanted without calling `f`: for those `f` must do nothing
-    /// but consume the value. A record that departs from the layouts partway is read again
-    /// member by member from the start, so `f` may be called twice for a member and must store
-    /// what it reads, not add it up.
-    /// Member by member, the next key is first guessed from the order `keys` learned (see
-    /// [`Keys`]) and checked with one comparison; only a wrong guess scans and matches the key.
+    /// which pass over members not wanted without calling `f`. A record that departs from the
+    /// layouts partway is read again member by member from the start, so `f` may be called
+    /// twice for a member and must store what it reads, not add it up.
     #[inline(always)]
     pub fn fields(&mut self, keys: &mut Keys, mut f: impl FnMut(&mut Self, KeyId, &str) -> Result<()>) -> Result<()> {
         self.ws();
@@ -247,7 +245,9 @@ impl<'a> Cursor<'a> {
         Ok((start, self.pos))
     }
 
-    /// [`Cursor::fields`] member by member.
+    /// [`Cursor::fields`] member by member: the next key is first guessed from the order `keys`
+    /// learned (see [`Keys`]) and checked with one comparison; only a wrong guess scans and
+    /// matches the key. `f` is called for every member, [`OTHER_KEY`] for keys not wanted.
     fn members(&mut self, keys: &mut Keys, mut f: impl FnMut(&mut Self, KeyId, &str) -> Result<()>) -> Result<()> {
         if !self.open_object()? {
             return Ok(());
