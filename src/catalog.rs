@@ -5,8 +5,15 @@
 //! It is built from the `attributes` table's own change events (snapshot and live), can be
 //! bootstrapped from Postgres, and is saved in the lake (`_eavlake/catalog.json`, versioned) so a
 //! later run starts with what earlier runs learnt.
+//!
+//! Every stream of a lake (each Kafka partition) carries the attributes' changes and saves the
+//! catalog it knows, so the saved catalog is a merge ([`Catalog::merge`]), never an overwrite:
+//! each attribute remembers the source position of the change that last set it (or removed it),
+//! and the later change wins. A stream behind the others must not take back what they learnt:
+//! after a restart it resumes past the attribute's creation and would never see it again.
 
 use crate::decode::{AttributeRow, DataType, Op};
+use crate::position::{Lsn, SourcePosition};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -41,6 +48,13 @@ pub struct Catalog {
     by_id: FxHashMap<i64, Attribute>,
     /// Per tenant, per entity type: lookups that borrow `&str` keys without allocating.
     types: FxHashMap<i64, FxHashMap<Arc<str>, TypeAttributes>>,
+    /// Source position of the change that last set each attribute; none for an attribute that
+    /// came without one (bootstrapped from Postgres, or a catalog file written before positions
+    /// were kept), which any positioned change replaces.
+    positions: FxHashMap<i64, SourcePosition>,
+    /// Attributes removed, and the position of their removal: a merge must not bring back an
+    /// attribute that a later change removed.
+    removed: FxHashMap<i64, SourcePosition>,
     /// Bumped on every change, so that users can tell cheaply that something changed.
     version: u64,
 }
@@ -80,11 +94,36 @@ impl<'c> EntityType<'c> {
     }
 }
 
-/// On-disk form, versioned from the first release.
+/// On-disk form, versioned from the first release. Positions came later, as optional fields.
 #[derive(Serialize, Deserialize)]
 struct CatalogFile {
     format_version: u32,
-    attributes: Vec<Attribute>,
+    attributes: Vec<FileAttribute>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    removed: Vec<FileRemoval>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FileAttribute {
+    #[serde(flatten)]
+    attribute: Attribute,
+    /// `[commit_lsn, lsn]` of the change that last set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    position: Option<[u64; 2]>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FileRemoval {
+    attribute_id: i64,
+    position: [u64; 2],
+}
+
+fn to_pair(p: SourcePosition) -> [u64; 2] {
+    [p.commit_lsn.0, p.lsn.0]
+}
+
+fn from_pair([commit, lsn]: [u64; 2]) -> SourcePosition {
+    SourcePosition { commit_lsn: Lsn(commit), lsn: Lsn(lsn) }
 }
 
 const CATALOG_FORMAT_VERSION: u32 = 1;
@@ -155,11 +194,23 @@ impl Catalog {
         out
     }
 
-    /// Applies a change event of the `attributes` table.
-    pub fn apply(&mut self, op: Op, before: Option<&AttributeRow>, after: Option<&AttributeRow>) -> CatalogChange {
+    /// Applies a change event of the `attributes` table, made at source position `at` (none
+    /// when the change has no place in the source's history). Applied whatever the position: a
+    /// stream replaying its history goes through the catalog's past states in order.
+    pub fn apply(
+        &mut self,
+        op: Op,
+        before: Option<&AttributeRow>,
+        after: Option<&AttributeRow>,
+        at: Option<SourcePosition>,
+    ) -> CatalogChange {
         match (op, after) {
             (Op::Delete, _) | (_, None) => match before {
                 Some(b) => {
+                    self.positions.remove(&b.attribute_id);
+                    if let Some(at) = at {
+                        self.removed.insert(b.attribute_id, at);
+                    }
                     if self.remove(b.attribute_id).is_some() {
                         CatalogChange::Removed
                     } else {
@@ -168,19 +219,71 @@ impl Catalog {
                 }
                 None => CatalogChange::Unchanged,
             },
-            (_, Some(a)) => self.upsert(Attribute {
-                attribute_id: a.attribute_id,
-                tenant_id: a.tenant_id,
-                entity_type: Arc::from(a.entity_type.as_str()),
-                name: Arc::from(a.name.as_str()),
-                data_type: a.data_type,
-                is_hot: a.is_hot,
-            }),
+            (_, Some(a)) => {
+                let attr = Attribute {
+                    attribute_id: a.attribute_id,
+                    tenant_id: a.tenant_id,
+                    entity_type: Arc::from(a.entity_type.as_str()),
+                    name: Arc::from(a.name.as_str()),
+                    data_type: a.data_type,
+                    is_hot: a.is_hot,
+                };
+                self.upsert_at(attr, at)
+            }
         }
     }
 
-    /// Adds or replaces one attribute.
+    /// Adds or replaces one attribute, with no source position (see [`Catalog::apply`]).
     pub fn upsert(&mut self, attr: Attribute) -> CatalogChange {
+        self.upsert_at(attr, None)
+    }
+
+    fn upsert_at(&mut self, attr: Attribute, at: Option<SourcePosition>) -> CatalogChange {
+        let id = attr.attribute_id;
+        self.removed.remove(&id);
+        let moved = match at {
+            Some(p) => self.positions.insert(id, p) != Some(p),
+            None => self.positions.remove(&id).is_some(),
+        };
+        let change = self.set(attr);
+        if moved && change == CatalogChange::Unchanged {
+            self.version += 1; // Nothing to retype, but there is news to save.
+        }
+        change
+    }
+
+    /// Merges `other` into this catalog: for each attribute, the later of the two changes that
+    /// set or removed it wins; without positions on either side, `other`'s. What the lake keeps
+    /// when a stream saves its catalog (see the module's documentation).
+    pub fn merge(&mut self, other: &Catalog) {
+        // Later than what this catalog knows of the attribute (a removal included)?
+        let newer = |me: &Catalog, id: i64, theirs: Option<SourcePosition>| {
+            let mine = me.positions.get(&id).or(me.removed.get(&id)).copied();
+            match (theirs, mine) {
+                (Some(t), Some(m)) => t > m,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => true,
+            }
+        };
+        for attr in other.all() {
+            let at = other.positions.get(&attr.attribute_id).copied();
+            if newer(self, attr.attribute_id, at) {
+                self.upsert_at(attr.clone(), at);
+            }
+        }
+        for (&id, &at) in &other.removed {
+            if newer(self, id, Some(at)) {
+                self.positions.remove(&id);
+                self.removed.insert(id, at);
+                self.remove(id);
+                self.version += 1;
+            }
+        }
+    }
+
+    /// Sets one attribute; its position is the caller's business.
+    fn set(&mut self, attr: Attribute) -> CatalogChange {
         let change = match self.by_id.get(&attr.attribute_id) {
             Some(existing) if *existing == attr => return CatalogChange::Unchanged,
             Some(existing) => CatalogChange::Altered { previous: existing.clone() },
@@ -214,10 +317,18 @@ impl Catalog {
     }
 
     pub fn to_json(&self) -> Vec<u8> {
-        let file = CatalogFile {
-            format_version: CATALOG_FORMAT_VERSION,
-            attributes: self.all().into_iter().cloned().collect(),
-        };
+        let attributes = self
+            .all()
+            .into_iter()
+            .map(|a| FileAttribute {
+                attribute: a.clone(),
+                position: self.positions.get(&a.attribute_id).copied().map(to_pair),
+            })
+            .collect();
+        let mut removed: Vec<FileRemoval> =
+            self.removed.iter().map(|(&attribute_id, &p)| FileRemoval { attribute_id, position: to_pair(p) }).collect();
+        removed.sort_by_key(|r| r.attribute_id);
+        let file = CatalogFile { format_version: CATALOG_FORMAT_VERSION, attributes, removed };
         // Serialising plain owned data cannot fail.
         serde_json::to_vec_pretty(&file).unwrap_or_default()
     }
@@ -231,8 +342,11 @@ impl Catalog {
             )));
         }
         let mut catalog = Catalog::default();
-        for attr in file.attributes {
-            catalog.upsert(attr);
+        for a in file.attributes {
+            catalog.upsert_at(a.attribute, a.position.map(from_pair));
+        }
+        for r in file.removed {
+            catalog.removed.insert(r.attribute_id, from_pair(r.position));
         }
         Ok(catalog)
     }
@@ -291,9 +405,12 @@ mod tests {
     #[test]
     fn learns_alters_and_forgets_attributes() {
         let mut c = Catalog::default();
-        assert_eq!(c.apply(Op::Read, None, Some(&row(2, "age", DataType::Int, true))), CatalogChange::Added);
-        assert_eq!(c.apply(Op::Create, None, Some(&row(1, "name", DataType::Text, true))), CatalogChange::Added);
-        assert_eq!(c.apply(Op::Update, None, Some(&row(1, "name", DataType::Text, true))), CatalogChange::Unchanged);
+        assert_eq!(c.apply(Op::Read, None, Some(&row(2, "age", DataType::Int, true)), None), CatalogChange::Added);
+        assert_eq!(c.apply(Op::Create, None, Some(&row(1, "name", DataType::Text, true)), None), CatalogChange::Added);
+        assert_eq!(
+            c.apply(Op::Update, None, Some(&row(1, "name", DataType::Text, true)), None),
+            CatalogChange::Unchanged
+        );
         assert_eq!(c.by_name(1, "customer", "age").map(|a| a.attribute_id), Some(2));
         let hot: Vec<i64> = c.hot_attributes(1, "customer").map(|a| a.attribute_id).collect();
         assert_eq!(hot, vec![1, 2]);
@@ -303,22 +420,80 @@ mod tests {
         assert_eq!(ty.hot_attributes().map(|a| a.attribute_id).collect::<Vec<_>>(), hot);
         assert!(c.entity_type(2, "customer").is_none() && c.entity_type(1, "order").is_none());
 
-        let changed = c.apply(Op::Update, None, Some(&row(2, "age", DataType::Text, false)));
+        let changed = c.apply(Op::Update, None, Some(&row(2, "age", DataType::Text, false)), None);
         assert!(matches!(changed, CatalogChange::Altered { previous } if previous.data_type == DataType::Int));
         assert_eq!(c.hot_attributes(1, "customer").count(), 1);
         assert_eq!(c.get(2).map(|a| a.data_type), Some(DataType::Text));
 
-        assert_eq!(c.apply(Op::Delete, Some(&row(1, "name", DataType::Text, true)), None), CatalogChange::Removed);
+        assert_eq!(
+            c.apply(Op::Delete, Some(&row(1, "name", DataType::Text, true)), None, None),
+            CatalogChange::Removed
+        );
         assert!(c.by_name(1, "customer", "name").is_none());
         assert_eq!(c.len(), 1);
+    }
+
+    fn at(lsn: u64) -> Option<SourcePosition> {
+        Some(SourcePosition { commit_lsn: Lsn(lsn), lsn: Lsn(lsn) })
+    }
+
+    /// Two streams' catalogs merged as the lake saves them: the later change of each attribute
+    /// wins, whichever side it is on; a removal too; an attribute one side never saw stays.
+    #[test]
+    fn merge_keeps_the_later_change_of_each_attribute() {
+        let (name, tier, old) = (
+            row(1, "name", DataType::Text, true),
+            row(2, "tier", DataType::Text, true),
+            row(3, "old", DataType::Int, false),
+        );
+        // Ahead: has seen `tier` created (20), `name` retyped (30) and `old` removed (40).
+        let mut ahead = Catalog::default();
+        ahead.apply(Op::Create, None, Some(&name), at(10));
+        ahead.apply(Op::Create, None, Some(&old), at(11));
+        ahead.apply(Op::Create, None, Some(&tier), at(20));
+        let name_int = row(1, "name", DataType::Int, true);
+        ahead.apply(Op::Update, Some(&name), Some(&name_int), at(30));
+        ahead.apply(Op::Delete, Some(&old), None, at(40));
+        // Behind: up to position 11 only.
+        let mut behind = Catalog::default();
+        behind.apply(Op::Create, None, Some(&name), at(10));
+        behind.apply(Op::Create, None, Some(&old), at(11));
+
+        for (mut lake, saving) in [(ahead.clone(), &behind), (behind.clone(), &ahead)] {
+            lake.merge(saving);
+            assert_eq!(lake.get(1).map(|a| a.data_type), Some(DataType::Int), "the retype at 30 stands");
+            assert!(lake.get(2).is_some(), "tier, created at 20, stays");
+            assert!(lake.get(3).is_none(), "old, removed at 40, is not brought back");
+            assert_eq!(lake.to_json(), ahead.to_json());
+        }
+
+        // Without positions (bootstrapped from Postgres), the incoming side wins, and a
+        // positioned change wins over it.
+        let mut boot = Catalog::default();
+        boot.upsert(Attribute { data_type: DataType::Bool, ..ahead.get(2).unwrap().clone() });
+        boot.upsert(Attribute { attribute_id: 9, ..ahead.get(2).unwrap().clone() });
+        let mut lake = ahead.clone();
+        lake.merge(&boot);
+        assert_eq!(lake.get(2).map(|a| a.data_type), Some(DataType::Text));
+        assert!(lake.get(9).is_some());
+        let v = lake.version();
+        lake.merge(&ahead);
+        assert_eq!(lake.version(), v, "merging what it holds changes nothing");
     }
 
     #[test]
     fn round_trips_through_json() {
         let mut c = Catalog::default();
-        c.apply(Op::Read, None, Some(&row(7, "balance", DataType::Decimal, false)));
+        c.apply(Op::Read, None, Some(&row(7, "balance", DataType::Decimal, false)), at(5));
+        c.apply(Op::Read, None, Some(&row(8, "gone", DataType::Int, false)), at(5));
+        c.apply(Op::Delete, Some(&row(8, "gone", DataType::Int, false)), None, at(6));
         let back = Catalog::from_json(&c.to_json()).unwrap();
         assert_eq!(back.get(7), c.get(7));
+        assert_eq!(back.to_json(), c.to_json(), "positions and removals too");
+        // A file written before positions were kept reads as attributes without positions.
+        let old = br#"{"format_version": 1, "attributes": [{"attribute_id": 3, "tenant_id": 1,
+            "entity_type": "customer", "name": "x", "data_type": "int", "is_hot": false}]}"#;
+        assert_eq!(Catalog::from_json(old).unwrap().get(3).map(|a| &*a.name), Some("x"));
         let err = Catalog::from_json(br#"{"format_version": 99, "attributes": []}"#).unwrap_err();
         assert!(err.to_string().contains("format_version 99"));
     }

@@ -227,9 +227,7 @@ impl StreamPipeline {
             None => Catalog::default(),
         };
         if let Some(boot) = bootstrap {
-            for attr in boot.all() {
-                catalog.upsert(attr.clone());
-            }
+            catalog.merge(&boot);
         }
         let purges = PurgeSet::load(&lake).await?;
         let durable = recorded.last_seq;
@@ -315,7 +313,7 @@ impl StreamPipeline {
                     self.newest_source_ts = Some(self.newest_source_ts.map_or(ts, |n| n.max(ts)));
                 }
                 if let RowChange::Attribute { before, after } = &row {
-                    self.apply_catalog(op, before.as_ref(), after.as_ref());
+                    self.apply_catalog(op, before.as_ref(), after.as_ref(), Some(source.position));
                     return;
                 }
                 if self.skips_tenant(op, &row) {
@@ -447,8 +445,9 @@ impl StreamPipeline {
         op: Op,
         before: Option<&crate::decode::AttributeRow>,
         after: Option<&crate::decode::AttributeRow>,
+        at: Option<SourcePosition>,
     ) {
-        self.apply_catalog(op, before, after);
+        self.apply_catalog(op, before, after, at);
     }
 
     /// Bytes buffered for the next flush (about).
@@ -477,6 +476,7 @@ impl StreamPipeline {
         op: Op,
         before: Option<&crate::decode::AttributeRow>,
         after: Option<&crate::decode::AttributeRow>,
+        at: Option<SourcePosition>,
     ) {
         self.stats.catalog_changes += 1;
         // Rows folded so far were typed by the catalog as it was: they go to the batches
@@ -487,7 +487,7 @@ impl StreamPipeline {
                 self.pivot.end_transaction(&self.catalog);
             }
         }
-        if let CatalogChange::Added | CatalogChange::Altered { .. } = self.catalog.apply(op, before, after) {
+        if let CatalogChange::Added | CatalogChange::Altered { .. } = self.catalog.apply(op, before, after, at) {
             self.retry_parked();
         }
     }
@@ -637,7 +637,7 @@ impl StreamPipeline {
         }
         self.already_dead_lettered = self.already_dead_lettered.split_off(&(last + 1));
         if self.catalog.version() != self.catalog_saved {
-            self.lake.put(&Lake::meta_path("catalog.json"), Bytes::from(self.catalog.to_json())).await?;
+            save_catalog(&self.lake, &self.catalog).await?;
             self.catalog_saved = self.catalog.version();
         }
         self.progress.complete_flush(last, self.durable_mark(), self.newest_source_ts, dead_letter_scan_from).await?;
@@ -697,6 +697,29 @@ impl StreamPipeline {
             }
         }
         Ok(())
+    }
+}
+
+/// Saves what a stream knows of the catalog into the lake's, which all the lake's streams share:
+/// merged into it ([`Catalog::merge`]) with a compare-and-swap, never written over it, so that a
+/// stream behind the others does not take back attributes they have learnt and moved past.
+async fn save_catalog(lake: &Lake, catalog: &Catalog) -> Result<(), PipelineError> {
+    let path = Lake::meta_path("catalog.json");
+    let mut tries = 0;
+    loop {
+        let (bytes, version) = lake.get_versioned(&path).await?;
+        let mut merged = match bytes {
+            Some(b) => Catalog::from_json(&b)?,
+            None => Catalog::default(),
+        };
+        merged.merge(catalog);
+        match lake.put_if(&path, Bytes::from(merged.to_json()), &version).await {
+            Ok(_) => return Ok(()),
+            // Another stream saved meanwhile: merge into what it wrote. Each conflict is another
+            // stream's progress, so a few tries do.
+            Err(SinkError::Conflict { .. }) if tries < 16 => tries += 1,
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

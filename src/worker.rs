@@ -375,12 +375,14 @@ impl Shared {
         if !self.schema_ready(value, shutdown) {
             return;
         }
-        let Ok(Event::Change { op, row: RowChange::Attribute { before, after }, .. }) = decoder.decode(value) else {
+        let Ok(Event::Change { op, source, row: RowChange::Attribute { before, after }, .. }) = decoder.decode(value)
+        else {
             return;
         };
-        lock(&self.catalog).apply(op, before.as_ref(), after.as_ref());
+        let at = Some(source.position);
+        lock(&self.catalog).apply(op, before.as_ref(), after.as_ref(), at);
         for part in lock(&self.parts).values_mut() {
-            part.pipeline.apply_catalog_change(op, before.as_ref(), after.as_ref());
+            part.pipeline.apply_catalog_change(op, before.as_ref(), after.as_ref(), at);
         }
         lock(&self.report).catalog_records += 1;
     }

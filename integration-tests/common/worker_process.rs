@@ -24,9 +24,10 @@ max_age_ms = 400
 flush_deadline_ms = 1500
 clock_skew_ms = 50
 [catalog]
-# A value may wait this long for its attribute, created in another partition that a restarted
-# worker reaches later: 1 s was too short under 20 restarts (values of attributes added
-# mid-stream became dead letters, about 1 run in 4).
+# A value may wait this long for its attribute when attributes come on a catalog topic of their
+# own, read alongside. (Where every partition carries the attributes' changes, a value never
+# waits: the "1 run in 4" dead letters once blamed on a 1 s wait here were most likely a stream
+# behind the others taking attributes back from the lake's saved catalog, since fixed.)
 unknown_attribute_wait = 200000
 unknown_attribute_wait_ms = 8000
 [kafka]

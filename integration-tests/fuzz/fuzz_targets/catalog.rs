@@ -14,12 +14,13 @@ fuzz_target!(|data: &[u8]| {
     let Some(mut decoder) = json_decoders().into_iter().next() else { return };
     let mut catalog = Catalog::default();
     for line in data.split(|b| *b == b'\n') {
-        if let Ok(Event::Change { op, row: RowChange::Attribute { before, after }, .. }) = decoder.decode(Some(line))
+        if let Ok(Event::Change { op, source, row: RowChange::Attribute { before, after }, .. }) = decoder.decode(Some(line))
         {
-            catalog.apply(op, before.as_ref(), after.as_ref());
+            catalog.apply(op, before.as_ref(), after.as_ref(), Some(source.position));
         }
     }
     let saved = catalog.to_json();
     let read = Catalog::from_json(&saved).expect("a saved catalog reads back");
     assert_eq!(read.all(), catalog.all(), "catalog round trip");
+    assert_eq!(read.to_json(), saved, "positions and removals round trip");
 });

@@ -77,10 +77,10 @@ pub fn sample_catalog() -> Catalog {
     let mut catalog = Catalog::default();
     let mut decoder = JsonDecoder::new(DecodeOptions::default(), TableNames::default());
     for line in include_str!("../../fixtures/sample.jsonl").lines() {
-        if let Ok(Event::Change { op, row: RowChange::Attribute { before, after }, .. }) =
+        if let Ok(Event::Change { op, source, row: RowChange::Attribute { before, after }, .. }) =
             decoder.decode(Some(line.as_bytes()))
         {
-            catalog.apply(op, before.as_ref(), after.as_ref());
+            catalog.apply(op, before.as_ref(), after.as_ref(), Some(source.position));
         }
     }
     assert!(!catalog.is_empty(), "the sample fixture defines attributes");
