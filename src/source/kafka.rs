@@ -86,6 +86,10 @@ impl CatalogReader {
         let mut c = client_config(kafka);
         c.set("group.id", format!("{}-catalog", kafka.group_id))
             .set("enable.auto.commit", "false")
+            // If librdkafka loses its place (a broker restart can make it reset the offset), it
+            // reads the catalog again from the start (idempotent) rather than from the end, which
+            // would skip the attributes created meanwhile.
+            .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false");
         let consumer: BaseConsumer = c.create().context("creating the catalog topic's consumer")?;
         let meta = consumer
