@@ -207,11 +207,7 @@ impl Catalog {
         match (op, after) {
             (Op::Delete, _) | (_, None) => match before {
                 Some(b) => {
-                    self.positions.remove(&b.attribute_id);
-                    if let Some(at) = at {
-                        self.removed.insert(b.attribute_id, at);
-                    }
-                    if self.remove(b.attribute_id).is_some() {
+                    if self.remove_at(b.attribute_id, at).is_some() {
                         CatalogChange::Removed
                     } else {
                         CatalogChange::Unchanged
@@ -274,12 +270,20 @@ impl Catalog {
         }
         for (&id, &at) in &other.removed {
             if newer(self, id, Some(at)) {
-                self.positions.remove(&id);
-                self.removed.insert(id, at);
-                self.remove(id);
-                self.version += 1;
+                self.remove_at(id, Some(at));
+                self.version += 1; // The removal is news to save even if the attribute was unknown.
             }
         }
+    }
+
+    /// Removes an attribute by a change at `at`, remembered (when known) so that a merge does not
+    /// bring it back.
+    fn remove_at(&mut self, attribute_id: i64, at: Option<SourcePosition>) -> Option<Attribute> {
+        self.positions.remove(&attribute_id);
+        if let Some(at) = at {
+            self.removed.insert(attribute_id, at);
+        }
+        self.remove(attribute_id)
     }
 
     /// Sets one attribute; its position is the caller's business.
