@@ -1202,6 +1202,109 @@ async fn a_stream_behind_does_not_take_an_attribute_back_from_the_saved_catalog(
     );
 }
 
+/// The reverse of the case above: the stream ahead has seen an attribute retyped (int to text)
+/// and saved that; the stream behind, restarted before the retype, replays a value written
+/// while the attribute was still an int. Typed by the saved catalog (text) the value would be a
+/// type_mismatch dead letter; typed by the catalog as of its own position it lands as the int it
+/// was, and the current state converts it like any value of before a retype. A value the stream
+/// behind writes after the retype's position is typed as text.
+#[tokio::test]
+async fn a_restarted_stream_types_its_replayed_values_as_of_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let cfg = config(&lake);
+    let (score, score_text) = (attr(1, "score", "int"), attr(1, "score", "text"));
+    let mut w = Wal::new();
+    // Positions in source order, each value in its entity's transaction.
+    let (a1, e1, e1_value, e2, e2_value, retype, later) = (w.tx(), w.tx(), w.same(), w.tx(), w.same(), w.tx(), w.tx());
+    let ahead = vec![
+        attribute("c", None, Some(&score), a1),
+        entity("c", None, Some(&ent(2)), e2),
+        value("c", None, Some(&val(2, 1, V::Int(5))), e2_value),
+        attribute("u", Some(&score), Some(&score_text), retype),
+    ];
+    let behind = vec![
+        attribute("c", None, Some(&score), a1),
+        entity("c", None, Some(&ent(1)), e1),
+        value("c", None, Some(&val(1, 1, V::Int(7))), e1_value),
+        value("u", Some(&val(1, 1, V::Int(7))), Some(&val(1, 1, V::Text("high"))), later),
+    ];
+    let (ahead_file, behind_file) = (dir.path().join("ahead.jsonl"), dir.path().join("behind.jsonl"));
+    write_lines(&ahead_file, &ahead);
+    write_lines(&behind_file, &behind);
+
+    // The stream behind makes the attribute's creation durable, then the one ahead runs to its
+    // end (the retype saved in the lake's catalog); the one behind crashes and resumes.
+    let mut b = Driver::open(&cfg, &behind_file).await;
+    b.step(1).await;
+    b.pipeline.flush().await.unwrap();
+    drop(b);
+    let a = Driver::open(&cfg, &ahead_file).await;
+    a.finish().await;
+    let b = Driver::open(&cfg, &behind_file).await;
+    assert_eq!(b.from, 2, "line 2, entity 1 with its int value");
+    let stats = b.finish().await;
+    assert_eq!(stats.dead_letter_total(), 0, "{:?}", stats.dead_letters);
+    compact(&cfg).await;
+
+    assert!(dead_letters(&lake).is_empty());
+    let files = change_files(&lake);
+    let typed: Vec<(i64, Option<ArrowType>)> =
+        files.iter().flat_map(|f| f.rows.iter().map(|r| (r.entity, f.column_type("score")))).collect();
+    assert!(typed.contains(&(1, Some(ArrowType::Int64))), "the replayed value stays an int: {typed:?}");
+    assert!(typed.contains(&(1, Some(ArrowType::Utf8))), "the later one is text: {typed:?}");
+    assert_eq!(read_current(&lake), state(&[(1, 1, &[("score", t("high"))]), (1, 2, &[("score", t("5"))])]));
+}
+
+/// With the catalog topic, a worker reads the attributes' changes ahead of the data partitions:
+/// a retype may reach a stream before values written under the old type. They wait for the
+/// stream's own changes to reach their positions: the value written before the retype lands as
+/// an int, the one after it as text.
+#[tokio::test]
+async fn attribute_changes_from_the_catalog_topic_apply_at_their_positions() {
+    use eavlake::decode::{AttributeRow, Op};
+    use eavlake::position::{Lsn, SourcePosition};
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let cfg = config(&lake);
+    let row = |data_type| AttributeRow {
+        attribute_id: 1,
+        tenant_id: 1,
+        entity_type: "customer".into(),
+        name: "score".into(),
+        data_type,
+        is_hot: false,
+    };
+    let (score, score_text) = (row(DataType::Int), row(DataType::Text));
+    let pos = |at: At| Some(SourcePosition { commit_lsn: Lsn(at.commit), lsn: Lsn(at.lsn) });
+    let mut w = Wal::new();
+    let (created, e1, e1_value, retype, e2, e2_value) = (w.tx(), w.tx(), w.same(), w.tx(), w.tx(), w.same());
+    let lines = vec![
+        entity("c", None, Some(&ent(1)), e1),
+        value("c", None, Some(&val(1, 1, V::Int(7))), e1_value),
+        entity("c", None, Some(&ent(2)), e2),
+        value("c", None, Some(&val(2, 1, V::Text("high"))), e2_value),
+    ];
+    let file = dir.path().join("events.jsonl");
+    write_lines(&file, &lines);
+
+    let mut d = Driver::open(&cfg, &file).await;
+    d.pipeline.apply_catalog_change(Op::Create, None, Some(&score), pos(created));
+    d.pipeline.apply_catalog_change(Op::Update, Some(&score), Some(&score_text), pos(retype));
+    d.step(2).await;
+    assert_eq!(d.pipeline.catalog().get(1).map(|a| a.data_type), Some(DataType::Int), "not at the retype yet");
+    let stats = d.finish().await;
+    assert_eq!(stats.dead_letter_total(), 0, "{:?}", stats.dead_letters);
+    compact(&cfg).await;
+
+    let typed: Vec<(i64, Option<ArrowType>)> = change_files(&lake)
+        .iter()
+        .flat_map(|f| f.rows.iter().map(|r| (r.entity, f.column_type("score"))).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(BTreeSet::from_iter(typed), BTreeSet::from([(1, Some(ArrowType::Int64)), (2, Some(ArrowType::Utf8))]));
+    assert_eq!(read_current(&lake), state(&[(1, 1, &[("score", t("7"))]), (1, 2, &[("score", t("high"))])]));
+}
+
 /// The source clock flaps across midnight between the transactions of one flush (two servers
 /// whose clocks disagree, say): each entity's earlier update lands in one day's change file and
 /// its later update in the other's, entity 1 one way and entity 2 the other, so that whichever

@@ -11,6 +11,13 @@
 //! each attribute remembers the source position of the change that last set it (or removed it),
 //! and the later change wins. A stream behind the others must not take back what they learnt:
 //! after a restart it resumes past the attribute's creation and would never see it again.
+//!
+//! The reverse holds too: a stream must not type its changes by attribute states later than
+//! them (a value written before its attribute was retyped keeps its old type). So each attribute
+//! also keeps its earlier positioned states ([`MAX_EARLIER`] of them), a stream starts from the
+//! catalog as of its resume position ([`Catalog::as_of`]), and the changes ahead of it are
+//! applied when its own changes reach their positions (see `pipeline`). A change older than the
+//! state an attribute has is only remembered, never applied over it.
 
 use crate::decode::{AttributeRow, DataType, Op};
 use crate::position::{Lsn, SourcePosition};
@@ -28,6 +35,19 @@ pub struct Attribute {
     pub data_type: DataType,
     pub is_hot: bool,
 }
+
+/// One positioned state of an attribute: what a change at `at` left (`None`: it removed it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeVersion {
+    pub attribute_id: i64,
+    pub at: SourcePosition,
+    pub state: Option<Attribute>,
+}
+
+/// Earlier states kept per attribute: enough for any stream's lag behind the others in
+/// practice (a stream behind by more changes of one attribute than this resumes without the
+/// older states, and its values written under them become dead letters).
+pub const MAX_EARLIER: usize = 16;
 
 /// What applying a catalog change did.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +75,8 @@ pub struct Catalog {
     /// Attributes removed, and the position of their removal: a merge must not bring back an
     /// attribute that a later change removed.
     removed: FxHashMap<i64, SourcePosition>,
+    /// States an attribute had before its current one, from positioned changes, oldest first.
+    earlier: FxHashMap<i64, Vec<(SourcePosition, Option<Attribute>)>>,
     /// Bumped on every change, so that users can tell cheaply that something changed.
     version: u64,
 }
@@ -101,6 +123,17 @@ struct CatalogFile {
     attributes: Vec<FileAttribute>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     removed: Vec<FileRemoval>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    earlier: Vec<FileEarlier>,
+}
+
+/// An earlier state of an attribute (`attribute` absent: it was removed then).
+#[derive(Serialize, Deserialize)]
+struct FileEarlier {
+    attribute_id: i64,
+    position: [u64; 2],
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attribute: Option<Attribute>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -204,29 +237,127 @@ impl Catalog {
         after: Option<&AttributeRow>,
         at: Option<SourcePosition>,
     ) -> CatalogChange {
+        match Catalog::state_after(op, before, after) {
+            Some((id, state)) => self.set_version(id, state, at),
+            None => CatalogChange::Unchanged,
+        }
+    }
+
+    /// The attribute a change of the `attributes` table is about, and its state after it
+    /// (`None`: removed); `None` for a change that names no attribute.
+    pub fn state_after(
+        op: Op,
+        before: Option<&AttributeRow>,
+        after: Option<&AttributeRow>,
+    ) -> Option<(i64, Option<Attribute>)> {
         match (op, after) {
-            (Op::Delete, _) | (_, None) => match before {
-                Some(b) => {
-                    if self.remove_at(b.attribute_id, at).is_some() {
-                        CatalogChange::Removed
-                    } else {
-                        CatalogChange::Unchanged
-                    }
-                }
-                None => CatalogChange::Unchanged,
-            },
-            (_, Some(a)) => {
-                let attr = Attribute {
+            (Op::Delete, _) | (_, None) => before.map(|b| (b.attribute_id, None)),
+            (_, Some(a)) => Some((
+                a.attribute_id,
+                Some(Attribute {
                     attribute_id: a.attribute_id,
                     tenant_id: a.tenant_id,
                     entity_type: Arc::from(a.entity_type.as_str()),
                     name: Arc::from(a.name.as_str()),
                     data_type: a.data_type,
                     is_hot: a.is_hot,
-                };
-                self.upsert_at(attr, at)
+                }),
+            )),
+        }
+    }
+
+    /// Sets an attribute's state (`None`: removes it) from a change at `at`. A positioned
+    /// change older than the attribute's current state is only remembered among its earlier
+    /// states; the current one, when a later change replaces it, joins them.
+    pub fn set_version(
+        &mut self,
+        attribute_id: i64,
+        state: Option<Attribute>,
+        at: Option<SourcePosition>,
+    ) -> CatalogChange {
+        if let (Some(at), Some(current)) = (at, self.position(attribute_id)) {
+            if at < current {
+                self.remember(attribute_id, at, state);
+                return CatalogChange::Unchanged;
+            }
+            if at > current {
+                let was = self.by_id.get(&attribute_id).cloned();
+                self.remember(attribute_id, current, was);
             }
         }
+        match state {
+            Some(attr) => self.upsert_at(attr, at),
+            None if self.remove_at(attribute_id, at).is_some() => CatalogChange::Removed,
+            None => CatalogChange::Unchanged,
+        }
+    }
+
+    /// Whether a change at `at` would set the attribute's current state (it is not older).
+    pub fn is_current_at(&self, attribute_id: i64, at: Option<SourcePosition>) -> bool {
+        match (at, self.position(attribute_id)) {
+            (Some(at), Some(current)) => at >= current,
+            _ => true,
+        }
+    }
+
+    /// Position of the change that set (or removed) the attribute's current state.
+    fn position(&self, attribute_id: i64) -> Option<SourcePosition> {
+        self.positions.get(&attribute_id).or(self.removed.get(&attribute_id)).copied()
+    }
+
+    /// Adds an earlier state, keeping the newest [`MAX_EARLIER`]; news to save when it is new.
+    fn remember(&mut self, attribute_id: i64, at: SourcePosition, state: Option<Attribute>) {
+        let list = self.earlier.entry(attribute_id).or_default();
+        match list.binary_search_by(|(p, _)| p.cmp(&at)) {
+            Ok(_) => return,
+            Err(i) => list.insert(i, (at, state)),
+        }
+        if list.len() > MAX_EARLIER {
+            list.remove(0);
+        }
+        self.version += 1;
+    }
+
+    /// Every positioned state this catalog knows (earlier ones, current ones and removals),
+    /// ordered by position.
+    pub fn versions(&self) -> Vec<AttributeVersion> {
+        let mut out: Vec<AttributeVersion> = self
+            .earlier
+            .iter()
+            .flat_map(|(&attribute_id, list)| {
+                list.iter().map(move |(at, state)| AttributeVersion { attribute_id, at: *at, state: state.clone() })
+            })
+            .collect();
+        for (&attribute_id, &at) in &self.positions {
+            out.push(AttributeVersion { attribute_id, at, state: self.by_id.get(&attribute_id).cloned() });
+        }
+        for (&attribute_id, &at) in &self.removed {
+            out.push(AttributeVersion { attribute_id, at, state: None });
+        }
+        out.sort_by_key(|v| (v.at, v.attribute_id));
+        out
+    }
+
+    /// The catalog as a stream resuming after position `at` (none: from its beginning) must
+    /// start with: attributes without a position, and each positioned attribute as its last
+    /// change at or before `at` left it; and, in order of position, the changes after `at`,
+    /// which the stream applies as its own changes reach them.
+    pub fn as_of(&self, at: Option<SourcePosition>) -> (Catalog, Vec<AttributeVersion>) {
+        let mut past = Catalog::default();
+        for attr in self.all() {
+            if !self.positions.contains_key(&attr.attribute_id) {
+                past.upsert_at(attr.clone(), None);
+            }
+        }
+        let mut ahead = Vec::new();
+        for v in self.versions() {
+            if at.is_some_and(|at| v.at <= at) {
+                past.set_version(v.attribute_id, v.state, Some(v.at));
+            } else {
+                ahead.push(v);
+            }
+        }
+        (past, ahead)
     }
 
     /// Adds or replaces one attribute, with no source position (see [`Catalog::apply`]).
@@ -252,26 +383,16 @@ impl Catalog {
     /// set or removed it wins; without positions on either side, `other`'s. What the lake keeps
     /// when a stream saves its catalog (see the module's documentation).
     pub fn merge(&mut self, other: &Catalog) {
-        // Later than what this catalog knows of the attribute (a removal included)?
-        let newer = |me: &Catalog, id: i64, theirs: Option<SourcePosition>| {
-            let mine = me.positions.get(&id).or(me.removed.get(&id)).copied();
-            match (theirs, mine) {
-                (Some(t), Some(m)) => t > m,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => true,
-            }
-        };
-        for attr in other.all() {
-            let at = other.positions.get(&attr.attribute_id).copied();
-            if newer(self, attr.attribute_id, at) {
-                self.upsert_at(attr.clone(), at);
-            }
+        // Positioned states, in order: each is applied or, older than what this catalog
+        // has, remembered (see `set_version`).
+        for v in other.versions() {
+            self.set_version(v.attribute_id, v.state, Some(v.at));
         }
-        for (&id, &at) in &other.removed {
-            if newer(self, id, Some(at)) {
-                self.remove_at(id, Some(at));
-                self.version += 1; // The removal is news to save even if the attribute was unknown.
+        // Unpositioned ones lose to any positioned change.
+        for attr in other.all() {
+            let id = attr.attribute_id;
+            if !other.positions.contains_key(&id) && self.position(id).is_none() {
+                self.upsert_at(attr.clone(), None);
             }
         }
     }
@@ -281,7 +402,9 @@ impl Catalog {
     fn remove_at(&mut self, attribute_id: i64, at: Option<SourcePosition>) -> Option<Attribute> {
         self.positions.remove(&attribute_id);
         if let Some(at) = at {
-            self.removed.insert(attribute_id, at);
+            if self.removed.insert(attribute_id, at) != Some(at) {
+                self.version += 1; // News to save even if the attribute was unknown.
+            }
         }
         self.remove(attribute_id)
     }
@@ -332,7 +455,19 @@ impl Catalog {
         let mut removed: Vec<FileRemoval> =
             self.removed.iter().map(|(&attribute_id, &p)| FileRemoval { attribute_id, position: to_pair(p) }).collect();
         removed.sort_by_key(|r| r.attribute_id);
-        let file = CatalogFile { format_version: CATALOG_FORMAT_VERSION, attributes, removed };
+        let mut earlier: Vec<FileEarlier> = self
+            .earlier
+            .iter()
+            .flat_map(|(&attribute_id, list)| {
+                list.iter().map(move |(p, state)| FileEarlier {
+                    attribute_id,
+                    position: to_pair(*p),
+                    attribute: state.clone(),
+                })
+            })
+            .collect();
+        earlier.sort_by_key(|e| (e.attribute_id, e.position));
+        let file = CatalogFile { format_version: CATALOG_FORMAT_VERSION, attributes, removed, earlier };
         // Serialising plain owned data cannot fail.
         serde_json::to_vec_pretty(&file).unwrap_or_default()
     }
@@ -351,6 +486,9 @@ impl Catalog {
         }
         for r in file.removed {
             catalog.removed.insert(r.attribute_id, from_pair(r.position));
+        }
+        for e in file.earlier {
+            catalog.remember(e.attribute_id, from_pair(e.position), e.attribute);
         }
         Ok(catalog)
     }
@@ -483,6 +621,45 @@ mod tests {
         let v = lake.version();
         lake.merge(&ahead);
         assert_eq!(lake.version(), v, "merging what it holds changes nothing");
+    }
+
+    /// A stream resuming at a position gets each attribute as it was then, and the changes after
+    /// it, in order; a change older than an attribute's state is remembered, not applied.
+    #[test]
+    fn as_of_a_position_gives_the_states_then_and_the_changes_ahead() {
+        let (score, score_text, tier) = (
+            row(1, "score", DataType::Int, false),
+            row(1, "score", DataType::Text, false),
+            row(2, "tier", DataType::Text, true),
+        );
+        let mut c = Catalog::default();
+        c.apply(Op::Create, None, Some(&score), at(10));
+        c.apply(Op::Create, None, Some(&tier), at(20));
+        c.apply(Op::Update, Some(&score), Some(&score_text), at(30));
+        c.apply(Op::Delete, Some(&tier), None, at(40));
+        c.upsert(Attribute { attribute_id: 9, name: Arc::from("nine"), ..c.get(1).unwrap().clone() });
+
+        let (then, ahead) = c.as_of(at(25));
+        assert_eq!(then.get(1).map(|a| a.data_type), Some(DataType::Int), "score before its retype");
+        assert!(then.get(2).is_some(), "tier before its removal");
+        assert!(then.get(9).is_some(), "an attribute without a position is always there");
+        let ahead: Vec<(i64, u64, bool)> =
+            ahead.iter().map(|v| (v.attribute_id, v.at.lsn.0, v.state.is_some())).collect();
+        assert_eq!(ahead, [(1, 30, true), (2, 40, false)]);
+        let (start, ahead) = c.as_of(None);
+        assert!(start.get(1).is_none() && start.get(9).is_some());
+        assert_eq!(ahead.len(), 4);
+        let (now, ahead) = c.as_of(at(40));
+        assert!(ahead.is_empty());
+        assert_eq!(now.to_json(), c.to_json(), "as of its last change, the catalog itself");
+
+        // The creation at 10 again (a replay): remembered already, nothing changes.
+        let v = c.version();
+        assert_eq!(c.apply(Op::Create, None, Some(&score), at(10)), CatalogChange::Unchanged);
+        assert_eq!((c.get(1).map(|a| a.data_type), c.version()), (Some(DataType::Text), v));
+        // Earlier states survive the file.
+        let back = Catalog::from_json(&c.to_json()).unwrap();
+        assert_eq!(back.as_of(at(25)).0.to_json(), c.as_of(at(25)).0.to_json());
     }
 
     #[test]

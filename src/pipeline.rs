@@ -12,8 +12,15 @@
 //! A change whose attribute the catalog does not know yet waits (parked) for up to
 //! `unknown_attribute_wait` further records; if the catalog learns the attribute meanwhile the
 //! change is applied (as a row of its own), otherwise it becomes a dead letter.
+//!
+//! The catalog a stream types its changes by is the catalog as of its own position: it starts
+//! from the lake's as of its resume position ([`Catalog::as_of`]), and attribute changes learnt
+//! ahead of it (saved by streams further on, or read from the catalog topic) wait until its own
+//! changes reach their positions. So a value replayed after a restart keeps the type its
+//! attribute had when it was written, even if another stream has since seen the attribute
+//! retyped or removed.
 
-use crate::catalog::{Catalog, CatalogChange};
+use crate::catalog::{Attribute, AttributeVersion, Catalog, CatalogChange};
 use crate::dead_letter::{DeadLetter, DeadLetterTarget};
 use crate::decode::avro::AvroDecoder;
 use crate::decode::{DecodeError, DecodeOptions, Decoder, Event, Op, RowChange, SourceMeta, TableNames};
@@ -161,6 +168,10 @@ pub struct StreamPipeline {
     dedup: Dedup,
     catalog: Catalog,
     catalog_saved: u64,
+    /// Position of the newest change this stream has reached: where its catalog stands.
+    catalog_at: Option<SourcePosition>,
+    /// Attribute changes after `catalog_at`, in order of position, applied when reached.
+    catalog_ahead: VecDeque<AttributeVersion>,
     pivot: Pivot,
     /// The lake's purges: their rows are left out of every flush (re-read at each flush).
     purges: PurgeSet,
@@ -222,13 +233,14 @@ impl StreamPipeline {
         let name = stream.object_name();
         let progress = ProgressHandle::claim(&lake, &name, &options.writer, stream.first_seq(), options.timing).await?;
         let recorded = progress.record().clone();
-        let mut catalog = match lake.get(&Lake::meta_path("catalog.json")).await? {
+        let mut known = match lake.get(&Lake::meta_path("catalog.json")).await? {
             Some(bytes) => Catalog::from_json(&bytes)?,
             None => Catalog::default(),
         };
         if let Some(boot) = bootstrap {
-            catalog.merge(&boot);
+            known.merge(&boot);
         }
+        let (catalog, ahead) = known.as_of(recorded.mark());
         let purges = PurgeSet::load(&lake).await?;
         let durable = recorded.last_seq;
         if durable >= stream.first_seq() {
@@ -256,6 +268,8 @@ impl StreamPipeline {
             purges,
             catalog_saved: u64::MAX,
             catalog,
+            catalog_at: recorded.mark(),
+            catalog_ahead: ahead.into(),
             dead: Vec::new(),
             carry: Vec::new(),
             parked: VecDeque::new(),
@@ -304,6 +318,7 @@ impl StreamPipeline {
                 self.dead.push(DeadLetter::from_failed_decode(rec.value, rec.seq, origin.kafka, &e).with_key(rec.key));
             }
             Ok(Event::Change { op, source, tx, row }) => {
+                self.catch_up_catalog(source.position);
                 let mark_before = self.dedup.mark();
                 if let Verdict::Duplicate { .. } = self.dedup.check(&source) {
                     self.stats.duplicates += 1;
@@ -439,7 +454,7 @@ impl StreamPipeline {
     }
 
     /// Applies an attributes change that arrived on another stream (the Kafka worker's catalog
-    /// topic).
+    /// topic): at once if this stream's changes have reached its position, else when they do.
     pub fn apply_catalog_change(
         &mut self,
         op: Op,
@@ -479,15 +494,41 @@ impl StreamPipeline {
         at: Option<SourcePosition>,
     ) {
         self.stats.catalog_changes += 1;
+        let Some((attribute_id, state)) = Catalog::state_after(op, before, after) else { return };
+        match at {
+            // Learnt ahead of this stream's own changes (the catalog topic): kept until reached.
+            Some(at) if self.catalog_at.is_none_or(|now| at > now) => {
+                let i = self.catalog_ahead.partition_point(|v| v.at <= at);
+                self.catalog_ahead.insert(i, AttributeVersion { attribute_id, at, state });
+            }
+            _ => self.apply_attribute(attribute_id, state, at),
+        }
+    }
+
+    /// Applies the attribute changes learnt ahead that this stream's changes have now reached.
+    fn catch_up_catalog(&mut self, at: SourcePosition) {
+        if self.catalog_at.is_some_and(|now| now >= at) {
+            return;
+        }
+        self.catalog_at = Some(at);
+        while self.catalog_ahead.front().is_some_and(|v| v.at <= at) {
+            if let Some(v) = self.catalog_ahead.pop_front() {
+                self.apply_attribute(v.attribute_id, v.state, Some(v.at));
+            }
+        }
+    }
+
+    fn apply_attribute(&mut self, attribute_id: i64, state: Option<Attribute>, at: Option<SourcePosition>) {
         // Rows folded so far were typed by the catalog as it was: they go to the batches
         // before a changed type could meet them.
-        if let Some(a) = after {
-            if self.catalog.get(a.attribute_id).is_some_and(|old| old.data_type != a.data_type || *old.name != *a.name)
-            {
+        if let Some(a) = &state {
+            let retyped = |old: &Attribute| old.data_type != a.data_type || *old.name != *a.name;
+            if self.catalog.is_current_at(attribute_id, at) && self.catalog.get(attribute_id).is_some_and(retyped) {
                 self.pivot.end_transaction(&self.catalog);
             }
         }
-        if let CatalogChange::Added | CatalogChange::Altered { .. } = self.catalog.apply(op, before, after, at) {
+        if let CatalogChange::Added | CatalogChange::Altered { .. } = self.catalog.set_version(attribute_id, state, at)
+        {
             self.retry_parked();
         }
     }

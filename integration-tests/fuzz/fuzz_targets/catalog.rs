@@ -22,5 +22,5 @@ fuzz_target!(|data: &[u8]| {
     let saved = catalog.to_json();
     let read = Catalog::from_json(&saved).expect("a saved catalog reads back");
     assert_eq!(read.all(), catalog.all(), "catalog round trip");
-    assert_eq!(read.to_json(), saved, "positions and removals round trip");
+    assert_eq!(read.to_json(), saved, "positions, removals and earlier states round trip");
 });
