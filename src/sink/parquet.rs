@@ -83,7 +83,14 @@ pub fn encode(path: &str, batches: &[RecordBatch], metadata: Vec<(String, String
         if !name.starts_with('_') && name != columns::TENANT_ID {
             props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
         }
+        // Booleans are bit-packed, a file's tenant is one value and its operations three: their
+        // pages are a few dozen bytes, which zstd cannot shrink (it made them larger) for the cost
+        // of a frame each.
+        let tiny = field.data_type() == &DataType::Boolean || name == columns::TENANT_ID || name == columns::OP;
         let all_null = batches.iter().all(|b| b.column(i).null_count() == b.num_rows());
+        if tiny && !all_null {
+            props = props.set_column_compression(ColumnPath::from(name), Compression::UNCOMPRESSED);
+        }
         if all_null && !field.data_type().is_nested() {
             props = props
                 .set_column_compression(ColumnPath::from(field.name().as_str()), Compression::UNCOMPRESSED)
