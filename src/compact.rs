@@ -758,10 +758,14 @@ fn convert_owned(v: Value, to: DataType, scale: u32) -> Option<Value> {
 /// the second copies are a replay of a whole suffix of the stream, which ends in the same state.
 fn apply_flush(work: &mut [RangeWork], flush: &mut FlushRows, columns: usize, stats: &mut CompactStats) {
     let FlushRows { rows, cells } = flush;
-    // The entity's changes all come from one stream.
-    rows.sort_unstable_by_key(|r| (r.target, r.entity_id, r.stream, r.seq));
+    // The entity's changes all come from one stream. The keys are sorted, not the rows: a
+    // row is several times their size.
+    let mut order: Vec<(usize, i64, usize, i64, u32)> =
+        rows.iter().enumerate().map(|(i, r)| (r.target, r.entity_id, r.stream, r.seq, i as u32)).collect();
+    order.sort_unstable();
     stats.rows_applied += rows.len();
-    for r in rows.drain(..) {
+    for (.., i) in order {
+        let r = &rows[i as usize];
         let w = &mut work[r.target];
         if r.delete {
             w.state.remove(&r.entity_id);
@@ -780,7 +784,7 @@ fn apply_flush(work: &mut [RangeWork], flush: &mut FlushRows, columns: usize, st
             lsn: 0,
             source_ts: None,
         });
-        for (i, v) in &mut cells[r.cells] {
+        for (i, v) in &mut cells[r.cells.clone()] {
             if *i >= st.cells.len() {
                 // A column registered after the entity was created (a new attribute).
                 grow_exact(&mut st.cells, columns);
@@ -791,6 +795,7 @@ fn apply_flush(work: &mut [RangeWork], flush: &mut FlushRows, columns: usize, st
         st.lsn = r.lsn;
         st.source_ts = r.source_ts;
     }
+    rows.clear();
     cells.clear();
 }
 

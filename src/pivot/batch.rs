@@ -370,12 +370,15 @@ fn sort_and_split(batch: RecordBatch) -> Vec<(String, RecordBatch)> {
     let ids = ids.as_primitive::<Int64Type>();
     let seqs = seqs.as_primitive::<Int64Type>();
     let ts = ts.as_primitive::<TimestampMicrosecondType>();
-    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
-    order.sort_unstable_by_key(|&i| (ids.value(i as usize), seqs.value(i as usize)));
+    // The keys side by side with their row: sorting compares neighbours in memory instead of
+    // looking both columns up for every comparison.
+    let mut order: Vec<(i64, i64, u32)> =
+        (0..batch.num_rows()).map(|i| (ids.value(i), seqs.value(i), i as u32)).collect();
+    order.sort_unstable();
     // Rows of one day are the common case: compute each day once per distinct day number.
     let day = |i: u32| if ts.is_null(i as usize) { 0 } else { ts.value(i as usize).div_euclid(86_400_000_000) };
     let mut by_day: Vec<(i64, Vec<u32>)> = Vec::new();
-    for i in order {
+    for (_, _, i) in order {
         let d = day(i);
         match by_day.iter_mut().find(|(k, _)| *k == d) {
             Some((_, v)) => v.push(i),
