@@ -321,13 +321,7 @@ impl Catalog {
     /// Every positioned state this catalog knows (earlier ones, current ones and removals),
     /// ordered by position.
     pub fn versions(&self) -> Vec<AttributeVersion> {
-        let mut out: Vec<AttributeVersion> = self
-            .earlier
-            .iter()
-            .flat_map(|(&attribute_id, list)| {
-                list.iter().map(move |(at, state)| AttributeVersion { attribute_id, at: *at, state: state.clone() })
-            })
-            .collect();
+        let mut out: Vec<AttributeVersion> = self.earlier_versions().collect();
         for (&attribute_id, &at) in &self.positions {
             out.push(AttributeVersion { attribute_id, at, state: self.by_id.get(&attribute_id).cloned() });
         }
@@ -336,6 +330,13 @@ impl Catalog {
         }
         out.sort_by_key(|v| (v.at, v.attribute_id));
         out
+    }
+
+    /// The states attributes had before their current ones, unordered.
+    fn earlier_versions(&self) -> impl Iterator<Item = AttributeVersion> + '_ {
+        self.earlier.iter().flat_map(|(&attribute_id, list)| {
+            list.iter().map(move |(at, state)| AttributeVersion { attribute_id, at: *at, state: state.clone() })
+        })
     }
 
     /// The catalog as a stream resuming after position `at` (none: from its beginning) must
@@ -456,15 +457,8 @@ impl Catalog {
             self.removed.iter().map(|(&attribute_id, &p)| FileRemoval { attribute_id, position: to_pair(p) }).collect();
         removed.sort_by_key(|r| r.attribute_id);
         let mut earlier: Vec<FileEarlier> = self
-            .earlier
-            .iter()
-            .flat_map(|(&attribute_id, list)| {
-                list.iter().map(move |(p, state)| FileEarlier {
-                    attribute_id,
-                    position: to_pair(*p),
-                    attribute: state.clone(),
-                })
-            })
+            .earlier_versions()
+            .map(|v| FileEarlier { attribute_id: v.attribute_id, position: to_pair(v.at), attribute: v.state })
             .collect();
         earlier.sort_by_key(|e| (e.attribute_id, e.position));
         let file = CatalogFile { format_version: CATALOG_FORMAT_VERSION, attributes, removed, earlier };
