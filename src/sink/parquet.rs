@@ -88,13 +88,13 @@ pub fn encode(path: &str, batches: &[RecordBatch], metadata: Vec<(String, String
         // of a frame each.
         let tiny = field.data_type() == &DataType::Boolean || name == columns::TENANT_ID || name == columns::OP;
         let all_null = batches.iter().all(|b| b.column(i).null_count() == b.num_rows());
-        if tiny && !all_null {
+        if tiny {
             props = props.set_column_compression(ColumnPath::from(name), Compression::UNCOMPRESSED);
         }
         if all_null && !field.data_type().is_nested() {
             props = props
-                .set_column_compression(ColumnPath::from(field.name().as_str()), Compression::UNCOMPRESSED)
-                .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+                .set_column_compression(ColumnPath::from(name), Compression::UNCOMPRESSED)
+                .set_column_dictionary_enabled(ColumnPath::from(name), false);
         }
     }
     let props = props.build();
