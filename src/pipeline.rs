@@ -62,7 +62,9 @@ pub struct PipelineOptions {
     pub remembered_entities: usize,
     /// What one record may hold (see `limits`).
     pub limits: crate::limits::Limits,
-    /// Parquet objects encoded in parallel during a flush.
+    /// Parquet objects encoded at once during a flush, each on a thread of the blocking pool
+    /// (several partitions flushing together overlap their encoding). 0: one at a time on the
+    /// stream's own thread, for a lone stream whose reading waits for its flushes anyway.
     pub encode_parallelism: usize,
     /// Flush deadline and clock skew between writers (see `progress`).
     pub timing: Timing,
@@ -712,15 +714,20 @@ impl StreamPipeline {
         paths: Vec<object_store::path::Path>,
     ) -> Result<(), PipelineError> {
         let progress = &self.progress;
+        let on_pool = self.options.encode_parallelism > 0;
         let jobs = batches.into_iter().zip(paths).map(|(b, path)| {
             let lake = self.lake.clone();
             async move {
                 let rows = b.batch.num_rows();
                 let entity_type = b.entity_type.clone();
                 let p = path.to_string();
-                let bytes = tokio::task::spawn_blocking(move || encode(&p, &[b.batch], vec![]))
-                    .await
-                    .map_err(|e| PipelineError::Task(e.to_string()))??;
+                let bytes = if on_pool {
+                    tokio::task::spawn_blocking(move || encode(&p, &[b.batch], vec![]))
+                        .await
+                        .map_err(|e| PipelineError::Task(e.to_string()))??
+                } else {
+                    encode(&p, &[b.batch], vec![])?
+                };
                 let len = bytes.len();
                 progress.check_deadline()?;
                 lake.put(&path, bytes).await?;
