@@ -31,7 +31,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Decimal128Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType as ArrowType, Decimal128Type, Field, Int64Type, Schema, TimestampMicrosecondType};
+use arrow::datatypes::{DataType as ArrowType, Field, Int64Type, Schema, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use object_store::path::Path;
 use rustc_hash::FxHashMap;
@@ -841,6 +841,19 @@ fn attribute_columns(batch: &RecordBatch, cols: &mut ColumnSet) -> Vec<(usize, u
         .collect()
 }
 
+/// The typed arrays of a batch's attribute columns, by batch column (`None`: not an attribute).
+fn attribute_arrays<'a>(
+    batch: &'a RecordBatch,
+    attrs: &[(usize, usize)],
+    path: &Path,
+) -> Result<Vec<Option<AttrArray<'a>>>, CompactError> {
+    let mut arrays: Vec<Option<AttrArray>> = (0..batch.num_columns()).map(|_| None).collect();
+    for &(bi, _) in attrs {
+        arrays[bi] = Some(AttrArray::of(batch.column(bi), path)?);
+    }
+    Ok(arrays)
+}
+
 fn load_current(
     batch: &RecordBatch,
     cols: &mut ColumnSet,
@@ -849,13 +862,14 @@ fn load_current(
 ) -> Result<(), CompactError> {
     let ids = int64(batch, columns::ENTITY_ID, path)?;
     let attrs = attribute_columns(batch, cols);
+    let arrays = attribute_arrays(batch, &attrs, path)?;
     let commit = batch.column_by_name(columns::COMMIT_LSN).and_then(|c| c.as_primitive_opt::<Int64Type>());
     let lsn = batch.column_by_name(columns::LSN).and_then(|c| c.as_primitive_opt::<Int64Type>());
     let ts = batch.column_by_name(columns::SOURCE_TS).and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>());
     for row in 0..batch.num_rows() {
         let mut cells = vec![None; cols.cols.len()];
         for &(bi, ci) in &attrs {
-            cells[ci] = cell(batch.column(bi), row, path)?;
+            cells[ci] = arrays[bi].as_ref().and_then(|a| a.cell(row));
         }
         state.insert(
             ids.value(row),
@@ -900,6 +914,7 @@ fn read_changes(
         .ok_or_else(|| bad(path, "no _entity_changed column"))?;
     let offsets = changed.value_offsets();
     let attrs = attribute_columns(batch, cols);
+    let arrays = attribute_arrays(batch, &attrs, path)?;
     // Name → batch column, for reading `_changed`.
     let schema = batch.schema();
     let by_name: FxHashMap<&str, (usize, usize)> =
@@ -923,7 +938,7 @@ fn read_changes(
                         return Err(bad(path, format!("_changed names `{name}`, which is not a column")));
                     }
                 };
-                flush.cells.push((ci, cell(batch.column(bi), row, path)?));
+                flush.cells.push((ci, arrays[bi].as_ref().and_then(|a| a.cell(row))));
             }
         }
         flush.rows.push(ChangeRow {
@@ -980,19 +995,39 @@ fn string_values<'a>(array: &'a ArrayRef) -> Option<Box<dyn Fn(usize) -> Option<
     None
 }
 
-/// One cell of an attribute column as a [`Value`].
-fn cell(array: &ArrayRef, row: usize, path: &Path) -> Result<Option<Value>, CompactError> {
-    if array.is_null(row) {
-        return Ok(None);
+/// An attribute column of a batch with its type resolved once, so that reading a cell is one
+/// branch rather than a downcast (compaction reads every changed cell this way).
+enum AttrArray<'a> {
+    Int(&'a arrow::array::Int64Array),
+    Decimal(&'a arrow::array::Decimal128Array),
+    Bool(&'a arrow::array::BooleanArray),
+    Timestamp(&'a arrow::array::TimestampMicrosecondArray),
+    Text(&'a arrow::array::StringArray),
+}
+
+impl<'a> AttrArray<'a> {
+    fn of(array: &'a ArrayRef, path: &Path) -> Result<AttrArray<'a>, CompactError> {
+        let typed = match array.data_type() {
+            ArrowType::Int64 => array.as_primitive_opt().map(AttrArray::Int),
+            ArrowType::Decimal128(_, _) => array.as_primitive_opt().map(AttrArray::Decimal),
+            ArrowType::Boolean => array.as_boolean_opt().map(AttrArray::Bool),
+            ArrowType::Timestamp(_, _) => array.as_primitive_opt().map(AttrArray::Timestamp),
+            ArrowType::Utf8 => array.as_string_opt().map(AttrArray::Text),
+            _ => None,
+        };
+        typed.ok_or_else(|| bad(path, format!("attribute column of unexpected type {}", array.data_type())))
     }
-    Ok(Some(match array.data_type() {
-        ArrowType::Int64 => Value::Int(array.as_primitive::<Int64Type>().value(row)),
-        ArrowType::Decimal128(_, _) => Value::Decimal(array.as_primitive::<Decimal128Type>().value(row)),
-        ArrowType::Boolean => Value::Bool(array.as_boolean().value(row)),
-        ArrowType::Timestamp(_, _) => Value::Timestamp(array.as_primitive::<TimestampMicrosecondType>().value(row)),
-        ArrowType::Utf8 => Value::Text(array.as_string::<i32>().value(row).to_string()),
-        other => return Err(bad(path, format!("attribute column of unexpected type {other}"))),
-    }))
+
+    /// The cell of `row` as a [`Value`] (`None`: null).
+    fn cell(&self, row: usize) -> Option<Value> {
+        match self {
+            AttrArray::Int(a) => a.is_valid(row).then(|| Value::Int(a.value(row))),
+            AttrArray::Decimal(a) => a.is_valid(row).then(|| Value::Decimal(a.value(row))),
+            AttrArray::Bool(a) => a.is_valid(row).then(|| Value::Bool(a.value(row))),
+            AttrArray::Timestamp(a) => a.is_valid(row).then(|| Value::Timestamp(a.value(row))),
+            AttrArray::Text(a) => a.is_valid(row).then(|| Value::Text(a.value(row).to_string())),
+        }
+    }
 }
 
 /// The current-state batch of a range, rows in entity_id order.
@@ -1003,65 +1038,94 @@ fn current_batch(
     scale: u32,
 ) -> Result<RecordBatch, CompactError> {
     let n = state.len();
+    // Built row by row, each entity's cells read once in order: column by column, every column
+    // went through the whole map again (pointer chasing, a cache miss per entity and column).
+    let mut attrs: Vec<ColumnBuilder> = cols.cols.iter().map(|c| ColumnBuilder::new(c.2, scale, n)).collect();
+    let (mut ids, mut commit, mut lsn) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    for (id, s) in state {
+        ids.push(*id);
+        commit.push(s.commit_lsn);
+        lsn.push(s.lsn);
+        ts.append_option(s.source_ts);
+        for (i, b) in attrs.iter_mut().enumerate() {
+            b.append(s.cells.get(i).and_then(|c| c.as_ref()));
+        }
+    }
     let mut fields = vec![
         Field::new(columns::TENANT_ID, ArrowType::Int64, false),
         Field::new(columns::ENTITY_ID, ArrowType::Int64, false),
     ];
     let mut arrays: Vec<ArrayRef> = vec![
         Arc::new(arrow::array::Int64Array::from(vec![tenant_id; n])),
-        Arc::new(arrow::array::Int64Array::from_iter_values(state.keys().copied())),
+        Arc::new(arrow::array::Int64Array::from(ids)),
     ];
-    for (i, (name, id, dt)) in cols.cols.iter().enumerate() {
+    for ((name, id, dt), b) in cols.cols.iter().zip(attrs) {
         fields.push(columns::attribute_field(name, *id, *dt, scale));
-        let values = state.values().map(|s| s.cells.get(i).and_then(|c| c.as_ref()));
-        arrays.push(build_column(*dt, scale, values));
+        arrays.push(b.finish());
     }
     fields.extend([
         Field::new(columns::COMMIT_LSN, ArrowType::Int64, false),
         Field::new(columns::LSN, ArrowType::Int64, false),
         Field::new(columns::SOURCE_TS, columns::timestamp_type(), true),
     ]);
-    arrays.push(Arc::new(arrow::array::Int64Array::from_iter_values(state.values().map(|s| s.commit_lsn))));
-    arrays.push(Arc::new(arrow::array::Int64Array::from_iter_values(state.values().map(|s| s.lsn))));
-    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    for s in state.values() {
-        ts.append_option(s.source_ts);
-    }
+    arrays.push(Arc::new(arrow::array::Int64Array::from(commit)));
+    arrays.push(Arc::new(arrow::array::Int64Array::from(lsn)));
     arrays.push(Arc::new(ts.finish()));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
         .map_err(|e| CompactError::BadFile { path: "current state".into(), message: e.to_string() })
 }
 
-fn build_column<'a>(dt: DataType, scale: u32, values: impl Iterator<Item = Option<&'a Value>>) -> ArrayRef {
-    // Values were converted to `dt` before; anything else would be a bug here, and is written
-    // as null rather than a wrong value.
-    match dt {
-        DataType::Int => {
-            let mut b = Int64Builder::new();
-            values.for_each(|v| b.append_option(if let Some(Value::Int(x)) = v { Some(*x) } else { None }));
-            Arc::new(b.finish())
+/// A builder of one attribute column of the current state.
+enum ColumnBuilder {
+    Int(Int64Builder),
+    Decimal(Decimal128Builder),
+    Bool(BooleanBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Text(StringBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(dt: DataType, scale: u32, rows: usize) -> ColumnBuilder {
+        match dt {
+            DataType::Int => ColumnBuilder::Int(Int64Builder::with_capacity(rows)),
+            DataType::Decimal => ColumnBuilder::Decimal(
+                Decimal128Builder::with_capacity(rows)
+                    .with_precision_and_scale(columns::DECIMAL_PRECISION, scale as i8)
+                    .unwrap_or_default(),
+            ),
+            DataType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+            DataType::Timestamp => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"))
+            }
+            DataType::Text | DataType::Json => ColumnBuilder::Text(StringBuilder::new()),
         }
-        DataType::Decimal => {
-            let mut b = Decimal128Builder::new()
-                .with_precision_and_scale(columns::DECIMAL_PRECISION, scale as i8)
-                .unwrap_or_default();
-            values.for_each(|v| b.append_option(if let Some(Value::Decimal(x)) = v { Some(*x) } else { None }));
-            Arc::new(b.finish())
+    }
+
+    /// Values were converted to the column's type before; anything else would be a bug here,
+    /// and is written as null rather than a wrong value.
+    fn append(&mut self, v: Option<&Value>) {
+        match (self, v) {
+            (ColumnBuilder::Int(b), Some(Value::Int(x))) => b.append_value(*x),
+            (ColumnBuilder::Int(b), _) => b.append_null(),
+            (ColumnBuilder::Decimal(b), Some(Value::Decimal(x))) => b.append_value(*x),
+            (ColumnBuilder::Decimal(b), _) => b.append_null(),
+            (ColumnBuilder::Bool(b), Some(Value::Bool(x))) => b.append_value(*x),
+            (ColumnBuilder::Bool(b), _) => b.append_null(),
+            (ColumnBuilder::Timestamp(b), Some(Value::Timestamp(x))) => b.append_value(*x),
+            (ColumnBuilder::Timestamp(b), _) => b.append_null(),
+            (ColumnBuilder::Text(b), Some(Value::Text(x))) => b.append_value(x),
+            (ColumnBuilder::Text(b), _) => b.append_null(),
         }
-        DataType::Bool => {
-            let mut b = BooleanBuilder::new();
-            values.for_each(|v| b.append_option(if let Some(Value::Bool(x)) = v { Some(*x) } else { None }));
-            Arc::new(b.finish())
-        }
-        DataType::Timestamp => {
-            let mut b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-            values.for_each(|v| b.append_option(if let Some(Value::Timestamp(x)) = v { Some(*x) } else { None }));
-            Arc::new(b.finish())
-        }
-        DataType::Text | DataType::Json => {
-            let mut b = StringBuilder::new();
-            values.for_each(|v| b.append_option(if let Some(Value::Text(x)) = v { Some(x.as_str()) } else { None }));
-            Arc::new(b.finish())
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Int(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Decimal(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Text(mut b) => Arc::new(b.finish()),
         }
     }
 }
