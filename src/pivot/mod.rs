@@ -27,6 +27,7 @@ use crate::limits::Limits;
 use crate::position::KafkaCoords;
 use crate::tenancy::EntityTenants;
 use rustc_hash::FxHashMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Why a change could not be pivoted. The variant names the dead-letter reason.
@@ -243,7 +244,9 @@ impl Pivot {
                 });
             }
         }
-        let applied_to = entity_type.clone();
+        // The catalog's own name, borrowed: cloned (an atomic increment) for the caller and for
+        // a new row only, not for every change.
+        let applied_to = Arc::clone(&entity_type);
         // Snapshot reads are not transactions (a whole snapshot shares one txId): each read is
         // its own row, so that progress can move during a snapshot of any size.
         // A transaction is known by `source.txId` with `sequence[0]` (the commit LSN before it:
@@ -270,7 +273,7 @@ impl Pivot {
                     other: existing.tenant_id,
                 });
             }
-            if existing.entity_type != entity_type {
+            if !Arc::ptr_eq(&existing.entity_type, &entity_type) && existing.entity_type != *entity_type {
                 return Err(PivotError::TypeMismatch {
                     attribute: format!("of entity type `{entity_type}`"),
                     expected: "an attribute of the entity's own type",
@@ -311,7 +314,7 @@ impl Pivot {
                 self.pending.insert(entity_id, self.rows.len());
                 self.rows.push(WideRow {
                     tenant_id,
-                    entity_type,
+                    entity_type: entity_type.into_owned(),
                     entity_id,
                     op: initial,
                     entity_changed: false,
@@ -382,13 +385,13 @@ impl Pivot {
         self.first_seq = None;
     }
 
-    fn entity_effect(
+    fn entity_effect<'c>(
         &mut self,
-        catalog: &Catalog,
+        catalog: &'c Catalog,
         op: Op,
         before: Option<&EntityRow>,
         after: Option<&EntityRow>,
-    ) -> Result<(i64, Arc<str>, i64, Effect), PivotError> {
+    ) -> Result<(i64, Cow<'c, Arc<str>>, i64, Effect), PivotError> {
         let missing =
             |message: &str| PivotError::MissingImage { table: "entities", op: op.code(), message: message.to_string() };
         let image = match op {
@@ -410,7 +413,7 @@ impl Pivot {
         let type_name = image.entity_type.as_deref().ok_or_else(|| missing("entity_type is missing"))?;
         // The catalog's own name when it knows the type: no allocation per change.
         let ty = catalog.entity_type(tenant_id, type_name);
-        let entity_type: Arc<str> = ty.map_or_else(|| Arc::from(type_name), |t| t.name().clone());
+        let entity_type = ty.map_or_else(|| Cow::Owned(Arc::from(type_name)), |t| Cow::Borrowed(t.name()));
         let row_op = match op {
             Op::Delete => RowOp::Delete,
             _ if image.is_deleted => RowOp::Delete,
@@ -444,13 +447,13 @@ impl Pivot {
         Ok((tenant_id, entity_type, image.entity_id, Effect::Entity { op: row_op, cells }))
     }
 
-    fn value_effect(
+    fn value_effect<'c>(
         &self,
-        catalog: &Catalog,
+        catalog: &'c Catalog,
         op: Op,
         before: Option<&ValueRow>,
         after: Option<&ValueRow>,
-    ) -> Result<(i64, Arc<str>, i64, Effect), PivotError> {
+    ) -> Result<(i64, Cow<'c, Arc<str>>, i64, Effect), PivotError> {
         let image = match op {
             Op::Delete => before,
             _ => after,
@@ -484,7 +487,7 @@ impl Pivot {
             Op::Delete => Some((attr.attribute_id, None)),
             _ => cold_value(attr, image, self.decimal_scale, &self.limits)?.map(|v| (attr.attribute_id, v)),
         };
-        Ok((tenant_id, attr.entity_type.clone(), image.entity_id, Effect::Value { cell }))
+        Ok((tenant_id, Cow::Borrowed(&attr.entity_type), image.entity_id, Effect::Value { cell }))
     }
 }
 
