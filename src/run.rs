@@ -39,8 +39,8 @@ pub async fn run_file(config: &Config, path: &Path) -> anyhow::Result<RunReport>
     };
     let stream = source.stream();
     // One stream, whose reading waits for each flush: its objects are encoded on its own thread.
-    // Handing them to the blocking pool cost more CPU than the overlap saved in wall time
-    // (1M events: 2-12% more CPU-seconds, 4% less wall time; README, Performance).
+    // Handing them to the blocking pool saved 4-6% of wall time on 1M events for 1% more
+    // CPU-seconds on a quiet machine, 3-12% more on a busy one (README, Performance).
     let options = PipelineOptions { encode_parallelism: 0, ..config.pipeline_options() };
     let mut pipeline = StreamPipeline::open(lake.clone(), stream.clone(), options, bootstrap).await?;
     let from = pipeline.resume_seq();

@@ -143,6 +143,15 @@ enum Effect {
     Value { cell: Option<(i64, Option<Value>)> },
 }
 
+/// A change placed: its entity's tenant, type (the catalog's name when it knows the type) and
+/// id, and what it does to the entity's row.
+struct Placed<'c> {
+    tenant_id: i64,
+    entity_type: Cow<'c, Arc<str>>,
+    entity_id: i64,
+    effect: Effect,
+}
+
 /// Identity of the transaction being folded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TxKey {
@@ -227,7 +236,7 @@ impl Pivot {
         row: &RowChange,
         origin: &Origin,
     ) -> Result<Option<Arc<str>>, PivotError> {
-        let (tenant_id, entity_type, entity_id, effect) = match row {
+        let Placed { tenant_id, entity_type, entity_id, effect } = match row {
             RowChange::Entity { before, after } => self.entity_effect(catalog, op, before.as_ref(), after.as_ref())?,
             RowChange::Value { before, after } => self.value_effect(catalog, op, before.as_ref(), after.as_ref())?,
             // Catalog changes are the catalog's business.
@@ -273,7 +282,7 @@ impl Pivot {
                     other: existing.tenant_id,
                 });
             }
-            if !Arc::ptr_eq(&existing.entity_type, &entity_type) && existing.entity_type != *entity_type {
+            if existing.entity_type != *entity_type {
                 return Err(PivotError::TypeMismatch {
                     attribute: format!("of entity type `{entity_type}`"),
                     expected: "an attribute of the entity's own type",
@@ -391,7 +400,7 @@ impl Pivot {
         op: Op,
         before: Option<&EntityRow>,
         after: Option<&EntityRow>,
-    ) -> Result<(i64, Cow<'c, Arc<str>>, i64, Effect), PivotError> {
+    ) -> Result<Placed<'c>, PivotError> {
         let missing =
             |message: &str| PivotError::MissingImage { table: "entities", op: op.code(), message: message.to_string() };
         let image = match op {
@@ -444,7 +453,7 @@ impl Pivot {
                 }
             }
         }
-        Ok((tenant_id, entity_type, image.entity_id, Effect::Entity { op: row_op, cells }))
+        Ok(Placed { tenant_id, entity_type, entity_id: image.entity_id, effect: Effect::Entity { op: row_op, cells } })
     }
 
     fn value_effect<'c>(
@@ -453,7 +462,7 @@ impl Pivot {
         op: Op,
         before: Option<&ValueRow>,
         after: Option<&ValueRow>,
-    ) -> Result<(i64, Cow<'c, Arc<str>>, i64, Effect), PivotError> {
+    ) -> Result<Placed<'c>, PivotError> {
         let image = match op {
             Op::Delete => before,
             _ => after,
@@ -487,7 +496,8 @@ impl Pivot {
             Op::Delete => Some((attr.attribute_id, None)),
             _ => cold_value(attr, image, self.decimal_scale, &self.limits)?.map(|v| (attr.attribute_id, v)),
         };
-        Ok((tenant_id, Cow::Borrowed(&attr.entity_type), image.entity_id, Effect::Value { cell }))
+        let entity_type = Cow::Borrowed(&attr.entity_type);
+        Ok(Placed { tenant_id, entity_type, entity_id: image.entity_id, effect: Effect::Value { cell } })
     }
 }
 
