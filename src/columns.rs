@@ -8,6 +8,9 @@
 //! change is visible in the files themselves.
 
 use crate::decode::DataType;
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Decimal128Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use arrow::datatypes::{DataType as ArrowType, Field, TimeUnit};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -133,6 +136,68 @@ impl Value {
             (Value::Text(s), DataType::Timestamp) => Value::Timestamp(crate::decode::value::parse_timestamp(s).ok()?),
             _ => return None,
         })
+    }
+}
+
+/// A builder of one attribute column from [`Value`]s, typed by the attribute's data type. Shared
+/// by the pivot (change rows) and compaction (current state).
+pub enum ValueBuilder {
+    Int(Int64Builder),
+    Decimal(Decimal128Builder),
+    Bool(BooleanBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Text(StringBuilder),
+}
+
+impl ValueBuilder {
+    /// A builder for about `rows` values (text: and 1 KiB of it, growing as needed).
+    pub fn new(data_type: DataType, scale: u32, rows: usize) -> ValueBuilder {
+        match data_type {
+            DataType::Int => ValueBuilder::Int(Int64Builder::with_capacity(rows)),
+            DataType::Decimal => ValueBuilder::Decimal(
+                Decimal128Builder::with_capacity(rows)
+                    .with_precision_and_scale(DECIMAL_PRECISION, scale as i8)
+                    .unwrap_or_default(),
+            ),
+            DataType::Bool => ValueBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+            DataType::Timestamp => {
+                ValueBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"))
+            }
+            DataType::Text | DataType::Json => ValueBuilder::Text(StringBuilder::with_capacity(rows, 1024)),
+        }
+    }
+
+    /// Appends a value, or null. Values are typed by the same catalog entry as the column, so a
+    /// value of another type would be a bug; it is appended as null rather than as a wrong value.
+    pub fn append(&mut self, value: Option<&Value>) {
+        match (self, value) {
+            (ValueBuilder::Int(b), Some(Value::Int(v))) => b.append_value(*v),
+            (ValueBuilder::Decimal(b), Some(Value::Decimal(v))) => b.append_value(*v),
+            (ValueBuilder::Bool(b), Some(Value::Bool(v))) => b.append_value(*v),
+            (ValueBuilder::Timestamp(b), Some(Value::Timestamp(v))) => b.append_value(*v),
+            (ValueBuilder::Text(b), Some(Value::Text(v))) => b.append_value(v),
+            (b, _) => b.append_nulls(1),
+        }
+    }
+
+    pub fn append_nulls(&mut self, n: usize) {
+        match self {
+            ValueBuilder::Int(b) => b.append_nulls(n),
+            ValueBuilder::Decimal(b) => b.append_nulls(n),
+            ValueBuilder::Bool(b) => b.append_nulls(n),
+            ValueBuilder::Timestamp(b) => b.append_nulls(n),
+            ValueBuilder::Text(b) => b.append_nulls(n),
+        }
+    }
+
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            ValueBuilder::Int(b) => Arc::new(b.finish()),
+            ValueBuilder::Decimal(b) => Arc::new(b.finish()),
+            ValueBuilder::Bool(b) => Arc::new(b.finish()),
+            ValueBuilder::Timestamp(b) => Arc::new(b.finish()),
+            ValueBuilder::Text(b) => Arc::new(b.finish()),
+        }
     }
 }
 

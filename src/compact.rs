@@ -21,16 +21,13 @@
 //! A type change of an attribute is applied to the whole range: old values are converted when
 //! that loses nothing, otherwise they become null and are counted (never a wrong value).
 
-use crate::columns::{self, Value};
+use crate::columns::{self, Value, ValueBuilder};
 use crate::decode::DataType;
 use crate::progress::{self, ProgressError};
 use crate::purge::{PurgeError, PurgeSet};
 use crate::sink::parquet::{encode, ParquetObject};
 use crate::sink::{Lake, SinkError, Version};
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Decimal128Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
-};
+use arrow::array::{Array, ArrayRef, AsArray, TimestampMicrosecondBuilder};
 use arrow::datatypes::{DataType as ArrowType, Field, Int64Type, Schema, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use object_store::path::Path;
@@ -1040,7 +1037,7 @@ fn current_batch(
     let n = state.len();
     // Built row by row, each entity's cells read once in order: column by column, every column
     // went through the whole map again (pointer chasing, a cache miss per entity and column).
-    let mut attrs: Vec<ColumnBuilder> = cols.cols.iter().map(|c| ColumnBuilder::new(c.2, scale, n)).collect();
+    let mut attrs: Vec<ValueBuilder> = cols.cols.iter().map(|c| ValueBuilder::new(c.2, scale, n)).collect();
     let (mut ids, mut commit, mut lsn) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     for (id, s) in state {
@@ -1060,7 +1057,7 @@ fn current_batch(
         Arc::new(arrow::array::Int64Array::from(vec![tenant_id; n])),
         Arc::new(arrow::array::Int64Array::from(ids)),
     ];
-    for ((name, id, dt), b) in cols.cols.iter().zip(attrs) {
+    for ((name, id, dt), mut b) in cols.cols.iter().zip(attrs) {
         fields.push(columns::attribute_field(name, *id, *dt, scale));
         arrays.push(b.finish());
     }
@@ -1074,60 +1071,6 @@ fn current_batch(
     arrays.push(Arc::new(ts.finish()));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
         .map_err(|e| CompactError::BadFile { path: "current state".into(), message: e.to_string() })
-}
-
-/// A builder of one attribute column of the current state.
-enum ColumnBuilder {
-    Int(Int64Builder),
-    Decimal(Decimal128Builder),
-    Bool(BooleanBuilder),
-    Timestamp(TimestampMicrosecondBuilder),
-    Text(StringBuilder),
-}
-
-impl ColumnBuilder {
-    fn new(dt: DataType, scale: u32, rows: usize) -> ColumnBuilder {
-        match dt {
-            DataType::Int => ColumnBuilder::Int(Int64Builder::with_capacity(rows)),
-            DataType::Decimal => ColumnBuilder::Decimal(
-                Decimal128Builder::with_capacity(rows)
-                    .with_precision_and_scale(columns::DECIMAL_PRECISION, scale as i8)
-                    .unwrap_or_default(),
-            ),
-            DataType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
-            DataType::Timestamp => {
-                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"))
-            }
-            DataType::Text | DataType::Json => ColumnBuilder::Text(StringBuilder::new()),
-        }
-    }
-
-    /// Values were converted to the column's type before; anything else would be a bug here,
-    /// and is written as null rather than a wrong value.
-    fn append(&mut self, v: Option<&Value>) {
-        match (self, v) {
-            (ColumnBuilder::Int(b), Some(Value::Int(x))) => b.append_value(*x),
-            (ColumnBuilder::Int(b), _) => b.append_null(),
-            (ColumnBuilder::Decimal(b), Some(Value::Decimal(x))) => b.append_value(*x),
-            (ColumnBuilder::Decimal(b), _) => b.append_null(),
-            (ColumnBuilder::Bool(b), Some(Value::Bool(x))) => b.append_value(*x),
-            (ColumnBuilder::Bool(b), _) => b.append_null(),
-            (ColumnBuilder::Timestamp(b), Some(Value::Timestamp(x))) => b.append_value(*x),
-            (ColumnBuilder::Timestamp(b), _) => b.append_null(),
-            (ColumnBuilder::Text(b), Some(Value::Text(x))) => b.append_value(x),
-            (ColumnBuilder::Text(b), _) => b.append_null(),
-        }
-    }
-
-    fn finish(self) -> ArrayRef {
-        match self {
-            ColumnBuilder::Int(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Decimal(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Timestamp(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Text(mut b) => Arc::new(b.finish()),
-        }
-    }
 }
 
 #[cfg(test)]
