@@ -40,8 +40,9 @@ mod stack;
 use eavlake::config::Config;
 use eavlake::sink::Lake;
 use eavlake::workload::postgres::{drive, read_state, DriveSpec};
-use kafka_workload::{high_watermarks, read_dead_letters};
+use kafka_workload::{high_watermarks, read_dead_letters, scan_envelopes, Envelope};
 use lake::{assert_same_state, change_row_keys, read_current};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -203,6 +204,20 @@ lag_interval_ms = 1000
         text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
+    /// The worker log's last 40 lines that are not routine: warnings and errors other than
+    /// librdkafka reconnecting, and partitions assigned and given up.
+    fn notable_log(&self) -> String {
+        let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+        let notable = |l: &&str| {
+            let warning = (l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+                && !l.contains("BrokerTransportFailure")
+                && !l.contains("AllBrokersDown");
+            warning || l.contains("partition assigned") || l.contains("partition given up")
+        };
+        let lines: Vec<&str> = text.lines().filter(notable).collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
     fn assert_worker_alive(&mut self) {
         if let Some(w) = &mut self.worker {
             if let Some(status) = w.try_wait().unwrap() {
@@ -308,12 +323,82 @@ lag_interval_ms = 1000
             tokio::time::sleep(Duration::from_secs(3)).await;
             self.caught_up(Duration::from_secs(60)).await;
         };
-        assert_same_state(&actual, &expected);
+        if actual != expected {
+            self.explain_difference(&actual, &expected, &local, phase).await;
+        }
         let keys = change_row_keys(&local);
         let unique: std::collections::BTreeSet<_> = keys.iter().collect();
         assert_eq!(unique.len(), keys.len(), "{phase}: a change row landed twice");
         eprintln!("{phase}: lake == Postgres ({} live entities, {} change rows)", expected.len(), keys.len());
     }
+}
+
+impl Stack {
+    /// Fails with what a rerun would need to find the cause: where the missing entities' records
+    /// are in Kafka (none: Debezium never published them; at offsets the lake's progress covers:
+    /// eavlake passed them by), the dead letters, the topic's oddities after the restarts, each
+    /// partition's end and the lake's progress, and the tails of the worker's and Kafka
+    /// Connect's logs.
+    async fn explain_difference(&self, actual: &lake::State, expected: &lake::State, local: &Path, phase: &str) {
+        let missing: BTreeSet<i64> = expected.keys().filter(|k| !actual.contains_key(*k)).map(|k| k.2).collect();
+        // Change rows of theirs in the lake: written, then left out by compaction.
+        let rows: Vec<_> = change_row_keys(local).into_iter().filter(|k| missing.contains(&k.1)).take(30).collect();
+        let records = scan_envelopes(&self.kafka.bootstrap, DATA, PARTITIONS);
+        let found: Vec<&Envelope> =
+            records.iter().filter(|r| r.entity_id.is_some_and(|id| missing.contains(&id))).take(60).collect();
+        let dead = read_dead_letters(&self.kafka.bootstrap, &format!("{DATA}.dlq"));
+        let reasons: Vec<_> = dead.iter().take(10).map(|(at, (reason, _, _))| (at, reason)).collect();
+        let ends = high_watermarks(&self.kafka.bootstrap, DATA, PARTITIONS);
+        let progress = self.lake_progress().await;
+        let connect_log = std::fs::read_to_string(self.connect.dir().join("connect.log")).unwrap_or_default();
+        let connect_tail: Vec<&str> =
+            connect_log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+        eprintln!(
+            "{phase}: the lake differs from Postgres.\n{} entities missing, {:?}…\ntheir records in {DATA}: \
+             {found:#?}\ntheir change rows in the lake (type, id, _seq, partition): {rows:?}\n{} dead letters, \
+             first {reasons:?}\n{DATA}: {}\nends {ends:?}, lake progress {progress:?}\nworker log \
+             (warnings, partitions given and taken):\n{}\nKafka Connect log:\n{}",
+            missing.len(),
+            missing.iter().take(20).collect::<Vec<_>>(),
+            dead.len(),
+            topic_oddities(&records),
+            self.notable_log(),
+            connect_tail.join("\n")
+        );
+        assert_same_state(actual, expected);
+    }
+}
+
+/// What a topic of Debezium envelopes holds beyond one record per change, per partition: records
+/// published twice (same table, entity, source position: a re-send, which eavlake drops) and
+/// records whose source position is below one before them that are not re-sends (which eavlake
+/// would wrongly drop as re-sends).
+fn topic_oddities(records: &[Envelope]) -> String {
+    let mut out = Vec::new();
+    for p in 0..PARTITIONS {
+        let mut seen = BTreeSet::new();
+        let (mut resent, mut backwards, mut count) = (0, Vec::new(), 0);
+        let mut highest: Option<(i64, i64)> = None;
+        for r in records.iter().filter(|r| r.partition == p && r.op != "r") {
+            count += 1;
+            let position: Option<(i64, i64)> = serde_json::from_str::<Vec<Option<String>>>(&r.sequence)
+                .ok()
+                .and_then(|s| Some((s.first()?.as_deref()?.parse().ok()?, s.get(1)?.as_deref()?.parse().ok()?)));
+            let Some(position) = position else { continue };
+            if !seen.insert((r.table.clone(), r.entity_id, position)) {
+                resent += 1;
+            } else if highest.is_some_and(|h| position <= h) {
+                backwards.push((r.offset, position, highest));
+            }
+            highest = highest.max(Some(position));
+        }
+        out.push(format!(
+            "[{p}] {count} changes, {resent} re-sent, {} below an earlier position {:?}",
+            backwards.len(),
+            backwards.iter().take(3).collect::<Vec<_>>()
+        ));
+    }
+    out.join("; ")
 }
 
 impl Drop for Stack {
@@ -497,6 +582,16 @@ async fn broker_restart_mid_stream() {
     d.await.unwrap();
     s.caught_up(Duration::from_secs(180)).await;
     s.assert_lake_equals_postgres("4 broker restarted").await;
+    // A clean workload: a dead letter would be a change the restart made unusable.
+    let dead = read_dead_letters(&s.kafka.bootstrap, &format!("{DATA}.dlq"));
+    assert!(
+        dead.is_empty(),
+        "dead letters after a broker restart: {:?}",
+        dead.values().map(|d| &d.0).collect::<Vec<_>>()
+    );
+    // What the restart did to the topic (producer retries may have published some twice).
+    eprintln!("4: {DATA} after the restart: {}", topic_oddities(&scan_envelopes(&s.kafka.bootstrap, DATA, PARTITIONS)));
+    eprintln!("4: the worker's log, less the routine:\n{}", s.notable_log());
     s.stop_worker();
 }
 

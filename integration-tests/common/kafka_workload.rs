@@ -244,3 +244,59 @@ pub async fn wait_for_lake(lake: &Path, topic: &str, ends: &BTreeMap<i32, i64>, 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// One record of a topic of plain-JSON Debezium envelopes, as a failed comparison with Postgres
+/// needs it: where it is, which entity, and its source position.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub partition: i32,
+    pub offset: i64,
+    /// `entity_id` of the row image (`after`, else `before`).
+    pub entity_id: Option<i64>,
+    pub op: String,
+    pub table: String,
+    /// `source.sequence` (`["<last commit lsn>","<lsn>"]`) and `source.lsn`.
+    pub sequence: String,
+    pub lsn: Option<i64>,
+}
+
+/// Every record of `topic` up to its current ends (records that are not JSON envelopes, such as
+/// tombstones, are left out).
+pub fn scan_envelopes(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Envelope> {
+    let ends = high_watermarks(bootstrap, topic, partitions);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "test-scanner")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for (p, high) in &ends {
+        if *high > 0 {
+            tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
+        }
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut done = std::collections::BTreeSet::new();
+    let wanted = ends.values().filter(|h| **h > 0).count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.len() < wanted && Instant::now() < deadline {
+        let Some(Ok(m)) = c.poll(Duration::from_millis(200)) else { continue };
+        if m.offset() + 1 >= ends[&m.partition()] {
+            done.insert(m.partition());
+        }
+        let Some(v) = m.payload().and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()) else { continue };
+        let image = if v["after"].is_object() { &v["after"] } else { &v["before"] };
+        out.push(Envelope {
+            partition: m.partition(),
+            offset: m.offset(),
+            entity_id: image["entity_id"].as_i64(),
+            op: v["op"].as_str().unwrap_or("?").to_string(),
+            table: v["source"]["table"].as_str().unwrap_or("?").to_string(),
+            sequence: v["source"]["sequence"].to_string(),
+            lsn: v["source"]["lsn"].as_i64(),
+        });
+    }
+    out
+}
