@@ -166,6 +166,25 @@ impl ProgressHandle {
         first_seq: i64,
         timing: Timing,
     ) -> Result<ProgressHandle, ProgressError> {
+        let mut handle = Self::fence(lake, stream, worker, first_seq, timing).await?;
+        handle.remove_unfinished().await?;
+        Ok(handle)
+    }
+
+    /// The first half of [`Self::claim`]: records the higher epoch once any pending flush is past
+    /// its deadline, keeping that flush's intent in the record.
+    ///
+    /// Fencing comes before the deletions: the predecessor checks its deadline before its
+    /// completing write, but that write can still be on its way when the deadline (and the
+    /// allowed skew) has passed. Had the deletions come first, it could land after them and
+    /// record as durable a flush whose objects are gone; now it meets the new epoch and fails.
+    async fn fence(
+        lake: &Lake,
+        stream: &str,
+        worker: &str,
+        first_seq: i64,
+        timing: Timing,
+    ) -> Result<ProgressHandle, ProgressError> {
         let p = path(stream);
         loop {
             let (bytes, version) = lake.get_versioned(&p).await?;
@@ -185,18 +204,7 @@ impl ProgressHandle {
                     tokio::time::sleep(Duration::from_millis((wait_until - now) as u64)).await;
                     continue; // It may have completed meanwhile: read again.
                 }
-                for object in &pending.objects {
-                    lake.delete(&object_store::path::Path::from(object.as_str())).await?;
-                }
-                tracing::info!(
-                    stream,
-                    first = pending.first_seq,
-                    last = pending.last_seq,
-                    objects = pending.objects.len(),
-                    "removed the objects of an incomplete flush; it will be redone"
-                );
             }
-            record.pending = None;
             let epoch = record.owner.as_ref().map_or(0, |o| o.epoch) + 1;
             record.owner = Some(Owner { worker: worker.to_string(), epoch });
             match lake.put_if(&p, to_bytes(&record), &version).await {
@@ -206,6 +214,26 @@ impl ProgressHandle {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// The second half of [`Self::claim`]: deletes the objects of the predecessor's incomplete
+    /// flush (redone by this writer from `last_seq`), then clears its intent.
+    async fn remove_unfinished(&mut self) -> Result<(), ProgressError> {
+        let Some(pending) = self.record.pending.clone() else { return Ok(()) };
+        for object in &pending.objects {
+            self.lake.delete(&object_store::path::Path::from(object.as_str())).await?;
+        }
+        tracing::info!(
+            stream = self.record.stream,
+            first = pending.first_seq,
+            last = pending.last_seq,
+            objects = pending.objects.len(),
+            "removed the objects of an incomplete flush; it will be redone"
+        );
+        let mut next = self.record.clone();
+        next.pending = None;
+        // A writer that took the stream over meanwhile deletes the same objects again.
+        self.write(next).await
     }
 
     /// The record as this writer last wrote it.
@@ -337,5 +365,28 @@ mod tests {
         new.begin_flush(0, 5, vec![]).await.unwrap();
         new.complete_flush(5, None, None, Some(3)).await.unwrap();
         assert_eq!(load(&lake, "s").await.unwrap().unwrap().dead_letter_scan_from, Some(3));
+    }
+
+    /// The old writer's completing write, checked against its deadline in time but slow on its
+    /// way, arrives while the taker is deleting its objects: it must be refused, or the record
+    /// would call durable a flush whose objects are gone.
+    #[tokio::test]
+    async fn a_late_completion_cannot_land_between_the_takeover_and_its_deletions() {
+        let lake = Lake::open("memory://", &S3Options::default()).unwrap();
+        let mut old = ProgressHandle::claim(&lake, "s", "old", 0, fast()).await.unwrap();
+        let object = object_store::path::Path::from("changes/x/s-000-009.parquet");
+        old.begin_flush(0, 9, vec![object.to_string()]).await.unwrap();
+        lake.put(&object, Bytes::from_static(b"rows")).await.unwrap();
+        let mut completed = old.record().clone();
+        completed.pending = None;
+        completed.last_seq = 9;
+
+        let mut new = ProgressHandle::fence(&lake, "s", "new", 0, fast()).await.unwrap();
+        let err = old.write(completed).await.unwrap_err();
+        assert!(matches!(err, ProgressError::Fenced { epoch: 2, .. }), "{err}");
+        new.remove_unfinished().await.unwrap();
+        assert_eq!(lake.get(&object).await.unwrap(), None);
+        let back = load(&lake, "s").await.unwrap().unwrap();
+        assert_eq!((back.last_seq, back.pending, back.owner.map(|o| o.epoch)), (-1, None, Some(2)));
     }
 }
