@@ -193,3 +193,60 @@ async fn broker_down_past_the_session_timeout_then_back() {
 
     assert_exactly_once(&config, &lake, &produced.truth.current).await;
 }
+
+/// Records deleted from a partition (by retention, or DeleteRecords) before the lake read them:
+/// Kafka starts the worker past where the lake's record says to resume. The worker cannot get
+/// them back, but it says so, with both offsets, and goes on with what is there. (Here the
+/// deleted records are tombstones, which carry no change: the lake must still hold every change
+/// of the workload once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_deleted_before_the_lake_read_them_are_reported() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::FutureRecord;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let _one = ONE_AT_A_TIME.lock().await;
+    let broker = kafka_broker::KafkaBroker::start();
+    broker.create_topic(TOPIC, 2);
+    let producer = producer(&broker.bootstrap);
+    for _ in 0..100 {
+        let tombstone = FutureRecord::<[u8], [u8]>::to(TOPIC).partition(0).key(b"gone");
+        producer.send(tombstone, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &broker.bootstrap).create().unwrap();
+    let mut upto = TopicPartitionList::new();
+    upto.add_partition_offset(TOPIC, 0, Offset::Offset(100)).unwrap();
+    let deleted = admin.delete_records(&upto, &AdminOptions::new()).await.unwrap();
+    assert!(deleted.elements().iter().all(|e| e.error().is_ok()), "{deleted:?}");
+    let spec = eavlake::workload::WorkloadSpec {
+        events: 3_000,
+        tenants: 2,
+        seed: 5,
+        poison: false,
+        ..eavlake::workload::WorkloadSpec::default()
+    };
+    let produced = produce_workload(&broker.bootstrap, TOPIC, 2, &spec, 0).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let config = write_config(dir.path(), &broker.bootstrap, &lake, TOPIC, "deleted", "");
+    let log = dir.path().join("worker.log");
+    let mut worker = spawn_worker(&config, &log, None);
+    let ends = high_watermarks(&broker.bootstrap, TOPIC, 2);
+    wait_for_lake(&lake, TOPIC, &ends, Duration::from_secs(60)).await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warnings: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "partition resumed past the lake's record")
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning, for partition 0 only; log:\n{text}");
+    let w = &warnings[0]["fields"];
+    assert_eq!((w["partition"].as_i64(), w["expected"].as_i64(), w["got"].as_i64()), (Some(0), Some(0), Some(100)));
+    assert_exactly_once(&config, &lake, &produced.truth.current).await;
+}

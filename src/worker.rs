@@ -105,6 +105,8 @@ struct Part {
     partition: i32,
     /// Next offset expected; anything below was processed already.
     next: i64,
+    /// No record at or past `next` since the partition was (re)assigned or sought.
+    resuming: bool,
     /// When the oldest record not yet flushed arrived.
     oldest: Option<Instant>,
     /// (offset, Kafka timestamp in ms) of records not yet durable, for the latency histogram.
@@ -220,6 +222,7 @@ impl Shared {
             topic: topic.into(),
             partition,
             next,
+            resuming: true,
             oldest: None,
             stamps: Default::default(),
             published: RunStats::default(),
@@ -539,6 +542,19 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                     let topic = m.topic();
                     if let Some(part) = lock(&shared.parts).get_mut(&(topic.to_string(), m.partition())) {
                         if m.offset() >= part.next {
+                            if std::mem::take(&mut part.resuming) && m.offset() > part.next {
+                                // Kafka gave a later offset than the one asked for. Benign for
+                                // transaction markers or records compacted away; otherwise the
+                                // records in between were deleted (retention) before the lake got
+                                // them, or the consumer did not start where it was told.
+                                tracing::warn!(
+                                    topic,
+                                    partition = m.partition(),
+                                    expected = part.next,
+                                    got = m.offset(),
+                                    "partition resumed past the lake's record"
+                                );
+                            }
                             let coords =
                                 KafkaCoords { topic: part.topic.clone(), partition: m.partition(), offset: m.offset() };
                             let rec = Record {
