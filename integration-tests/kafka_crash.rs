@@ -250,3 +250,58 @@ async fn records_deleted_before_the_lake_read_them_are_reported() {
     assert_eq!((w["partition"].as_i64(), w["expected"].as_i64(), w["got"].as_i64()), (Some(0), Some(0), Some(100)));
     assert_exactly_once(&config, &lake, &produced.truth.current).await;
 }
+
+/// The topic deleted and created again under its name while the worker runs (which the runbook
+/// warns against: its offsets start again below the lake's records). The worker cannot tell the
+/// new records from old ones by offset; it says that Kafka went back below the lake's position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_recreated_under_its_name_is_reported() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::FutureRecord;
+    use rdkafka::ClientConfig;
+
+    let _one = ONE_AT_A_TIME.lock().await;
+    let broker = kafka_broker::KafkaBroker::start();
+    broker.create_topic(TOPIC, 1);
+    let spec = eavlake::workload::WorkloadSpec {
+        events: 1_000,
+        tenants: 2,
+        seed: 9,
+        poison: false,
+        ..eavlake::workload::WorkloadSpec::default()
+    };
+    produce_workload(&broker.bootstrap, TOPIC, 1, &spec, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let config = write_config(dir.path(), &broker.bootstrap, &lake, TOPIC, "recreated", "");
+    let log = dir.path().join("worker.log");
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut worker = spawn_worker(&config, &log, None);
+    let ends = high_watermarks(&broker.bootstrap, TOPIC, 1);
+    wait_for_lake(&lake, TOPIC, &ends, Duration::from_secs(60)).await;
+
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &broker.bootstrap).create().unwrap();
+    admin.delete_topics(&[TOPIC], &AdminOptions::new()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.create_topic(TOPIC, 1);
+    let producer = producer(&broker.bootstrap);
+    let until = Instant::now() + Duration::from_secs(90);
+    while !text().contains("Kafka went back below the lake's position") {
+        assert!(Instant::now() < until, "no warning within 90 s; log:\n{}", text());
+        let tombstone = FutureRecord::<[u8], [u8]>::to(TOPIC).partition(0).key(b"new");
+        producer.send(tombstone, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let warning = text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "Kafka went back below the lake's position")
+        .unwrap();
+    let w = &warning["fields"];
+    assert_eq!(w["expected"].as_i64(), Some(ends[&0]), "{warning}");
+    assert!(w["got"].as_i64().is_some_and(|got| got < ends[&0]), "{warning}");
+}

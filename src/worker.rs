@@ -107,6 +107,8 @@ struct Part {
     next: i64,
     /// No record at or past `next` since the partition was (re)assigned or sought.
     resuming: bool,
+    /// Kafka is delivering records below `next` after it had reached it (said once per time).
+    went_back: bool,
     /// When the oldest record not yet flushed arrived.
     oldest: Option<Instant>,
     /// (offset, Kafka timestamp in ms) of records not yet durable, for the latency histogram.
@@ -223,6 +225,7 @@ impl Shared {
             partition,
             next,
             resuming: true,
+            went_back: false,
             oldest: None,
             stamps: Default::default(),
             published: RunStats::default(),
@@ -541,7 +544,23 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                     }
                     let topic = m.topic();
                     if let Some(part) = lock(&shared.parts).get_mut(&(topic.to_string(), m.partition())) {
-                        if m.offset() >= part.next {
+                        if m.offset() < part.next {
+                            // Never what was asked for (an assignment or seek starts at `next`):
+                            // librdkafka went back by itself, after an offset reset or a log
+                            // truncation it detected, or the topic was recreated under its name.
+                            // Records below `next` are not read again (the lake holds those read
+                            // before); here they may be other records.
+                            if !std::mem::replace(&mut part.went_back, true) {
+                                tracing::warn!(
+                                    topic,
+                                    partition = m.partition(),
+                                    expected = part.next,
+                                    got = m.offset(),
+                                    "Kafka went back below the lake's position"
+                                );
+                            }
+                        } else {
+                            part.went_back = false;
                             if std::mem::take(&mut part.resuming) && m.offset() > part.next {
                                 // Kafka gave a later offset than the one asked for. Benign for
                                 // transaction markers or records compacted away; otherwise the
