@@ -9,11 +9,11 @@
 //!
 //! A writer that finds the intent of another ([`ProgressHandle::claim`]) waits for its deadline
 //! (plus the allowed clock skew), takes the stream over with a higher epoch, then deletes the
-//! objects the intent names. Whatever the moment of a crash, the lake then holds each change once: in an
-//! object of a completed flush, or nowhere until the flush is redone. A writer whose stream was
-//! claimed by another meets a [`ProgressError::Fenced`] at its next step and writes nothing more:
-//! the epoch in the record is the fencing token. Compaction never reads change files beyond
-//! `last_seq`.
+//! objects the intent names. Whatever the moment of a crash, the lake then holds each change
+//! once: in an object of a completed flush, or nowhere until the flush is redone. A writer whose
+//! stream was claimed by another meets a [`ProgressError::Fenced`] at its next step and writes
+//! nothing more: the epoch in the record is the fencing token. Compaction never reads change
+//! files beyond `last_seq`.
 
 use crate::position::{Lsn, SourcePosition};
 use crate::sink::{Lake, SinkError, Version};

@@ -107,7 +107,7 @@ struct Part {
     next: i64,
     /// No record at or past `next` since the partition was (re)assigned or sought.
     resuming: bool,
-    /// Kafka is delivering records below `next` after it had reached it (said once per time).
+    /// Kafka is delivering records below `next` (warned about once per episode).
     went_back: bool,
     /// When the oldest record not yet flushed arrived.
     oldest: Option<Instant>,
