@@ -16,6 +16,21 @@ stack_pid() {
     tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$2" && echo "$pid"
 }
 
+# stack_exited PID: sets stack_ended to how this script's own background server PID ended
+# ("still running" if it has not), for the message of a server that did not come up. Not in a
+# command substitution: only this shell can wait for its child.
+stack_exited() {
+    stack_ended="still running"
+    kill -0 "$1" 2>/dev/null && return 0
+    local status=0
+    wait "$1" 2>/dev/null || status=$?
+    if [ "$status" -gt 128 ]; then
+        stack_ended="killed by signal $((status - 128))"
+    else
+        stack_ended="exited with status $status"
+    fi
+}
+
 # stack_kill PIDFILE MARKER SIGNAL: the server's graceful-stop signal, SIGKILL if it is still
 # there after 20 s.
 stack_kill() {

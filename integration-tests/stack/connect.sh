@@ -162,7 +162,7 @@ launch() {
     # is captured), while the snapshot (first start) or the resumed stream is under way.
     local rest="http://127.0.0.1:$port" state=
     local deadline=$((SECONDS + 120))
-    while [ $SECONDS -lt $deadline ] && worker_pid "$dir" >/dev/null; do
+    while [ $SECONDS -lt $deadline ] && kill -0 "$pid" 2>/dev/null; do
         state=$(status "$rest/connectors/$name/status" 2>"$dir/task-trace")
         case "$state" in
             "RUNNING RUNNING") echo "$rest" >"$dir/rest"; echo "$rest"; return 0 ;;
@@ -170,9 +170,10 @@ launch() {
         esac
         sleep 0.5
     done
+    stack_exited "$pid"
     tail -n 60 "$log" >&2
     stop "$dir"
-    die "the connector in $dir is not running (${state:-no status}; log above, whole log in $log)"
+    die "the connector in $dir is not running (${state:-no status}; log above, whole log in $log); the server: $stack_ended"
 }
 
 start() {

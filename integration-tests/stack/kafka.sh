@@ -225,16 +225,17 @@ EOF
 
     # KafkaRaftServer logs "Kafka Server started" only once the broker is unfenced and serving.
     local deadline=$((SECONDS + 60))
-    while [ $SECONDS -lt $deadline ] && broker_pid "$dir" >/dev/null; do
+    while [ $SECONDS -lt $deadline ] && kill -0 "$pid" 2>/dev/null; do
         if grep -q 'Kafka Server started' "$log" && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "127.0.0.1:$port"
             return 0
         fi
         sleep 0.2
     done
+    stack_exited "$pid"
     tail -n 60 "$log" >&2
     stop "$dir"
-    die "the broker in $dir did not come up (log above, whole log in $log)"
+    die "the broker in $dir did not come up (log above, whole log in $log); the server: $stack_ended"
 }
 
 case "${1:-}" in

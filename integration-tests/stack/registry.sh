@@ -116,7 +116,7 @@ EOF
 
     local base="http://127.0.0.1:$port/apis/ccompat/v7"
     local deadline=$((SECONDS + 90))
-    while [ $SECONDS -lt $deadline ] && registry_pid "$dir" >/dev/null; do
+    while [ $SECONDS -lt $deadline ] && kill -0 "$pid" 2>/dev/null; do
         # Quarkus logs "Listening on" only once the HTTP server is up; the port check then makes
         # sure it is this registry answering, not something else that took PORT.
         if grep -q "Listening on: http://127.0.0.1:$port" "$log" && [ "$(answers "$base/subjects")" = 200 ]; then
@@ -127,9 +127,10 @@ EOF
         fi
         sleep 0.2
     done
+    stack_exited "$pid"
     tail -n 40 "$log" >&2
     stop "$dir"
-    die "the registry in $dir did not come up on port $port (log above, whole log in $log)"
+    die "the registry in $dir did not come up on port $port (log above, whole log in $log); the server: $stack_ended"
 }
 
 case "${1:-}" in
