@@ -551,6 +551,7 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                             // Records below `next` are not read again (the lake holds those read
                             // before); here they may be other records.
                             if !std::mem::replace(&mut part.went_back, true) {
+                                shared.metrics.offset_jump("went_back");
                                 tracing::warn!(
                                     topic,
                                     partition = m.partition(),
@@ -566,6 +567,7 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                                 // transaction markers or records compacted away; otherwise the
                                 // records in between were deleted (retention) before the lake got
                                 // them, or the consumer did not start where it was told.
+                                shared.metrics.offset_jump("resumed_past");
                                 tracing::warn!(
                                     topic,
                                     partition = m.partition(),

@@ -101,6 +101,7 @@ pub struct WorkerMetrics {
     in_flight: Gauge,
     buffered_bytes: Gauge,
     rebalances: Family<KindLabels, Counter>,
+    offset_jumps: Family<KindLabels, Counter>,
     assigned: Gauge,
     catalog_attributes: Gauge,
     lag_messages: Family<PartitionLabels, Gauge>,
@@ -112,6 +113,9 @@ pub struct WorkerMetrics {
     reconcile_entities: Family<KindLabels, Gauge>,
     reconcile_finished: GaugeF,
 }
+
+/// Kinds counted by `eavlake_kafka_offset_jumps_total{kind}`.
+pub const OFFSET_JUMPS: [&str; 2] = ["resumed_past", "went_back"];
 
 /// Flush outcomes counted by `eavlake_flushes_total{outcome}`.
 pub const FLUSH_OUTCOMES: [&str; 4] = ["ok", "fenced", "late", "failed"];
@@ -138,6 +142,7 @@ impl WorkerMetrics {
             in_flight: Gauge::default(),
             buffered_bytes: Gauge::default(),
             rebalances: Family::default(),
+            offset_jumps: Family::default(),
             assigned: Gauge::default(),
             catalog_attributes: Gauge::default(),
             lag_messages: Family::default(),
@@ -201,6 +206,11 @@ impl WorkerMetrics {
             m.buffered_bytes.clone(),
         );
         r.register("rebalances", "Partitions assigned to and revoked from this worker", m.rebalances.clone());
+        r.register(
+            "kafka_offset_jumps",
+            "Partitions Kafka started past the lake's record (resumed_past: records deleted before the lake read them) or went back below it by itself (went_back: an offset reset, a truncated log, a topic recreated under its name); either way records may be missing from the lake",
+            m.offset_jumps.clone(),
+        );
         r.register("assigned_partitions", "Partitions this worker consumes now", m.assigned.clone());
         r.register("catalog_attributes", "Attributes in the worker's catalog", m.catalog_attributes.clone());
         r.register(
@@ -254,6 +264,9 @@ impl WorkerMetrics {
         }
         for kind in ["assigned", "revoked"] {
             let _ = m.rebalances.get_or_create(&KindLabels { kind });
+        }
+        for kind in OFFSET_JUMPS {
+            let _ = m.offset_jumps.get_or_create(&KindLabels { kind });
         }
         WorkerMetrics { registry: root, ..m }
     }
@@ -340,6 +353,12 @@ impl WorkerMetrics {
         self.buffered_bytes.set(bytes as i64);
     }
 
+    /// Kafka started a partition past the lake's record, or went back below it (see
+    /// [`OFFSET_JUMPS`]).
+    pub fn offset_jump(&self, kind: &'static str) {
+        self.offset_jumps.get_or_create(&KindLabels { kind }).inc();
+    }
+
     pub fn rebalance(&self, kind: &'static str, assigned_now: usize) {
         self.rebalances.get_or_create(&KindLabels { kind }).inc();
         self.assigned.set(assigned_now as i64);
@@ -415,6 +434,16 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing `{line}` in\n{text}");
         }
+    }
+
+    #[test]
+    fn offset_jumps_are_counted_from_zero() {
+        let m = WorkerMetrics::new(&[]);
+        let text = m.encode();
+        assert!(text.contains("eavlake_kafka_offset_jumps_total{kind=\"resumed_past\"} 0"), "{text}");
+        assert!(text.contains("eavlake_kafka_offset_jumps_total{kind=\"went_back\"} 0"), "{text}");
+        m.offset_jump("went_back");
+        assert!(m.encode().contains("eavlake_kafka_offset_jumps_total{kind=\"went_back\"} 1"));
     }
 
     #[test]
