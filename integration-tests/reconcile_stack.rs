@@ -203,14 +203,17 @@ catalog_topic = "{CATALOG}"
 
     // The worker stopped mid-workload: what differs then is lag, not drift. Reconcile starts
     // once the workload is over (a workload still running past lag_wait would be drift, rightly)
-    // and the worker comes back while it waits.
+    // and the worker comes back while it waits. The second half of the workload runs after the
+    // stop, so that the lake surely lags (a stop at a fixed moment once came after a fast
+    // workload had all landed).
     let load = {
         let url = pg.url.clone();
-        tokio::spawn(async move { drive(&url, &spec(60, 22)).await.unwrap() })
+        tokio::spawn(async move { drive(&url, &spec(30, 22)).await.unwrap() })
     };
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     worker.stop();
     load.await.unwrap();
+    drive(&pg.url, &spec(30, 23)).await.unwrap();
     let lagging = ReconcileOptions { lag_wait: Duration::from_secs(180), ..opts.clone() };
     let check = tokio::spawn(async move { reconcile(&lagging).await });
     tokio::time::sleep(Duration::from_secs(3)).await;
