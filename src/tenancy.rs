@@ -84,6 +84,20 @@ impl EntityTenants {
         (tenant != 0 && id == entity_id as u64).then_some((tenant ^ OCCUPIED) as i64)
     }
 
+    /// Asks the CPU for `entity_id`'s slot, to be read by [`Self::get`] after some other work:
+    /// an update's entity is seldom in cache (the table is 4 MiB), and the wait for its slot
+    /// was a quarter of the pivot's own time (perf).
+    #[inline]
+    pub fn prefetch(&self, entity_id: i64) {
+        #[cfg(target_arch = "x86_64")]
+        if !self.slots.is_empty() {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let at: *const [u64; 2] = &self.slots[self.slot(entity_id)];
+            // SAFETY: a prefetch of an address inside the table; it reads nothing and never faults.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
+        }
+    }
+
     #[inline]
     pub fn remember(&mut self, entity_id: i64, tenant_id: i64) {
         if self.slots.is_empty() {

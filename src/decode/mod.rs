@@ -169,6 +169,18 @@ pub enum RowChange {
     Value { before: Option<ValueRow>, after: Option<ValueRow> },
 }
 
+impl RowChange {
+    /// The entity a change of `entities` or `entity_values` is of (from the image `op` uses).
+    pub fn entity_id(&self, op: Op) -> Option<i64> {
+        let delete = op == Op::Delete;
+        match self {
+            RowChange::Entity { before, after } => if delete { before } else { after }.as_ref().map(|r| r.entity_id),
+            RowChange::Value { before, after } => if delete { before } else { after }.as_ref().map(|r| r.entity_id),
+            RowChange::Attribute { .. } => None,
+        }
+    }
+}
+
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq)]
 // Changes are nearly every event; boxing them would add an allocation to the common case.

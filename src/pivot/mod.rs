@@ -236,6 +236,11 @@ impl Pivot {
         row: &RowChange,
         origin: &Origin,
     ) -> Result<Option<Arc<str>>, PivotError> {
+        // The entity's remembered tenant is read after the change's effect is worked out: asked
+        // for now, it is in cache by then.
+        if let Some(id) = row.entity_id(op) {
+            self.entity_tenants.prefetch(id);
+        }
         let Placed { tenant_id, entity_type, entity_id, effect } = match row {
             RowChange::Entity { before, after } => self.entity_effect(catalog, op, before.as_ref(), after.as_ref())?,
             RowChange::Value { before, after } => self.value_effect(catalog, op, before.as_ref(), after.as_ref())?,

@@ -38,6 +38,29 @@ const RELEASE: usize = 4 << 20;
 /// Pages are released whole (x86-64's 4 KiB; a larger page only makes a release do less).
 const PAGE: usize = 4096;
 
+/// How far ahead of the line being handed out the mapped bytes are prefetched.
+const PREFETCH: usize = 8 << 10;
+
+/// Asks the CPU for the cache lines of `[from, to]` moved `PREFETCH` bytes on, so that the
+/// line after next is in cache when it is searched: the hardware prefetcher does not follow a
+/// sequential read into the next page, so each page of the mapping began with cache misses.
+#[inline]
+fn prefetch_ahead(map: Option<&[u8]>, from: usize, to: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(m) = map {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let lo = (from + PREFETCH) & !63;
+        // A long line's bytes past the first 64 KiB are left to the hardware.
+        let hi = (to + 1 + PREFETCH).min(lo + (64 << 10)).min(m.len());
+        let mut i = lo;
+        while i < hi {
+            // SAFETY: `i < m.len()`: the address is inside the mapping; a prefetch never faults.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(m.as_ptr().add(i).cast()) };
+            i += 64;
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct FileSource {
     path: PathBuf,
@@ -160,6 +183,7 @@ impl FileSource {
                 }
             }
         };
+        prefetch_ahead(self.map.as_deref(), self.start, end);
         let line = (self.start, end, 0);
         self.start = (end + 1).min(len);
         Some(line)
