@@ -96,6 +96,8 @@ impl EntityTenants {
             // SAFETY: a prefetch of an address inside the table; it reads nothing and never faults.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = entity_id;
     }
 
     #[inline]

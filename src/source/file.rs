@@ -59,6 +59,8 @@ fn prefetch_ahead(map: Option<&[u8]>, from: usize, to: usize) {
             i += 64;
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (map, from, to);
 }
 
 #[derive(Debug)]
