@@ -12,6 +12,7 @@ use arrow::array::{
     ArrayRef, BooleanBuilder, Decimal128Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType as ArrowType, Field, TimeUnit};
+use compact_str::CompactString;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -88,8 +89,8 @@ pub enum Value {
     Bool(bool),
     /// µs since the epoch, UTC.
     Timestamp(i64),
-    /// Text and JSON (as JSON text).
-    Text(String),
+    /// Text and JSON (as JSON text); inline up to 24 bytes (no allocation per short cell).
+    Text(CompactString),
 }
 
 impl Value {
@@ -112,11 +113,13 @@ impl Value {
             | (Value::Bool(_), DataType::Bool)
             | (Value::Timestamp(_), DataType::Timestamp)
             | (Value::Text(_), DataType::Text | DataType::Json) => self.clone(),
-            (Value::Int(i), DataType::Text | DataType::Json) => Value::Text(i.to_string()),
+            (Value::Int(i), DataType::Text | DataType::Json) => Value::Text(i.to_string().into()),
             (Value::Int(i), DataType::Decimal) => {
                 Value::Decimal((*i as i128).checked_mul(10i128.checked_pow(decimal_scale)?)?)
             }
-            (Value::Decimal(d), DataType::Text | DataType::Json) => Value::Text(format_decimal(*d, decimal_scale)),
+            (Value::Decimal(d), DataType::Text | DataType::Json) => {
+                Value::Text(format_decimal(*d, decimal_scale).into())
+            }
             (Value::Decimal(d), DataType::Int) => {
                 let f = 10i128.checked_pow(decimal_scale)?;
                 if d % f != 0 {
@@ -124,9 +127,11 @@ impl Value {
                 }
                 Value::Int(i64::try_from(d / f).ok()?)
             }
-            (Value::Bool(b), DataType::Text | DataType::Json) => Value::Text(b.to_string()),
+            (Value::Bool(b), DataType::Text | DataType::Json) => Value::Text(b.to_string().into()),
             (Value::Timestamp(t), DataType::Text) => Value::Text(
-                chrono::DateTime::from_timestamp_micros(*t)?.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                chrono::DateTime::from_timestamp_micros(*t)?
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                    .into(),
             ),
             (Value::Text(s), DataType::Int) => Value::Int(s.trim().parse().ok()?),
             (Value::Text(s), DataType::Decimal) => Value::Decimal(

@@ -1022,7 +1022,7 @@ impl<'a> AttrArray<'a> {
             AttrArray::Decimal(a) => a.is_valid(row).then(|| Value::Decimal(a.value(row))),
             AttrArray::Bool(a) => a.is_valid(row).then(|| Value::Bool(a.value(row))),
             AttrArray::Timestamp(a) => a.is_valid(row).then(|| Value::Timestamp(a.value(row))),
-            AttrArray::Text(a) => a.is_valid(row).then(|| Value::Text(a.value(row).to_string())),
+            AttrArray::Text(a) => a.is_valid(row).then(|| Value::Text(a.value(row).into())),
         }
     }
 }

@@ -319,7 +319,7 @@ impl StreamPipeline {
                 self.stats.count_dead_letter(e.reason());
                 self.dead.push(DeadLetter::from_failed_decode(rec.value, rec.seq, origin.kafka, &e).with_key(rec.key));
             }
-            Ok(Event::Change { op, source, tx, row }) => {
+            Ok(Event::Change { op, source, tx, mut row }) => {
                 self.catch_up_catalog(source.position);
                 let mark_before = self.dedup.mark();
                 if let Verdict::Duplicate { .. } = self.dedup.check(&source) {
@@ -336,7 +336,7 @@ impl StreamPipeline {
                 if self.skips_tenant(op, &row) {
                     return;
                 }
-                match self.pivot.apply(&self.catalog, op, &source, tx.as_deref(), &row, &origin) {
+                match self.pivot.apply(&self.catalog, op, &source, tx.as_deref(), &mut row, &origin) {
                     Ok(entity_type) => {
                         self.applied(entity_type.as_deref(), rec.seq, source.commit_time_us);
                         // This change opened the fold (possibly closing the previous one): the
@@ -538,12 +538,12 @@ impl StreamPipeline {
     /// Applies the parked changes the catalog can now place.
     fn retry_parked(&mut self) {
         let mut still = VecDeque::new();
-        while let Some(p) = self.parked.pop_front() {
+        while let Some(mut p) = self.parked.pop_front() {
             // Its tenant may have been unknown while it waited (a value row without tenant_id).
             if self.skips_tenant(p.op, &p.row) {
                 continue;
             }
-            match self.pivot.apply(&self.catalog, p.op, &p.source, p.tx.as_deref(), &p.row, &p.origin) {
+            match self.pivot.apply(&self.catalog, p.op, &p.source, p.tx.as_deref(), &mut p.row, &p.origin) {
                 Ok(entity_type) => {
                     self.applied(entity_type.as_deref(), p.origin.seq, p.source.commit_time_us);
                     // Its row stands on its own: close it so it is not mixed with the open

@@ -22,6 +22,7 @@ use super::{
 };
 use apache_avro::types::Value;
 use apache_avro::Schema;
+use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex};
 
@@ -178,8 +179,7 @@ impl AvroDecoder {
                 "END" => false,
                 other => return Err(DecodeError::field("status", format!("unknown transaction status `{other}`"))),
             };
-            let id = get(env, "id").map(|v| req_str(v, "id")).transpose()?.unwrap_or_default().to_string();
-            return Ok(Event::Transaction { begin, id });
+            return Ok(Event::Transaction { begin });
         }
         let Some(op_value) = get(env, "op") else {
             if get(env, "source").is_none() && get(env, "ts_ms").is_some() {
@@ -458,11 +458,11 @@ impl<'a> Row<'a> {
     }
 
     /// A text or JSON column, where Debezium may have put its TOAST placeholder.
-    fn text(&self, name: &str) -> Result<Field<String>, DecodeError> {
+    fn text<T: for<'s> From<&'s str>>(&self, name: &str) -> Result<Field<T>, DecodeError> {
         Ok(match self.opt_str(name)? {
             None => Field::Null,
             Some(UNAVAILABLE) => Field::Unavailable,
-            Some(t) => Field::Value(t.to_string()),
+            Some(t) => Field::Value(T::from(t)),
         })
     }
 }
@@ -487,7 +487,7 @@ fn entity_row(fields: &[(String, Value)], which: &'static str) -> Result<EntityR
     Ok(EntityRow {
         entity_id: r.i64("entity_id")?,
         tenant_id: r.opt_i64("tenant_id")?,
-        entity_type: r.opt_str("entity_type")?.map(str::to_string),
+        entity_type: r.opt_str("entity_type")?.map(CompactString::new),
         hot_attributes: r.text("hot_attributes")?,
         is_deleted: r.opt_bool("is_deleted")?.unwrap_or(false),
     })

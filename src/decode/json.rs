@@ -19,6 +19,7 @@ use super::{
 };
 use crate::decode::Decimal;
 use crate::position::Lsn;
+use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -40,7 +41,6 @@ struct Envelope<'a> {
     tx: Option<Cow<'a, str>>,
     // Transaction metadata records and heartbeats.
     status: Option<Cow<'a, str>>,
-    id: Option<Cow<'a, str>>,
     /// `ts_ms` is there and not null: all a heartbeat has. Its value is not used (a change's
     /// time is in `source`), so it is passed over, not read.
     has_ts_ms: bool,
@@ -207,8 +207,7 @@ mod envelope_key {
     pub const OP: KeyId = 6;
     pub const TRANSACTION: KeyId = 7;
     pub const STATUS: KeyId = 8;
-    pub const ID: KeyId = 9;
-    pub const TS_MS: KeyId = 10;
+    pub const TS_MS: KeyId = 9;
     pub const ALL: &[(&str, KeyId)] = &[
         ("schema", SCHEMA),
         ("payload", PAYLOAD),
@@ -218,7 +217,6 @@ mod envelope_key {
         ("op", OP),
         ("transaction", TRANSACTION),
         ("status", STATUS),
-        ("id", ID),
         ("ts_ms", TS_MS),
     ];
 }
@@ -344,7 +342,6 @@ fn read_envelope<'a>(
                     }
                 }
                 STATUS => env.status = opt_str(c)?,
-                ID => env.id = opt_str(c)?,
                 TS_MS => {
                     env.has_ts_ms = !c.null();
                     if env.has_ts_ms {
@@ -522,8 +519,7 @@ impl JsonDecoder {
                 "END" => false,
                 other => return Err(DecodeError::field("status", format!("unknown transaction status `{other}`"))),
             };
-            let id = env.id.take().map(|c| c.into_owned()).unwrap_or_default();
-            return Ok(Event::Transaction { begin, id });
+            return Ok(Event::Transaction { begin });
         }
         let Some(op_text) = env.op.as_deref() else {
             if env.source.is_none() && env.has_ts_ms {
@@ -680,11 +676,11 @@ fn attribute_row(a: &mut RowImage, which: &str) -> Result<AttributeRow, DecodeEr
     })
 }
 
-fn text_field(v: Option<Cow<str>>) -> Field<String> {
+fn text_field<'a, T: From<Cow<'a, str>>>(v: Option<Cow<'a, str>>) -> Field<T> {
     match v {
         None => Field::Null,
         Some(t) if t == UNAVAILABLE => Field::Unavailable,
-        Some(t) => Field::Value(t.into_owned()),
+        Some(t) => Field::Value(T::from(t)),
     }
 }
 
@@ -692,7 +688,7 @@ fn entity_row(e: &mut RowImage, which: &str) -> Result<EntityRow, DecodeError> {
     Ok(EntityRow {
         entity_id: required(e.entity_id, which, "entity_id")?,
         tenant_id: e.tenant_id,
-        entity_type: e.entity_type.take().map(Cow::into_owned),
+        entity_type: e.entity_type.take().map(CompactString::from),
         hot_attributes: text_field(e.hot_attributes.take()),
         is_deleted: e.is_deleted.unwrap_or(false),
     })

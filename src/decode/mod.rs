@@ -16,6 +16,7 @@ pub mod scan;
 pub mod value;
 
 use crate::position::{Lsn, SourcePosition};
+use compact_str::CompactString;
 use serde::Deserialize;
 
 /// The placeholder Debezium writes for an unchanged TOASTed column it could not read.
@@ -141,7 +142,8 @@ pub struct EntityRow {
     pub entity_id: i64,
     /// Absent in a delete's before-image unless the table has REPLICA IDENTITY FULL.
     pub tenant_id: Option<i64>,
-    pub entity_type: Option<String>,
+    /// Inline (a type name is short): no allocation per change.
+    pub entity_type: Option<CompactString>,
     /// `hot_attributes` JSONB as JSON text.
     pub hot_attributes: Field<String>,
     pub is_deleted: bool,
@@ -153,12 +155,14 @@ pub struct ValueRow {
     pub entity_id: i64,
     pub attribute_id: i64,
     pub tenant_id: Option<i64>,
-    pub value_text: Field<String>,
+    /// Text and JSON are [`CompactString`]s: most are short, held inline, and the pivot moves
+    /// them into its cells as they are.
+    pub value_text: Field<CompactString>,
     pub value_int: Option<i64>,
     pub value_decimal: Option<Decimal>,
     pub value_bool: Option<bool>,
     pub value_timestamp: Option<i64>,
-    pub value_json: Field<String>,
+    pub value_json: Field<CompactString>,
 }
 
 /// A row change of one of the three tables, with both images where Debezium gives them.
@@ -204,8 +208,10 @@ pub enum Event {
     Message,
     /// Heartbeat record (`{"ts_ms": …}`): proves liveness, carries no change.
     Heartbeat,
-    /// Transaction metadata record (`status` BEGIN/END).
-    Transaction { begin: bool, id: String },
+    /// Transaction metadata record (`status` BEGIN/END). Its `id` is not kept: the pivot
+    /// ends its fold at an END whatever it names (a sixth of a stream's records are these, and
+    /// copying the id was an allocation each).
+    Transaction { begin: bool },
     /// Kafka tombstone (null value) that follows a delete for log compaction.
     Tombstone,
 }

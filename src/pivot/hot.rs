@@ -198,9 +198,9 @@ fn typed(raw: &str, data_type: DataType, scale: u32) -> Result<Option<Value>, Ty
         Typed::Mismatch(format!("`{s}`"))
     };
     Ok(Some(match data_type {
-        DataType::Json => Value::Text(raw.to_string()),
+        DataType::Json => Value::Text(raw.into()),
         DataType::Text => match Cursor::new(raw).string() {
-            Ok(text) => Value::Text(text.into_owned()),
+            Ok(text) => Value::Text(text.into()),
             Err(_) => return Err(shown()),
         },
         DataType::Int => Value::Int(raw.parse::<i64>().map_err(|_| {

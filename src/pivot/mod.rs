@@ -227,13 +227,17 @@ impl Pivot {
 
     /// Folds one change of `entities` or `entity_values`; returns the entity type it changed
     /// (`None` for a catalog change, which is not folded).
+    ///
+    /// A value row's text is moved into the fold, not copied: once its effect is worked out the
+    /// row is not read again. The one error after which a change is applied again
+    /// ([`PivotError::may_resolve`]) comes before that, so a parked change keeps its text.
     pub fn apply(
         &mut self,
         catalog: &Catalog,
         op: Op,
         source: &SourceMeta,
         tx: Option<&str>,
-        row: &RowChange,
+        row: &mut RowChange,
         origin: &Origin,
     ) -> Result<Option<Arc<str>>, PivotError> {
         // The entity's remembered tenant is read after the change's effect is worked out: asked
@@ -243,7 +247,7 @@ impl Pivot {
         }
         let Placed { tenant_id, entity_type, entity_id, effect } = match row {
             RowChange::Entity { before, after } => self.entity_effect(catalog, op, before.as_ref(), after.as_ref())?,
-            RowChange::Value { before, after } => self.value_effect(catalog, op, before.as_ref(), after.as_ref())?,
+            RowChange::Value { before, after } => self.value_effect(catalog, op, before.as_mut(), after.as_mut())?,
             // Catalog changes are the catalog's business.
             RowChange::Attribute { .. } => return Ok(None),
         };
@@ -465,8 +469,8 @@ impl Pivot {
         &self,
         catalog: &'c Catalog,
         op: Op,
-        before: Option<&ValueRow>,
-        after: Option<&ValueRow>,
+        before: Option<&mut ValueRow>,
+        after: Option<&mut ValueRow>,
     ) -> Result<Placed<'c>, PivotError> {
         let image = match op {
             Op::Delete => before,
@@ -507,10 +511,10 @@ impl Pivot {
 }
 
 /// The value of a cold attribute from its typed column. `Ok(None)`: untouched (TOAST
-/// placeholder); `Ok(Some(None))`: null.
+/// placeholder); `Ok(Some(None))`: null. Text is moved out of `row` (see [`Pivot::apply`]).
 fn cold_value(
     attr: &Attribute,
-    row: &ValueRow,
+    row: &mut ValueRow,
     scale: u32,
     limits: &Limits,
 ) -> Result<Option<Option<Value>>, PivotError> {
@@ -537,18 +541,18 @@ fn cold_value(
             found: format!("a value in {other}"),
         });
     }
-    let text = |f: &Field<String>| match f {
+    let text = |f: &mut Field<compact_str::CompactString>| match f {
         Field::Null => Some(None),
         Field::Unavailable => None,
-        Field::Value(s) => Some(Some(Value::Text(s.clone()))),
+        Field::Value(s) => Some(Some(Value::Text(std::mem::take(s)))),
     };
     Ok(match attr.data_type {
-        DataType::Text => text(&row.value_text),
+        DataType::Text => text(&mut row.value_text),
         DataType::Json => {
             if let Field::Value(json) = &row.value_json {
-                check_json(json, &format!("attribute `{}`", attr.name), limits)?;
+                check_json(json, || format!("attribute `{}`", attr.name), limits)?;
             }
-            text(&row.value_json)
+            text(&mut row.value_json)
         }
         DataType::Int => Some(row.value_int.map(Value::Int)),
         DataType::Bool => Some(row.value_bool.map(Value::Bool)),
@@ -584,14 +588,11 @@ fn check_cells(limit: usize, entity_id: i64, effect: &Effect, old: &[(i64, Optio
 
 /// Checks a JSONB value against `limits.max_json_bytes` and `limits.max_json_depth`. The depth
 /// is counted by the cursor's skip (one tight loop, for json attributes only); text the cursor
-/// finds malformed is left as it was (PostgreSQL's jsonb is valid JSON).
-pub(crate) fn check_json(json: &str, what: &str, limits: &Limits) -> Result<(), PivotError> {
+/// finds malformed is left as it was (PostgreSQL's jsonb is valid JSON). `what` names the value
+/// in an error only: a format per value was an allocation per JSON cell.
+pub(crate) fn check_json(json: &str, what: impl FnOnce() -> String, limits: &Limits) -> Result<(), PivotError> {
     if json.len() > limits.max_json_bytes {
-        return Err(PivotError::JsonTooLarge {
-            what: what.to_string(),
-            bytes: json.len(),
-            limit: limits.max_json_bytes,
-        });
+        return Err(PivotError::JsonTooLarge { what: what(), bytes: json.len(), limit: limits.max_json_bytes });
     }
     // Nesting deeper than the limit takes more brackets than that: short values need no scan.
     if json.len() <= limits.max_json_depth {
@@ -599,7 +600,7 @@ pub(crate) fn check_json(json: &str, what: &str, limits: &Limits) -> Result<(), 
     }
     match Cursor::with_max_depth(json, limits.max_json_depth).skip() {
         Err(e) if e.beyond == Some(Beyond::Depth) => {
-            Err(PivotError::JsonTooDeep { what: what.to_string(), limit: limits.max_json_depth })
+            Err(PivotError::JsonTooDeep { what: what(), limit: limits.max_json_depth })
         }
         _ => Ok(()),
     }

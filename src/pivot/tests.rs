@@ -102,10 +102,10 @@ impl Feed {
         Feed { pivot: Pivot::new(9, max_pending_entities), catalog: catalog(), seq: 0 }
     }
 
-    fn apply(&mut self, tx: Tx, op: Op, row: RowChange) -> Result<(), PivotError> {
+    fn apply(&mut self, tx: Tx, op: Op, mut row: RowChange) -> Result<(), PivotError> {
         self.seq += 1;
         let origin = Origin { seq: self.seq, kafka: None };
-        self.pivot.apply(&self.catalog, op, &tx.source(self.seq), tx.id, &row, &origin).map(|_| ())
+        self.pivot.apply(&self.catalog, op, &tx.source(self.seq), tx.id, &mut row, &origin).map(|_| ())
     }
 
     fn ok(&mut self, tx: Tx, op: Op, row: RowChange) {
@@ -398,7 +398,7 @@ fn cold_values_are_typed_by_the_catalog() {
     );
     f.ok(T1, Op::Create, value_set(ValueRow { value_bool: Some(false), ..value(1001, 13) }));
     f.ok(T1, Op::Create, value_set(ValueRow { value_timestamp: Some(DAY1 + 5), ..value(1001, 14) }));
-    f.ok(T1, Op::Create, value_set(ValueRow { value_json: hot(r#"{"a": [1]}"#), ..value(1001, 15) }));
+    f.ok(T1, Op::Create, value_set(ValueRow { value_json: Field::Value(r#"{"a": [1]}"#.into()), ..value(1001, 15) }));
     let batch = f.single();
     assert_eq!(
         show(&batch, &["name", "age", "credit", "active", "born", "profile", "_changed"]),
@@ -936,10 +936,10 @@ fn kafka_coordinates_fill_the_kafka_columns() {
     let mut pivot = Pivot::new(9, 100);
     let kafka = KafkaCoords { topic: Arc::from("eav.public.entity_values"), partition: 3, offset: 4711 };
     let origin = Origin { seq: 4711, kafka: Some(kafka) };
-    pivot.apply(&catalog, Op::Create, &T1.source(1), T1.id, &value_set(text(1001, 10, "Ada")), &origin).unwrap();
+    pivot.apply(&catalog, Op::Create, &T1.source(1), T1.id, &mut value_set(text(1001, 10, "Ada")), &origin).unwrap();
     // A record from a file has no Kafka coordinates.
     let origin = Origin { seq: 12, kafka: None };
-    pivot.apply(&catalog, Op::Create, &T2.source(2), T2.id, &value_set(text(1002, 10, "Bo")), &origin).unwrap();
+    pivot.apply(&catalog, Op::Create, &T2.source(2), T2.id, &mut value_set(text(1002, 10, "Bo")), &origin).unwrap();
     pivot.end_transaction(&catalog);
     let batches = pivot.batches.finish();
     assert_eq!(batches.len(), 1);

@@ -228,7 +228,7 @@ impl Replay {
         let mut out = BTreeMap::new();
         for e in self.entities.values().filter(|e| !e.is_deleted) {
             let tenant = e.tenant_id.expect("tenant");
-            let etype = e.entity_type.clone().expect("type");
+            let etype = e.entity_type.as_deref().expect("type").to_string();
             let mut attrs = BTreeMap::new();
             let Field::Value(hot) = &e.hot_attributes else { panic!("hot attributes unknown") };
             let hot: BTreeMap<String, Box<RawValue>> = serde_json::from_str(hot).expect("hot JSONB");
@@ -280,9 +280,9 @@ impl Replay {
     }
 }
 
-fn field(f: &Field<String>) -> Option<String> {
+fn field(f: &Field<compact_str::CompactString>) -> Option<String> {
     match f {
-        Field::Value(v) => Some(v.clone()),
+        Field::Value(v) => Some(v.to_string()),
         Field::Null => None,
         Field::Unavailable => panic!("placeholder left after replay"),
     }

@@ -631,8 +631,8 @@ fn heartbeat_with_and_without_schema() {
 
 #[test]
 fn transaction_metadata_begin_and_end() {
-    let begin = Event::Transaction { begin: true, id: "771:22910216".into() };
-    let end = Event::Transaction { begin: false, id: "771:22910216".into() };
+    let begin = Event::Transaction { begin: true };
+    let end = Event::Transaction { begin: false };
     assert_eq!(decode(TX_BEGIN), Ok(begin.clone()));
     assert_eq!(decode(TX_END), Ok(end.clone()));
     assert_eq!(decode(&with_schema(TX_SCHEMA, TX_BEGIN)), Ok(begin));
