@@ -14,6 +14,6 @@ fuzz_target!(|data: &[u8]| {
     static STATE: OnceLock<(AvroDecoder, eavlake::catalog::Catalog)> = OnceLock::new();
     let (decoder, catalog) = STATE.get_or_init(|| (avro_decoder(), sample_catalog()));
     if let Ok(event) = decoder.decode_ready(Some(data)) {
-        pivot_event(&mut Pivot::new(9, 16), catalog, &event);
+        pivot_event(&mut Pivot::new(9, 16), catalog, event);
     }
 });

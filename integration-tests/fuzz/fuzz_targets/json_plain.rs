@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let catalog = CATALOG.get_or_init(sample_catalog);
     for mut decoder in json_decoders() {
         if let Ok(event) = decoder.decode(Some(data)) {
-            pivot_event(&mut Pivot::new(9, 16), catalog, &event);
+            pivot_event(&mut Pivot::new(9, 16), catalog, event);
         }
     }
 });

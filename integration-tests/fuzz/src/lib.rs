@@ -88,9 +88,9 @@ pub fn sample_catalog() -> Catalog {
 }
 
 /// Folds a decoded event into `pivot` as the pipeline would (errors are dead letters: fine).
-pub fn pivot_event(pivot: &mut Pivot, catalog: &Catalog, event: &Event) {
-    if let Event::Change { op, source, tx, row } = event {
-        let _ = pivot.apply(catalog, *op, source, tx.as_deref(), row, &Origin { seq: 1, kafka: None });
+pub fn pivot_event(pivot: &mut Pivot, catalog: &Catalog, event: Event) {
+    if let Event::Change { op, source, tx, mut row } = event {
+        let _ = pivot.apply(catalog, op, &source, tx.as_deref(), &mut row, &Origin { seq: 1, kafka: None });
         pivot.end_transaction(catalog);
     }
 }
