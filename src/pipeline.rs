@@ -338,7 +338,8 @@ impl StreamPipeline {
                 }
                 match self.pivot.apply(&self.catalog, op, &source, tx.as_deref(), &mut row, &origin) {
                     Ok(entity_type) => {
-                        self.applied(entity_type.as_deref(), rec.seq, source.commit_time_us);
+                        self.stats.count_applied(entity_type.as_deref());
+                        self.applied(rec.seq, source.commit_time_us);
                         // This change opened the fold (possibly closing the previous one): the
                         // mark before it is what progress may record while the fold is open.
                         if self.pivot.pending_first_seq() == Some(rec.seq) {
@@ -410,12 +411,9 @@ impl StreamPipeline {
         }
     }
 
-    /// Counts an applied change and, when commit times are kept, its commit time.
-    fn applied(&mut self, entity_type: Option<&str>, seq: i64, commit_time_us: Option<i64>) {
-        match entity_type {
-            Some(ty) => self.stats.count_change(ty),
-            None => self.stats.changes += 1,
-        }
+    /// Keeps, when commit times are kept, the commit time of an applied change (counted with
+    /// `RunStats::count_applied`).
+    fn applied(&mut self, seq: i64, commit_time_us: Option<i64>) {
         if let (true, Some(ts)) = (self.options.detailed_metrics, commit_time_us) {
             // One entry per run of changes with the same commit time (a transaction).
             match self.commit_times.back_mut() {
@@ -545,7 +543,8 @@ impl StreamPipeline {
             }
             match self.pivot.apply(&self.catalog, p.op, &p.source, p.tx.as_deref(), &mut p.row, &p.origin) {
                 Ok(entity_type) => {
-                    self.applied(entity_type.as_deref(), p.origin.seq, p.source.commit_time_us);
+                    self.stats.count_applied(entity_type.as_deref());
+                    self.applied(p.origin.seq, p.source.commit_time_us);
                     // Its row stands on its own: close it so it is not mixed with the open
                     // transaction's rows.
                     self.pivot.end_transaction(&self.catalog);

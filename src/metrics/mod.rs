@@ -137,6 +137,14 @@ impl RunStats {
         self.flushes += o.flushes;
     }
 
+    /// Counts one applied change, of an entity type or (`None`) of the catalog.
+    pub fn count_applied(&mut self, entity_type: Option<&str>) {
+        match entity_type {
+            Some(ty) => self.count_change(ty),
+            None => self.changes += 1,
+        }
+    }
+
     /// Counts one applied change of an entity type.
     pub fn count_change(&mut self, entity_type: &str) {
         self.changes += 1;

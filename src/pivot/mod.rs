@@ -231,15 +231,15 @@ impl Pivot {
     /// A value row's text is moved into the fold, not copied: once its effect is worked out the
     /// row is not read again. The one error after which a change is applied again
     /// ([`PivotError::may_resolve`]) comes before that, so a parked change keeps its text.
-    pub fn apply(
+    pub fn apply<'c>(
         &mut self,
-        catalog: &Catalog,
+        catalog: &'c Catalog,
         op: Op,
         source: &SourceMeta,
         tx: Option<&str>,
         row: &mut RowChange,
         origin: &Origin,
-    ) -> Result<Option<Arc<str>>, PivotError> {
+    ) -> Result<Option<Cow<'c, str>>, PivotError> {
         // The entity's remembered tenant is read after the change's effect is worked out: asked
         // for now, it is in cache by then.
         if let Some(id) = row.entity_id(op) {
@@ -262,9 +262,15 @@ impl Pivot {
                 });
             }
         }
-        // The catalog's own name, borrowed: cloned (an atomic increment) for the caller and for
-        // a new row only, not for every change.
-        let applied_to = Arc::clone(&entity_type);
+        // The catalog's own name, borrowed for the caller (an `Arc` clone and drop per change were
+        // two atomic read-modify-writes) and cloned for a new row only.
+        let applied_to: Cow<'c, str> = match &entity_type {
+            Cow::Borrowed(name) => {
+                let name: &'c Arc<str> = name;
+                Cow::Borrowed(name)
+            }
+            Cow::Owned(name) => Cow::Owned(name.to_string()),
+        };
         // Snapshot reads are not transactions (a whole snapshot shares one txId): each read is
         // its own row, so that progress can move during a snapshot of any size.
         // A transaction is known by `source.txId` with `sequence[0]` (the commit LSN before it:
