@@ -310,6 +310,8 @@ impl StreamPipeline {
         let len = rec.oversized.unwrap_or_else(|| rec.value.map_or(0, <[u8]>::len));
         let decoded = if len > self.options.limits.max_record_bytes {
             Err(DecodeError::too_large(len, self.options.limits.max_record_bytes, rec.oversized.is_some()))
+        } else if let Some(text) = rec.text {
+            self.decoder.decode_text(text)
         } else {
             self.decoder.decode(rec.value)
         };

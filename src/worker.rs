@@ -581,6 +581,7 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                             let rec = Record {
                                 key: m.key(),
                                 value: m.payload(),
+                                text: None,
                                 seq: m.offset(),
                                 kafka: Some(&coords),
                                 oversized: None,

@@ -466,26 +466,29 @@ impl JsonDecoder {
 
     /// Decodes one record value; `None` bytes is a tombstone.
     pub fn decode(&mut self, value: Option<&[u8]>) -> Result<Event, DecodeError> {
-        self.decode_inner(value).map_err(|e| match (e, value) {
-            // The cursor skips what it does not need without checking it, so a record it finds
-            // unusable may be broken JSON rather than JSON of another shape: say which.
-            (DecodeError::NotDebezium(m), Some(bytes)) => {
-                match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-                    Err(json) => DecodeError::Json(json.to_string()),
-                    Ok(_) => DecodeError::NotDebezium(m),
-                }
-            }
-            (e, _) => e,
-        })
-    }
-
-    fn decode_inner(&mut self, value: Option<&[u8]>) -> Result<Event, DecodeError> {
         let Some(bytes) = value else { return Ok(Event::Tombstone) };
         // simdutf8 checks ASCII 32 bytes at a time; std's message is taken only on failure.
         let text = match simdutf8::basic::from_utf8(bytes) {
             Ok(text) => text,
             Err(_) => std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8(e.to_string()))?,
         };
+        self.decode_text(text)
+    }
+
+    /// Decodes one record value known to be UTF-8 (see [`crate::source::Record::text`]).
+    pub fn decode_text(&mut self, text: &str) -> Result<Event, DecodeError> {
+        self.decode_inner(text).map_err(|e| match e {
+            // The cursor skips what it does not need without checking it, so a record it finds
+            // unusable may be broken JSON rather than JSON of another shape: say which.
+            DecodeError::NotDebezium(m) => match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Err(json) => DecodeError::Json(json.to_string()),
+                Ok(_) => DecodeError::NotDebezium(m),
+            },
+            e => e,
+        })
+    }
+
+    fn decode_inner(&mut self, text: &str) -> Result<Event, DecodeError> {
         let text = text.trim();
         if text.is_empty() || text == "null" {
             return Ok(Event::Tombstone);

@@ -332,6 +332,15 @@ impl Decoder {
             Decoder::Avro(d) => d.decode_ready(value),
         }
     }
+
+    /// [`Self::decode`] of a value its source already found to be UTF-8 (see
+    /// [`crate::source::Record::text`]).
+    pub fn decode_text(&mut self, text: &str) -> Result<Event, DecodeError> {
+        match self {
+            Decoder::Json(d) => d.decode_text(text),
+            Decoder::Avro(d) => d.decode_ready(Some(text.as_bytes())),
+        }
+    }
 }
 
 /// Why a record could not be decoded. `reason()` is the stable code written to dead letters.

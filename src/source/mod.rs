@@ -15,6 +15,9 @@ pub struct Record<'a> {
     pub key: Option<&'a [u8]>,
     /// `None` is a tombstone.
     pub value: Option<&'a [u8]>,
+    /// `value` as text, when the source already found it valid UTF-8 while reading it (a
+    /// mapped file's ASCII lines): the decoder need not check it again.
+    pub text: Option<&'a str>,
     /// Place in the stream: Kafka offset, or 1-based file line.
     pub seq: i64,
     pub kafka: Option<&'a KafkaCoords>,
