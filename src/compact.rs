@@ -776,10 +776,13 @@ fn convert_owned(v: Value, to: DataType, scale: u32) -> Option<Value> {
 fn apply_flush(work: &mut [RangeWork], flush: &mut FlushRows, columns: usize, stats: &mut CompactStats) {
     let FlushRows { rows, cells } = flush;
     // The entity's changes all come from one stream. The keys are sorted, not the rows: a
-    // row is several times their size.
+    // row is several times their size. Each file's rows come in this order already (files are
+    // sorted by entity and position, and ranges follow entities), so the stable sort, which
+    // merges the runs it finds, does a fraction of the unstable one's work (callgrind: 4% of a
+    // compaction went to this sort); the keys are distinct, so the order is the same.
     let mut order: Vec<(usize, i64, usize, i64, u32)> =
         rows.iter().enumerate().map(|(i, r)| (r.target, r.entity_id, r.stream, r.seq, i as u32)).collect();
-    order.sort_unstable();
+    order.sort();
     stats.rows_applied += rows.len();
     for (.., i) in order {
         let r = &rows[i as usize];
