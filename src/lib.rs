@@ -44,6 +44,7 @@ pub mod pg;
 pub mod pipeline;
 pub mod pivot;
 pub mod position;
+mod prefetch;
 pub mod progress;
 pub mod purge;
 pub mod reconcile;

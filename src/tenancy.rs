@@ -89,15 +89,9 @@ impl EntityTenants {
     /// was a quarter of the pivot's own time (perf).
     #[inline]
     pub fn prefetch(&self, entity_id: i64) {
-        #[cfg(target_arch = "x86_64")]
         if !self.slots.is_empty() {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let at: *const [u64; 2] = &self.slots[self.slot(entity_id)];
-            // SAFETY: a prefetch of an address inside the table; it reads nothing and never faults.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
+            crate::prefetch::prefetch(&self.slots[self.slot(entity_id)]);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = entity_id;
     }
 
     #[inline]

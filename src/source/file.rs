@@ -16,6 +16,7 @@
 
 use super::Record;
 use crate::position::StreamId;
+use crate::prefetch::prefetch;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -46,21 +47,16 @@ const PREFETCH: usize = 8 << 10;
 /// sequential read into the next page, so each page of the mapping began with cache misses.
 #[inline]
 fn prefetch_ahead(map: Option<&[u8]>, from: usize, to: usize) {
-    #[cfg(target_arch = "x86_64")]
     if let Some(m) = map {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let lo = (from + PREFETCH) & !63;
         // A long line's bytes past the first 64 KiB are left to the hardware.
         let hi = (to + 1 + PREFETCH).min(lo + (64 << 10)).min(m.len());
         let mut i = lo;
         while i < hi {
-            // SAFETY: `i < m.len()`: the address is inside the mapping; a prefetch never faults.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(m.as_ptr().add(i).cast()) };
+            prefetch(&m[i]);
             i += 64;
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (map, from, to);
 }
 
 /// Where the line at the start of `hay` ends (its `\n`, if `hay` holds one) and whether every
