@@ -341,11 +341,17 @@ impl Stack {
     /// Connect's logs.
     async fn explain_difference(&self, actual: &lake::State, expected: &lake::State, local: &Path, phase: &str) {
         let missing: BTreeSet<i64> = expected.keys().filter(|k| !actual.contains_key(*k)).map(|k| k.2).collect();
+        // Live in the lake, gone from Postgres: a delete not applied, or not published yet.
+        let extra: BTreeSet<i64> = actual.keys().filter(|k| !expected.contains_key(*k)).map(|k| k.2).collect();
         // Change rows of theirs in the lake: written, then left out by compaction.
-        let rows: Vec<_> = change_row_keys(local).into_iter().filter(|k| missing.contains(&k.1)).take(30).collect();
+        let keys = change_row_keys(local);
+        let rows: Vec<_> = keys.iter().filter(|k| missing.contains(&k.1)).take(30).collect();
+        let extra_rows: Vec<_> = keys.iter().filter(|k| extra.contains(&k.1)).take(30).collect();
         let records = scan_envelopes(&self.kafka.bootstrap, DATA, PARTITIONS);
-        let found: Vec<&Envelope> =
-            records.iter().filter(|r| r.entity_id.is_some_and(|id| missing.contains(&id))).take(60).collect();
+        let of = |ids: &BTreeSet<i64>| -> Vec<&Envelope> {
+            records.iter().filter(|r| r.entity_id.is_some_and(|id| ids.contains(&id))).take(60).collect()
+        };
+        let (found, extra_found) = (of(&missing), of(&extra));
         let dead = read_dead_letters(&self.kafka.bootstrap, &format!("{DATA}.dlq"));
         let reasons: Vec<_> = dead.iter().take(10).map(|(at, (reason, _, _))| (at, reason)).collect();
         let ends = high_watermarks(&self.kafka.bootstrap, DATA, PARTITIONS);
@@ -355,11 +361,15 @@ impl Stack {
             connect_log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
         eprintln!(
             "{phase}: the lake differs from Postgres.\n{} entities missing, {:?}…\ntheir records in {DATA}: \
-             {found:#?}\ntheir change rows in the lake (type, id, _seq, partition): {rows:?}\n{} dead letters, \
-             first {reasons:?}\n{DATA}: {}\nends {ends:?}, lake progress {progress:?}\nworker log \
-             (warnings, partitions given and taken):\n{}\nKafka Connect log:\n{}",
+             {found:#?}\ntheir change rows in the lake (type, id, _seq, partition): {rows:?}\n{} entities \
+             extra (deleted in Postgres), {:?}…\ntheir records in {DATA}: {extra_found:#?}\ntheir change rows \
+             in the lake: {extra_rows:?}\n{} dead letters, first {reasons:?}\n{DATA}: {}\nends {ends:?}, lake \
+             progress {progress:?}\nworker log (warnings, partitions given and taken):\n{}\nKafka Connect \
+             log:\n{}",
             missing.len(),
             missing.iter().take(20).collect::<Vec<_>>(),
+            extra.len(),
+            extra.iter().take(20).collect::<Vec<_>>(),
             dead.len(),
             topic_oddities(&records),
             self.notable_log(),
