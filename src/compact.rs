@@ -460,7 +460,7 @@ where
         )
         .await?;
         for w in &work {
-            let mut entities = w.state.iter().filter(|(id, _)| inside(**id)).map(|(id, s)| (*id, s.cells.as_slice()));
+            let mut entities = w.state.iter().filter(|(id, _)| inside(*id)).map(|(id, s)| (*id, s.cells.as_slice()));
             visit(w.lo, &cols.cols, &mut entities)?;
         }
     }
@@ -561,13 +561,18 @@ struct FlushRows {
     cells: Vec<(usize, Option<Value>)>,
 }
 
+/// The live entities of a range, sorted by entity_id, each id once. A sorted vector rather
+/// than a map: a flush's rows come sorted by entity too, so applying them is a merge (two map
+/// searches per row and the map's nodes were half of applying a 1M-event lake's rows).
+type RangeState = Vec<(i64, EntityState)>;
+
 /// One range of a group being compacted.
 struct RangeWork {
     lo: i64,
     path: Path,
     /// Version of the current object as read: the write back is conditional on it.
     version: Version,
-    state: BTreeMap<i64, EntityState>,
+    state: RangeState,
     watermarks: Watermarks,
     /// Indexes (into the tenant's change files) of the files new to this range.
     files: Vec<usize>,
@@ -595,7 +600,7 @@ async fn fold_group(
     let mut work: Vec<RangeWork> = Vec::with_capacity(group.len());
     for (lo, files) in group {
         let path = Lake::current_path(entity_type, tenant_id, *lo, lo + opts.range_size - 1);
-        let mut state = BTreeMap::new();
+        let mut state = RangeState::new();
         let mut watermarks = Watermarks::new();
         let (bytes, version) = lake.get_versioned(&path).await?;
         if let Some(bytes) = bytes {
@@ -618,6 +623,7 @@ async fn fold_group(
             for batch in obj.read_without(row_groups, &[columns::TENANT_ID], &[])? {
                 load_current(&batch, &mut cols, &mut state, &path)?;
             }
+            sort_state(&mut state);
         }
         work.push(RangeWork { lo: *lo, path, version, state, watermarks, files: files.clone() });
     }
@@ -681,7 +687,7 @@ async fn fold_group(
             settle_types(w, &types, opts.decimal_scale, stats);
         }
         if purged.touches(tenant_id) {
-            w.state.retain(|id, _| !purged.removes(tenant_id, *id));
+            w.state.retain(|(id, _)| !purged.removes(tenant_id, *id));
         }
     }
     Ok((cols, work))
@@ -714,7 +720,7 @@ async fn compact_group(
             if purged.whole_tenant(tenant_id) {
                 return Ok(Vec::new());
             }
-            w.state.retain(|id, _| !purged.removes(tenant_id, *id));
+            w.state.retain(|(id, _)| !purged.removes(tenant_id, *id));
         }
         for &fi in &w.files {
             let f = &changes[fi];
@@ -784,39 +790,77 @@ fn apply_flush(work: &mut [RangeWork], flush: &mut FlushRows, columns: usize, st
         rows.iter().enumerate().map(|(i, r)| (r.target, r.entity_id, r.stream, r.seq, i as u32)).collect();
     order.sort();
     stats.rows_applied += rows.len();
-    for (.., i) in order {
-        let r = &rows[i as usize];
-        let w = &mut work[r.target];
-        if r.delete {
-            w.state.remove(&r.entity_id);
-            continue;
-        }
-        if !r.entity_changed && !w.state.contains_key(&r.entity_id) {
-            // Value changes of an entity that is not live (deleted, or deleted later in a
-            // transaction folded in slices) never create it.
-            continue;
-        }
-        let st = w.state.entry(r.entity_id).or_insert_with(|| EntityState {
-            // Sized once: cells are most of a group's memory, and growing by doubling wastes
-            // up to half of it.
-            cells: vec![None; columns],
-            commit_lsn: 0,
-            lsn: 0,
-            source_ts: None,
-        });
-        for (i, v) in &mut cells[r.cells.clone()] {
-            if *i >= st.cells.len() {
-                // A column registered after the entity was created (a new attribute).
-                grow_exact(&mut st.cells, columns);
+    let mut order = order.into_iter().map(|(.., i)| &rows[i as usize]).peekable();
+    // Per range, its state merged with its rows: entities before the next row's are moved
+    // over as they are; an entity with rows is taken out, has them applied in order, and is
+    // put back if it is still live.
+    while let Some(&first) = order.peek() {
+        let w = &mut work[first.target];
+        let old = std::mem::take(&mut w.state);
+        let mut state: RangeState = Vec::with_capacity(old.len() + 16);
+        let mut old = old.into_iter().peekable();
+        while let Some(&next) = order.peek().filter(|r| r.target == first.target) {
+            let id = next.entity_id;
+            while let Some(entry) = old.next_if(|(e, _)| *e < id) {
+                state.push(entry);
             }
-            st.cells[*i] = v.take();
+            let mut entity = old.next_if(|(e, _)| *e == id).map(|(_, st)| st);
+            while let Some(r) = order.next_if(|r| r.target == first.target && r.entity_id == id) {
+                if r.delete {
+                    entity = None;
+                    continue;
+                }
+                if !r.entity_changed && entity.is_none() {
+                    // Value changes of an entity that is not live (deleted, or deleted later in
+                    // a transaction folded in slices) never create it.
+                    continue;
+                }
+                let st = entity.get_or_insert_with(|| EntityState {
+                    // Sized once: cells are most of a group's memory, and growing by doubling
+                    // wastes up to half of it.
+                    cells: vec![None; columns],
+                    commit_lsn: 0,
+                    lsn: 0,
+                    source_ts: None,
+                });
+                for (i, v) in &mut cells[r.cells.clone()] {
+                    if *i >= st.cells.len() {
+                        // A column registered after the entity was created (a new attribute).
+                        grow_exact(&mut st.cells, columns);
+                    }
+                    st.cells[*i] = v.take();
+                }
+                st.commit_lsn = r.commit_lsn;
+                st.lsn = r.lsn;
+                st.source_ts = r.source_ts;
+            }
+            if let Some(st) = entity {
+                state.push((id, st));
+            }
         }
-        st.commit_lsn = r.commit_lsn;
-        st.lsn = r.lsn;
-        st.source_ts = r.source_ts;
+        state.extend(old);
+        w.state = state;
     }
     rows.clear();
     cells.clear();
+}
+
+/// Puts a range's state read from its object in entity order, each entity once (the last row
+/// of an id wins, as it would have in a map). An object eavlake wrote is in order already.
+fn sort_state(state: &mut RangeState) {
+    if state.is_sorted_by_key(|(id, _)| *id) && state.windows(2).all(|p| p[0].0 != p[1].0) {
+        return;
+    }
+    // Stable: rows of one id stay in the order they were read, so the last one is kept.
+    state.sort_by_key(|(id, _)| *id);
+    let mut kept: RangeState = Vec::with_capacity(state.len());
+    for entry in state.drain(..) {
+        match kept.last_mut() {
+            Some(last) if last.0 == entry.0 => *last = entry,
+            _ => kept.push(entry),
+        }
+    }
+    *state = kept;
 }
 
 /// Adds null cells up to `len`, allocating no more than that (`resize` would double).
@@ -828,7 +872,7 @@ fn grow_exact(cells: &mut Vec<Option<Value>>, len: usize) {
 /// Gives every cell of a range its column's final type (an attribute's type may have changed
 /// within the files folded): converted when that loses nothing, else null and counted.
 fn settle_types(w: &mut RangeWork, types: &[DataType], scale: u32, stats: &mut CompactStats) {
-    for st in w.state.values_mut() {
+    for (_, st) in &mut w.state {
         grow_exact(&mut st.cells, types.len());
         for (c, &to) in st.cells.iter_mut().zip(types) {
             if let Some(v) = c.take() {
@@ -877,7 +921,7 @@ fn attribute_arrays<'a>(
 fn load_current(
     batch: &RecordBatch,
     cols: &mut ColumnSet,
-    state: &mut BTreeMap<i64, EntityState>,
+    state: &mut RangeState,
     path: &Path,
 ) -> Result<(), CompactError> {
     let ids = int64(batch, columns::ENTITY_ID, path)?;
@@ -891,7 +935,7 @@ fn load_current(
         for &(bi, ci) in &attrs {
             cells[ci] = arrays[bi].as_ref().and_then(|a| a.cell(row));
         }
-        state.insert(
+        state.push((
             ids.value(row),
             EntityState {
                 cells,
@@ -899,7 +943,7 @@ fn load_current(
                 lsn: lsn.map_or(0, |c| c.value(row)),
                 source_ts: ts.and_then(|c| c.is_valid(row).then(|| c.value(row))),
             },
-        );
+        ));
     }
     Ok(())
 }
@@ -1054,7 +1098,7 @@ impl<'a> AttrArray<'a> {
 fn current_batch(
     tenant_id: i64,
     cols: &ColumnSet,
-    state: &BTreeMap<i64, EntityState>,
+    state: &RangeState,
     scale: u32,
 ) -> Result<RecordBatch, CompactError> {
     let n = state.len();
@@ -1115,6 +1159,79 @@ mod tests {
         let text: ArrayRef = Arc::new(StringArray::from(names.to_vec()));
         let numbers: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![1]));
         assert!(ChangedItems::new(&text, &by_name).is_none() && ChangedItems::new(&numbers, &by_name).is_none());
+    }
+
+    /// A flush's rows are merged into the sorted state of their ranges: in stream order per
+    /// entity, deletes and re-creations applied, value changes of an entity that is not live
+    /// dropped, a column registered after an entity was made added to it, untouched entities
+    /// kept as they were; the state stays sorted, each entity once.
+    #[test]
+    fn a_flush_is_merged_into_sorted_range_state() {
+        let entity = |cells: Vec<Option<Value>>| EntityState { cells, commit_lsn: 1, lsn: 1, source_ts: None };
+        let range = |lo: i64, state: RangeState| RangeWork {
+            lo,
+            path: Path::from(format!("current/t/{lo}")),
+            version: Version::absent(),
+            state,
+            watermarks: Watermarks::new(),
+            files: Vec::new(),
+        };
+        let int = |v: i64| Some(Value::Int(v));
+        let mut work = vec![
+            range(0, vec![(1, entity(vec![int(10)])), (3, entity(vec![int(30)])), (5, entity(vec![int(50)]))]),
+            range(100, vec![(101, entity(vec![int(1010)]))]),
+        ];
+        let mut flush = FlushRows::default();
+        let mut push = |target: usize, entity_id: i64, seq: i64, (delete, entity_changed): (bool, bool), cells| {
+            let start = flush.cells.len();
+            flush.cells.extend(cells);
+            flush.rows.push(ChangeRow {
+                target,
+                entity_id,
+                seq,
+                stream: 0,
+                delete,
+                entity_changed,
+                cells: start..flush.cells.len(),
+                commit_lsn: seq,
+                lsn: seq,
+                source_ts: None,
+            });
+        };
+        let (delete, entity, values) = ((true, false), (false, true), (false, false));
+        // Out of order, as the rows of several files come.
+        push(0, 5, 7, values, vec![(0, int(51)), (1, int(52))]);
+        push(0, 1, 3, delete, vec![]);
+        push(0, 3, 2, delete, vec![]);
+        push(1, 102, 2, entity, vec![(1, int(1021))]);
+        push(0, 4, 5, entity, vec![(0, int(40))]);
+        push(0, 6, 6, values, vec![(0, int(60))]);
+        push(0, 1, 4, entity, vec![(0, int(11))]);
+        push(0, 3, 8, values, vec![(0, int(31))]);
+        push(0, 1, 9, values, vec![(1, int(12))]);
+        let mut stats = CompactStats::default();
+        apply_flush(&mut work, &mut flush, 2, &mut stats);
+        let cells = |w: &RangeWork| -> Vec<(i64, Vec<Option<Value>>, i64)> {
+            w.state.iter().map(|(id, s)| (*id, s.cells.clone(), s.lsn)).collect()
+        };
+        assert_eq!(
+            cells(&work[0]),
+            [(1, vec![int(11), int(12)], 9), (4, vec![int(40), None], 5), (5, vec![int(51), int(52)], 7)]
+        );
+        assert_eq!(cells(&work[1]), [(101, vec![int(1010)], 1), (102, vec![None, int(1021)], 2)]);
+        assert_eq!(stats.rows_applied, 9);
+        assert!(flush.rows.is_empty() && flush.cells.is_empty());
+    }
+
+    /// A range's state read from an object not in entity order is sorted, the last row of an
+    /// id winning.
+    #[test]
+    fn state_read_out_of_order_is_sorted_last_row_winning() {
+        let entity = |lsn: i64| EntityState { cells: Vec::new(), commit_lsn: 0, lsn, source_ts: None };
+        let mut state: RangeState = vec![(3, entity(1)), (1, entity(2)), (3, entity(3)), (2, entity(4))];
+        sort_state(&mut state);
+        let got: Vec<(i64, i64)> = state.iter().map(|(id, s)| (*id, s.lsn)).collect();
+        assert_eq!(got, [(1, 2), (2, 4), (3, 3)]);
     }
 
     #[test]
