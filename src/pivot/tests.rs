@@ -586,6 +586,17 @@ fn unknown_hot_key_is_unknown_attribute_and_may_resolve() {
     assert_eq!(e.to_string(), "attribute `nick` of customer is not in the catalog");
 }
 
+/// The keys are checked before the values: an unknown key is what is reported even when a
+/// known key's value has the wrong type too.
+#[test]
+fn unknown_hot_key_is_named_before_a_wrong_value() {
+    let mut f = Feed::new();
+    let e = error_of(f.apply(T1, Op::Create, entity_insert(customer(1001, hot(r#"{"status": 5, "nick": "b"}"#)))));
+    assert_eq!(e, PivotError::UnknownAttribute { attribute: "`nick` of customer".into() });
+    let e = error_of(f.apply(T1, Op::Create, entity_insert(customer(1002, hot(r#"{"status": 5}"#)))));
+    assert_eq!(e.reason(), "type_mismatch");
+}
+
 #[test]
 fn cold_attribute_as_a_hot_key_is_type_mismatch() {
     let mut f = Feed::new();
