@@ -418,6 +418,58 @@ impl<'a> Cursor<'a> {
         Ok(start)
     }
 
+    /// The members of the object that makes up the whole input, when it is written exactly as
+    /// PostgreSQL writes a `jsonb` (`{"key": value, "key": value}`: one blank after each `:`
+    /// and `,`, none elsewhere, keys without escapes), each as its key and its value's text
+    /// (what [`Cursor::raw`] gives), at most `max` of them. `None` when the text departs from
+    /// that form anywhere or has more members, nesting deeper than the cursor allows included:
+    /// the caller then reads it with [`Cursor::object`], which reads every such object as this
+    /// does and says what is wrong with the others. The cursor is left where it was.
+    ///
+    /// One pass that checks the separators where they must be, instead of looking for blanks
+    /// and tokens around every key and value (`hot_attributes` of every entities change:
+    /// reading them was a twentieth of a file run).
+    pub fn jsonb_members(&mut self, max: usize, out: &mut Vec<(Cow<'a, str>, &'a str)>) -> Option<()> {
+        let (b, start, at) = (self.b, out.len(), self.pos);
+        let members = (|| {
+            if b == b"{}" {
+                return Some(());
+            }
+            let mut i = 1;
+            (b.first() == Some(&b'{')).then_some(())?;
+            loop {
+                // `"key": `
+                (b.get(i) == Some(&b'"')).then_some(())?;
+                let q = quote_or_backslash(b, i + 1)?;
+                (b[q] == b'"' && b.get(q + 1..q + 3) == Some(b": ")).then_some(())?;
+                let key = self.src.get(i + 1..q)?;
+                let v = q + 3;
+                let end = match b.get(v)? {
+                    b'"' => string_end(b, v + 1)?,
+                    b'0'..=b'9' | b'-' | b'a'..=b'z' => scalar_end(b, v),
+                    b'{' | b'[' => {
+                        self.pos = v;
+                        self.skip_nested().ok()?;
+                        self.pos
+                    }
+                    _ => return None,
+                };
+                (out.len() - start < max).then_some(())?;
+                out.push((Cow::Borrowed(key), self.src.get(v..end)?));
+                match (b.get(end)?, b.get(end + 1)) {
+                    (b',', Some(b' ')) => i = end + 2,
+                    (b'}', None) => return Some(()),
+                    _ => return None,
+                }
+            }
+        })();
+        self.pos = at;
+        if members.is_none() {
+            out.truncate(start);
+        }
+        members
+    }
+
     /// Skips any value and returns its text.
     pub fn raw(&mut self) -> Result<&'a str> {
         self.ws();
@@ -1322,5 +1374,86 @@ mod tests {
         let mut c = Cursor::new("{} x");
         c.object(|c, _| c.skip()).unwrap();
         assert!(c.end().unwrap_err().syntax);
+    }
+
+    /// The one-pass reader of jsonb-formed objects reads what the member-by-member reader reads
+    /// (key and value text of each member, with the same limits on members and nesting) for
+    /// every object it accepts, and accepts the jsonb form itself; random objects built from
+    /// pieces in and out of that form.
+    #[test]
+    fn jsonb_members_read_what_object_reads() {
+        const KEYS: [&str; 6] = ["a", "tags", "is_paid", r#"k\"ey"#, "é", ""];
+        const VALUES: [&str; 14] = [
+            "1",
+            "-935.89",
+            "true",
+            "null",
+            r#""customer""#,
+            r#""a \"q\" b""#,
+            r#"{"lang": "x", "n": [1, {"b": 2}]}"#,
+            "[]",
+            "{}",
+            "[[[[1]]]]",
+            r#""unterminated"#,
+            "+1",
+            "[1, 2",
+            r#"{"a" 1}"#,
+        ];
+        const SEPARATORS: [&str; 5] = [", ", ",", " , ", ",  ", ", "];
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let general = |json: &str, max: usize, depth: usize| {
+            let mut c = Cursor::with_max_depth(json, depth);
+            let mut out: Vec<(String, String)> = Vec::new();
+            c.object(|c, key| {
+                if out.len() == max {
+                    return Err(c.shape("too many keys"));
+                }
+                out.push((key.into_owned(), c.raw()?.to_string()));
+                Ok(())
+            })
+            .and_then(|()| c.end())
+            .map(|()| out)
+        };
+        let mut accepted = 0;
+        for round in 0..30_000 {
+            let n = next() % 5;
+            let mut json = String::from(if next() % 16 == 0 { "{ " } else { "{" });
+            for m in 0..n {
+                if m > 0 {
+                    json += SEPARATORS[(next() % 5) as usize];
+                }
+                let colon = if next() % 16 == 0 { ":" } else { ": " };
+                let key = KEYS[(next() % 6) as usize];
+                json += &format!("\"{key}\"{colon}{}", VALUES[(next() % 14) as usize]);
+            }
+            json += if next() % 16 == 0 { "} " } else { "}" };
+            let (max, depth) = ((next() % 5) as usize, (next() % 4) as usize);
+            let mut out = Vec::new();
+            let mut c = Cursor::with_max_depth(&json, depth);
+            let fast = c.jsonb_members(max, &mut out);
+            assert_eq!(c.pos, 0, "{json}");
+            if fast.is_some() {
+                accepted += 1;
+                let fast: Vec<(String, String)> = out.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                assert_eq!(Ok(fast), general(&json, max, depth), "round {round}: {json}");
+            } else {
+                assert!(out.is_empty(), "{json}");
+            }
+        }
+        assert!(accepted > 3_000, "only {accepted} objects in jsonb form were read in one pass");
+        // The form PostgreSQL writes is read in one pass.
+        let mut out = Vec::new();
+        let json = r#"{"tags": {"lang": "customer", "street": -935.89}, "is_paid": true}"#;
+        assert_eq!(Cursor::with_max_depth(json, 8).jsonb_members(10, &mut out), Some(()));
+        assert_eq!(
+            out,
+            [(Cow::Borrowed("tags"), r#"{"lang": "customer", "street": -935.89}"#), (Cow::Borrowed("is_paid"), "true")]
+        );
     }
 }

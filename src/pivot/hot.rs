@@ -53,6 +53,11 @@ fn parse<'a>(
         return Err(PivotError::JsonTooLarge { what: WHAT.into(), bytes: json.len(), limit: limits.max_json_bytes });
     }
     let mut c = Cursor::with_max_depth(json, limits.max_json_depth.saturating_sub(1));
+    // PostgreSQL writes every jsonb the same way: read in one pass; anything else (or anything
+    // wrong) member by member below.
+    if c.jsonb_members(limits.max_attributes_per_row, &mut entries).is_some() {
+        return Ok(Entries(entries));
+    }
     let mut too_many = false;
     c.object(|c, key| {
         if entries.len() == limits.max_attributes_per_row {
