@@ -1105,6 +1105,9 @@ fn current_batch(
     // Built row by row, each entity's cells read once in order: column by column, every column
     // went through the whole map again (pointer chasing, a cache miss per entity and column).
     let mut attrs: Vec<ValueBuilder> = cols.cols.iter().map(|c| ValueBuilder::new(c.2, scale, n)).collect();
+    // Nulls are counted and appended as runs: a type's attributes are set on some of its
+    // entities only, and one `append_nulls` per run costs less than one append per cell.
+    let mut nulls = vec![0usize; attrs.len()];
     let (mut ids, mut commit, mut lsn) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     for (id, s) in state {
@@ -1112,8 +1115,16 @@ fn current_batch(
         commit.push(s.commit_lsn);
         lsn.push(s.lsn);
         ts.append_option(s.source_ts);
-        for (i, b) in attrs.iter_mut().enumerate() {
-            b.append(s.cells.get(i).and_then(|c| c.as_ref()));
+        for (i, (b, nulls)) in attrs.iter_mut().zip(&mut nulls).enumerate() {
+            match s.cells.get(i).and_then(|c| c.as_ref()) {
+                None => *nulls += 1,
+                value => {
+                    if *nulls > 0 {
+                        b.append_nulls(std::mem::take(nulls));
+                    }
+                    b.append(value);
+                }
+            }
         }
     }
     let mut fields = vec![
@@ -1124,7 +1135,10 @@ fn current_batch(
         Arc::new(arrow::array::Int64Array::from(vec![tenant_id; n])),
         Arc::new(arrow::array::Int64Array::from(ids)),
     ];
-    for ((name, id, dt), mut b) in cols.cols.iter().zip(attrs) {
+    for (((name, id, dt), mut b), nulls) in cols.cols.iter().zip(attrs).zip(nulls) {
+        if nulls > 0 {
+            b.append_nulls(nulls);
+        }
         fields.push(columns::attribute_field(name, *id, *dt, scale));
         arrays.push(b.finish());
     }
