@@ -1078,6 +1078,16 @@ fn quote_or_backslash_swar(b: &[u8], mut i: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// A small deterministic random source for the randomized tests (xorshift64).
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     #[test]
     fn reads_and_skips() {
         let src = r#" {"a": "x", "b": {"c": [1, 2, {"d": "}"}]}, "e": -12, "f": true, "g": null, "h": "q\"\u00e9"} "#;
@@ -1326,13 +1336,7 @@ mod tests {
             "\t",
             "0123456789012345678901234567890",
         ];
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
         for _ in 0..20_000 {
             let raw: String = (0..next() % 12).map(|_| PIECES[(next() % 16) as usize]).collect();
             let quoted = format!("\"{raw}\"");
@@ -1400,13 +1404,7 @@ mod tests {
             r#"{"a" 1}"#,
         ];
         const SEPARATORS: [&str; 5] = [", ", ",", " , ", ",  ", ", "];
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
         let general = |json: &str, max: usize, depth: usize| {
             let mut c = Cursor::with_max_depth(json, depth);
             let mut out: Vec<(String, String)> = Vec::new();
@@ -1423,16 +1421,16 @@ mod tests {
         let mut accepted = 0;
         for round in 0..30_000 {
             let n = next() % 5;
-            let mut json = String::from(if next() % 16 == 0 { "{ " } else { "{" });
+            let mut json = String::from(if next().is_multiple_of(16) { "{ " } else { "{" });
             for m in 0..n {
                 if m > 0 {
                     json += SEPARATORS[(next() % 5) as usize];
                 }
-                let colon = if next() % 16 == 0 { ":" } else { ": " };
+                let colon = if next().is_multiple_of(16) { ":" } else { ": " };
                 let key = KEYS[(next() % 6) as usize];
                 json += &format!("\"{key}\"{colon}{}", VALUES[(next() % 14) as usize]);
             }
-            json += if next() % 16 == 0 { "} " } else { "}" };
+            json += if next().is_multiple_of(16) { "} " } else { "}" };
             let (max, depth) = ((next() % 5) as usize, (next() % 4) as usize);
             let mut out = Vec::new();
             let mut c = Cursor::with_max_depth(&json, depth);
