@@ -428,7 +428,7 @@ impl<'a> Cursor<'a> {
     ///
     /// One pass that checks the separators where they must be, instead of looking for blanks
     /// and tokens around every key and value (`hot_attributes` of every entities change:
-    /// reading them was a twentieth of a file run).
+    /// reading them member by member was a twenty-fifth of a file run in callgrind).
     pub fn jsonb_members(&mut self, max: usize, out: &mut Vec<(Cow<'a, str>, &'a str)>) -> Option<()> {
         let (b, start, at) = (self.b, out.len(), self.pos);
         let members = (|| {
