@@ -561,6 +561,14 @@ struct FlushRows {
     cells: Vec<(usize, Option<Value>)>,
 }
 
+impl FlushRows {
+    /// Empties the buffer, keeping its allocations.
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.cells.clear();
+    }
+}
+
 /// The live entities of a range, sorted by entity_id, each id once. A sorted vector rather
 /// than a map: a flush's rows come sorted by entity too, so applying them is a merge (two map
 /// searches per row and the map's nodes were half of applying a 1M-event lake's rows).
@@ -636,8 +644,7 @@ async fn fold_group(
     all_files.sort_unstable();
     all_files.dedup();
     // Left with rows only by a fold that failed part way.
-    flush.rows.clear();
-    flush.cells.clear();
+    flush.clear();
     // The highest position named by a file whose rows are read and not applied yet.
     let mut flush_last: Option<i64> = None;
     for fi in all_files {
@@ -841,8 +848,7 @@ fn apply_flush(work: &mut [RangeWork], flush: &mut FlushRows, columns: usize, st
         state.extend(old);
         w.state = state;
     }
-    rows.clear();
-    cells.clear();
+    flush.clear();
 }
 
 /// Puts a range's state read from its object in entity order, each entity once (the last row
