@@ -1218,15 +1218,15 @@ mod tests {
                 source_ts: None,
             });
         };
-        let (delete, entity, values) = ((true, false), (false, true), (false, false));
+        let (delete, create, values) = ((true, false), (false, true), (false, false));
         // Out of order, as the rows of several files come.
         push(0, 5, 7, values, vec![(0, int(51)), (1, int(52))]);
         push(0, 1, 3, delete, vec![]);
         push(0, 3, 2, delete, vec![]);
-        push(1, 102, 2, entity, vec![(1, int(1021))]);
-        push(0, 4, 5, entity, vec![(0, int(40))]);
+        push(1, 102, 2, create, vec![(1, int(1021))]);
+        push(0, 4, 5, create, vec![(0, int(40))]);
         push(0, 6, 6, values, vec![(0, int(60))]);
-        push(0, 1, 4, entity, vec![(0, int(11))]);
+        push(0, 1, 4, create, vec![(0, int(11))]);
         push(0, 3, 8, values, vec![(0, int(31))]);
         push(0, 1, 9, values, vec![(1, int(12))]);
         let mut stats = CompactStats::default();
