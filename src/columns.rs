@@ -206,6 +206,45 @@ impl ValueBuilder {
     }
 }
 
+/// A [`ValueBuilder`] that holds nulls back and appends them as runs: a row sets a few of its
+/// type's attributes, and one `append_nulls` per run costs less than an append per null cell
+/// (callgrind: appends were 4.6% of a run). Used for change batches and current objects.
+pub struct NullRunBuilder {
+    builder: ValueBuilder,
+    /// Nulls appended but not yet in the builder.
+    nulls: usize,
+}
+
+impl NullRunBuilder {
+    /// A builder whose column starts with `nulls` nulls (rows that came before the column).
+    pub fn new(builder: ValueBuilder, nulls: usize) -> NullRunBuilder {
+        NullRunBuilder { builder, nulls }
+    }
+
+    /// Appends a value, or null (see [`ValueBuilder::append`]).
+    pub fn append(&mut self, value: Option<&Value>) {
+        if value.is_none() {
+            self.nulls += 1;
+            return;
+        }
+        self.put_nulls();
+        self.builder.append(value);
+    }
+
+    /// Moves the nulls held back into the builder.
+    fn put_nulls(&mut self) {
+        let n = std::mem::take(&mut self.nulls);
+        if n > 0 {
+            self.builder.append_nulls(n);
+        }
+    }
+
+    pub fn finish(&mut self) -> ArrayRef {
+        self.put_nulls();
+        self.builder.finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@
 //! A type change of an attribute is applied to the whole range: old values are converted when
 //! that loses nothing, otherwise they become null and are counted (never a wrong value).
 
-use crate::columns::{self, Value, ValueBuilder};
+use crate::columns::{self, NullRunBuilder, Value, ValueBuilder};
 use crate::decode::DataType;
 use crate::progress::{self, ProgressError};
 use crate::purge::{PurgeError, PurgeSet};
@@ -854,7 +854,7 @@ fn apply_flush(work: &mut [RangeWork], flush: &mut FlushRows, columns: usize, st
 /// Puts a range's state read from its object in entity order, each entity once (the last row
 /// of an id wins, as it would have in a map). An object eavlake wrote is in order already.
 fn sort_state(state: &mut RangeState) {
-    if state.is_sorted_by_key(|(id, _)| *id) && state.windows(2).all(|p| p[0].0 != p[1].0) {
+    if state.windows(2).all(|p| p[0].0 < p[1].0) {
         return;
     }
     // Stable: rows of one id stay in the order they were read, so the last one is kept.
@@ -1110,10 +1110,9 @@ fn current_batch(
     let n = state.len();
     // Built row by row, each entity's cells read once in order: column by column, every column
     // went through the whole map again (pointer chasing, a cache miss per entity and column).
-    let mut attrs: Vec<ValueBuilder> = cols.cols.iter().map(|c| ValueBuilder::new(c.2, scale, n)).collect();
-    // Nulls are counted and appended as runs: a type's attributes are set on some of its
-    // entities only, and one `append_nulls` per run costs less than one append per cell.
-    let mut nulls = vec![0usize; attrs.len()];
+    // Nulls as runs: a type's attributes are set on some of its entities only.
+    let mut attrs: Vec<NullRunBuilder> =
+        cols.cols.iter().map(|c| NullRunBuilder::new(ValueBuilder::new(c.2, scale, n), 0)).collect();
     let (mut ids, mut commit, mut lsn) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     for (id, s) in state {
@@ -1121,16 +1120,8 @@ fn current_batch(
         commit.push(s.commit_lsn);
         lsn.push(s.lsn);
         ts.append_option(s.source_ts);
-        for (i, (b, nulls)) in attrs.iter_mut().zip(&mut nulls).enumerate() {
-            match s.cells.get(i).and_then(|c| c.as_ref()) {
-                None => *nulls += 1,
-                value => {
-                    if *nulls > 0 {
-                        b.append_nulls(std::mem::take(nulls));
-                    }
-                    b.append(value);
-                }
-            }
+        for (i, b) in attrs.iter_mut().enumerate() {
+            b.append(s.cells.get(i).and_then(|c| c.as_ref()));
         }
     }
     let mut fields = vec![
@@ -1141,10 +1132,7 @@ fn current_batch(
         Arc::new(arrow::array::Int64Array::from(vec![tenant_id; n])),
         Arc::new(arrow::array::Int64Array::from(ids)),
     ];
-    for (((name, id, dt), mut b), nulls) in cols.cols.iter().zip(attrs).zip(nulls) {
-        if nulls > 0 {
-            b.append_nulls(nulls);
-        }
+    for ((name, id, dt), mut b) in cols.cols.iter().zip(attrs) {
         fields.push(columns::attribute_field(name, *id, *dt, scale));
         arrays.push(b.finish());
     }
