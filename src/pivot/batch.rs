@@ -297,18 +297,12 @@ fn sort_and_split(batch: RecordBatch) -> Vec<(String, RecordBatch)> {
     else {
         return vec![];
     };
-    let ids = ids.as_primitive::<Int64Type>();
-    let seqs = seqs.as_primitive::<Int64Type>();
     let ts = ts.as_primitive::<TimestampMicrosecondType>();
-    // The keys side by side with their row: sorting compares neighbours in memory instead of
-    // looking both columns up for every comparison.
-    let mut order: Vec<(i64, i64, u32)> =
-        (0..batch.num_rows()).map(|i| (ids.value(i), seqs.value(i), i as u32)).collect();
-    order.sort_unstable();
+    let order = entity_order(ids.as_primitive::<Int64Type>().values(), seqs.as_primitive::<Int64Type>().values());
     // Rows of one day are the common case: compute each day once per distinct day number.
     let day = |i: u32| if ts.is_null(i as usize) { 0 } else { ts.value(i as usize).div_euclid(86_400_000_000) };
     let mut by_day: Vec<(i64, Vec<u32>)> = Vec::new();
-    for (_, _, i) in order {
+    for i in order {
         let d = day(i);
         match by_day.iter_mut().find(|(k, _)| *k == d) {
             Some((_, v)) => v.push(i),
@@ -323,4 +317,75 @@ fn sort_and_split(batch: RecordBatch) -> Vec<(String, RecordBatch)> {
             Some((date_of(d * 86_400_000_000), taken))
         })
         .collect()
+}
+
+/// The rows in (entity_id, _seq) order, equal keys in row order.
+///
+/// A batch's ids and positions usually span a few million values each: offset from their
+/// minimum, they fit in 64 bits together with the row number, and plain integers (id,
+/// position and row from high to low bits) sort in a fraction of the time (id, seq, row) tuples
+/// take (callgrind: the tuple sort was 2% of a 1M-event file run). Wider spans take the tuples.
+fn entity_order(ids: &[i64], seqs: &[i64]) -> Vec<u32> {
+    let span = |v: &[i64]| -> (i64, u32) {
+        let (lo, hi) = v.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        // Bits of the largest offset from the minimum (0 for one value or none).
+        (lo, 64 - (hi.wrapping_sub(lo) as u64).leading_zeros())
+    };
+    let n = ids.len().min(seqs.len());
+    let (id_lo, id_bits) = span(&ids[..n]);
+    let (seq_lo, seq_bits) = span(&seqs[..n]);
+    let row_bits = 64 - (n.saturating_sub(1) as u64).leading_zeros();
+    if id_bits + seq_bits + row_bits <= 64 {
+        let (seq_shift, id_shift) = (row_bits, row_bits + seq_bits);
+        // In u128: a field of no bits may sit at shift 64, which a u64 shift does not allow.
+        let key = |i: usize| -> u64 {
+            let id = u128::from(ids[i].wrapping_sub(id_lo) as u64) << id_shift;
+            let seq = u128::from(seqs[i].wrapping_sub(seq_lo) as u64) << seq_shift;
+            (id | seq | i as u128) as u64
+        };
+        let mut keys: Vec<u64> = (0..n).map(key).collect();
+        keys.sort_unstable();
+        // A batch holds fewer than 2^32 rows: row_bits < 64.
+        let row_mask = (1u64 << row_bits) - 1;
+        return keys.into_iter().map(|k| (k & row_mask) as u32).collect();
+    }
+    // The keys side by side with their row: sorting compares neighbours in memory instead of
+    // looking both columns up for every comparison.
+    let mut order: Vec<(i64, i64, u32)> = (0..n).map(|i| (ids[i], seqs[i], i as u32)).collect();
+    order.sort_unstable();
+    order.into_iter().map(|(.., i)| i).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entity_order;
+    use crate::workload::rng::Rng;
+
+    /// What the packed sort must give: (id, seq, row) tuples sorted.
+    fn by_tuples(ids: &[i64], seqs: &[i64]) -> Vec<u32> {
+        let mut t: Vec<(i64, i64, u32)> =
+            ids.iter().zip(seqs).enumerate().map(|(i, (&a, &b))| (a, b, i as u32)).collect();
+        t.sort_unstable();
+        t.into_iter().map(|(.., i)| i).collect()
+    }
+
+    #[test]
+    fn entity_order_is_the_tuple_order_packed_or_not() {
+        let mut rng = Rng::new(11);
+        // Spans from a single value to the whole i64 range (which cannot be packed), negative
+        // ids included, rows with equal keys (small spans) among them.
+        for round in 0..400 {
+            let n = rng.below(if round % 2 == 0 { 100 } else { 3000 }) as usize;
+            let id_span = 1u64 << rng.below(64);
+            let seq_span = 1u64 << rng.below(64);
+            let id_base = rng.next_u64() as i64 >> rng.below(64);
+            let seq_base = rng.next_u64() as i64 >> rng.below(64);
+            let ids: Vec<i64> = (0..n).map(|_| id_base.wrapping_add(rng.below(id_span) as i64)).collect();
+            let seqs: Vec<i64> = (0..n).map(|_| seq_base.wrapping_add(rng.below(seq_span) as i64)).collect();
+            assert_eq!(entity_order(&ids, &seqs), by_tuples(&ids, &seqs), "round {round}: {ids:?} {seqs:?}");
+        }
+        assert_eq!(entity_order(&[], &[]), Vec::<u32>::new());
+        assert_eq!(entity_order(&[i64::MAX, i64::MIN, 0], &[0, 0, 0]), vec![1, 2, 0]);
+        assert_eq!(entity_order(&[5, 5, 5], &[i64::MIN, i64::MAX, -1]), vec![0, 2, 1]);
+    }
 }

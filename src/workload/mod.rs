@@ -38,7 +38,7 @@ mod debezium;
 mod generator;
 mod model;
 pub mod postgres;
-mod rng;
+pub(crate) mod rng;
 #[cfg(test)]
 mod tests;
 
