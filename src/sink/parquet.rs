@@ -72,13 +72,6 @@ pub fn encode(path: &str, batches: &[RecordBatch], metadata: Vec<(String, String
             props = props.set_column_encoding(ColumnPath::from(name), Encoding::DELTA_BINARY_PACKED);
         }
     }
-    // WAL positions and transaction ids come in entity order, not in the order they were given
-    // out: their deltas are mostly noise, which zstd shrinks little for its time (generated
-    // lakes: 0-4% smaller on 1M events, 15-20% on 100K; stored plain, a 100K run takes 1.3%
-    // fewer instructions, its change files 2.4% and a 1M run's 0.4% larger).
-    for name in [columns::LSN, columns::COMMIT_LSN, columns::TX_ID] {
-        props = props.set_column_compression(ColumnPath::from(name), Compression::UNCOMPRESSED);
-    }
     // An EAV batch leaves most attribute columns empty. Compressing a page of nulls costs a
     // full zstd table reset (profiled: most of the encoder's time on small files) for a few
     // bytes, so such columns are stored plain.
