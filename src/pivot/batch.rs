@@ -36,24 +36,13 @@ struct AttrColumn {
 }
 
 impl AttrColumn {
-    /// A column for about `capacity` rows, the first `rows` of which (rows of the batch before
-    /// the column existed) have no value.
-    fn new(
-        attribute_id: i64,
-        name: Arc<str>,
-        data_type: DataType,
-        scale: u32,
-        rows: usize,
-        capacity: usize,
-    ) -> AttrColumn {
-        let values = NullRunBuilder::new(ValueBuilder::new(data_type, scale, capacity), rows);
+    fn new(attribute_id: i64, name: Arc<str>, data_type: DataType, scale: u32, rows: usize) -> AttrColumn {
+        // Room for as many rows as Arrow's builders make by default; the earlier rows of the
+        // batch have no value in a new column.
+        let values = NullRunBuilder::new(ValueBuilder::new(data_type, scale, 1024), rows);
         AttrColumn { attribute_id, name, data_type, values }
     }
 }
-
-/// Rows a batch is sized for when nothing is known of its (entity type, tenant): what Arrow's
-/// builders make by default.
-const DEFAULT_ROWS: usize = 1024;
 
 /// A column without a cell in the row being pushed.
 const NO_CELL: u32 = u32::MAX;
@@ -81,14 +70,10 @@ struct TableBuilder {
     kafka_partition: Int32Builder,
     kafka_offset: Int64Builder,
     rows: usize,
-    /// Rows its builders were sized for.
-    capacity: usize,
 }
 
 impl TableBuilder {
-    /// A batch whose builders have room for `capacity` rows.
-    fn new(entity_type: Arc<str>, tenant_id: i64, capacity: usize) -> TableBuilder {
-        let n = capacity;
+    fn new(entity_type: Arc<str>, tenant_id: i64) -> TableBuilder {
         TableBuilder {
             entity_type,
             tenant_id,
@@ -96,21 +81,19 @@ impl TableBuilder {
             attrs: Vec::new(),
             index: FxHashMap::default(),
             slots: Vec::new(),
-            entity_id: Int64Builder::with_capacity(n),
-            // One letter a row; a few attribute names a row in `_changed`.
-            op: StringBuilder::with_capacity(n, n),
-            changed: ListBuilder::with_capacity(StringBuilder::with_capacity(4 * n, 32 * n), n),
-            entity_changed: BooleanBuilder::with_capacity(n),
-            commit_lsn: Int64Builder::with_capacity(n),
-            lsn: Int64Builder::with_capacity(n),
-            tx_id: Int64Builder::with_capacity(n),
-            source_ts: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
-            seq: Int64Builder::with_capacity(n),
+            entity_id: Int64Builder::new(),
+            op: StringBuilder::new(),
+            changed: ListBuilder::new(StringBuilder::new()),
+            entity_changed: BooleanBuilder::new(),
+            commit_lsn: Int64Builder::new(),
+            lsn: Int64Builder::new(),
+            tx_id: Int64Builder::new(),
+            source_ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            seq: Int64Builder::new(),
             kafka_topic: StringBuilder::new(),
             kafka_partition: Int32Builder::new(),
             kafka_offset: Int64Builder::new(),
             rows: 0,
-            capacity,
         }
     }
 
@@ -141,7 +124,6 @@ impl TableBuilder {
                         attr.data_type,
                         scale,
                         self.rows,
-                        self.capacity,
                     ));
                 }
             }
@@ -246,11 +228,6 @@ impl TableBuilder {
 pub struct BatchSet {
     scale: u32,
     tables: FxHashMap<(Arc<str>, i64), TableBuilder>,
-    /// Rows of each (entity type, tenant) in the last flush: its next batch's builders are
-    /// sized for as many, rather than grown by doubling from Arrow's default (callgrind: the
-    /// copies of growing them were 0.5% of a 1M-event file run). Only the last flush's pairs,
-    /// so it follows the live set as the builders do.
-    last_rows: FxHashMap<(Arc<str>, i64), usize>,
     closed: Vec<(Arc<str>, i64, RecordBatch)>,
     rows: usize,
     bytes: usize,
@@ -258,14 +235,7 @@ pub struct BatchSet {
 
 impl BatchSet {
     pub fn new(scale: u32) -> BatchSet {
-        BatchSet {
-            scale,
-            tables: FxHashMap::default(),
-            last_rows: FxHashMap::default(),
-            closed: Vec::new(),
-            rows: 0,
-            bytes: 0,
-        }
+        BatchSet { scale, tables: FxHashMap::default(), closed: Vec::new(), rows: 0, bytes: 0 }
     }
 
     /// Rows buffered (open and closed batches).
@@ -281,17 +251,13 @@ impl BatchSet {
     pub fn push(&mut self, catalog: &Catalog, row: &WideRow) {
         let key = (row.entity_type.clone(), row.tenant_id);
         let scale = self.scale;
-        let capacity = *self.last_rows.get(&key).unwrap_or(&DEFAULT_ROWS);
-        let table = self
-            .tables
-            .entry(key)
-            .or_insert_with(|| TableBuilder::new(row.entity_type.clone(), row.tenant_id, capacity));
+        let table = self.tables.entry(key).or_insert_with(|| TableBuilder::new(row.entity_type.clone(), row.tenant_id));
         if !table.sync(catalog, scale) {
             if table.rows > 0 {
                 let batch = table.finish(scale);
                 self.closed.push((table.entity_type.clone(), table.tenant_id, batch));
             }
-            *table = TableBuilder::new(row.entity_type.clone(), row.tenant_id, capacity);
+            *table = TableBuilder::new(row.entity_type.clone(), row.tenant_id);
             table.sync(catalog, scale);
         }
         self.bytes += table.push(row);
@@ -302,10 +268,8 @@ impl BatchSet {
     pub fn finish(&mut self) -> Vec<FinishedBatch> {
         let scale = self.scale;
         let mut all = std::mem::take(&mut self.closed);
-        self.last_rows.clear();
-        for (key, table) in &mut self.tables {
+        for table in self.tables.values_mut() {
             if table.rows > 0 {
-                self.last_rows.insert(key.clone(), table.rows);
                 all.push((table.entity_type.clone(), table.tenant_id, table.finish(scale)));
             }
         }
