@@ -324,7 +324,8 @@ fn sort_and_split(batch: RecordBatch) -> Vec<(String, RecordBatch)> {
 /// A batch's ids and positions usually span a few million values each: offset from their
 /// minimum, they fit in 64 bits together with the row number, and plain integers (id,
 /// position and row from high to low bits) sort in a fraction of the time (id, seq, row) tuples
-/// take (callgrind: the tuple sort was 2% of a 1M-event file run). Wider spans take the tuples.
+/// take (callgrind, 1M-event file run: 103M instructions, 0.8%, for the tuples; 40M packed).
+/// Wider spans take the tuples.
 fn entity_order(ids: &[i64], seqs: &[i64]) -> Vec<u32> {
     let span = |v: &[i64]| -> (i64, u32) {
         let (lo, hi) = v.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
