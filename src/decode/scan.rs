@@ -1078,14 +1078,10 @@ fn quote_or_backslash_swar(b: &[u8], mut i: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
-    /// A small deterministic random source for the randomized tests (xorshift64).
-    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
-        move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        }
+    /// The randomized tests' source: the workload's seeded generator, as a closure.
+    fn random(seed: u64) -> impl FnMut() -> u64 {
+        let mut rng = crate::workload::rng::Rng::new(seed);
+        move || rng.next_u64()
     }
 
     #[test]
@@ -1336,7 +1332,7 @@ mod tests {
             "\t",
             "0123456789012345678901234567890",
         ];
-        let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
+        let mut next = random(0x9E37_79B9_7F4A_7C15u64);
         for _ in 0..20_000 {
             let raw: String = (0..next() % 12).map(|_| PIECES[(next() % 16) as usize]).collect();
             let quoted = format!("\"{raw}\"");
@@ -1404,7 +1400,7 @@ mod tests {
             r#"{"a" 1}"#,
         ];
         const SEPARATORS: [&str; 5] = [", ", ",", " , ", ",  ", ", "];
-        let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
+        let mut next = random(0x2545_F491_4F6C_DD1Du64);
         let general = |json: &str, max: usize, depth: usize| {
             let mut c = Cursor::with_max_depth(json, depth);
             let mut out: Vec<(String, String)> = Vec::new();
