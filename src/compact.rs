@@ -322,7 +322,9 @@ async fn durable_changes(
         .filter_map(|m| parse_change_file(&m.location))
         .filter(|f| durable.get(&f.stream).is_some_and(|d| f.last <= *d))
         .collect();
-    changes.sort_by(|a, b| (a.first, a.part, &a.stream).cmp(&(b.first, b.part, &b.stream)));
+    // The path last: files of one flush differ by date only, and their order decides the order
+    // of a range's columns; a local folder lists them in no fixed order.
+    changes.sort_by(|a, b| (a.first, a.part, &a.stream, &a.path).cmp(&(b.first, b.part, &b.stream, &b.path)));
     Ok(changes)
 }
 
