@@ -212,26 +212,32 @@ pub async fn compact_scope(
             if purged.whole_tenant(tenant_id) || !scope.includes_tenant(tenant_id) {
                 continue;
             }
-            compact_tenant(lake, &entity_type, tenant_id, opts, scope, &durable, &mut purged, &mut flush, &mut stats)
-                .await?;
+            let of = TypeTenant { lake, entity_type: &entity_type, tenant_id, opts };
+            compact_tenant(of, scope, &durable, &mut purged, &mut flush, &mut stats).await?;
         }
     }
     Ok(stats)
 }
 
-/// Compacts one entity type of one tenant (the ranges of `scope`).
-#[allow(clippy::too_many_arguments)]
-async fn compact_tenant(
-    lake: &Lake,
-    entity_type: &str,
+/// One entity type of one tenant in a lake: what compaction plans and folds at once.
+#[derive(Clone, Copy)]
+struct TypeTenant<'a> {
+    lake: &'a Lake,
+    entity_type: &'a str,
     tenant_id: i64,
     opts: CompactOptions,
+}
+
+/// Compacts one entity type of one tenant (the ranges of `scope`).
+async fn compact_tenant(
+    of: TypeTenant<'_>,
     scope: &CompactScope,
     durable: &FxHashMap<String, i64>,
     purged: &mut PurgeSet,
     flush: &mut FlushRows,
     stats: &mut CompactStats,
 ) -> Result<(), CompactError> {
+    let TypeTenant { lake, entity_type, tenant_id, opts } = of;
     let changes = durable_changes(lake, entity_type, tenant_id, durable).await?;
     if changes.is_empty() {
         return Ok(());
@@ -244,7 +250,7 @@ async fn compact_tenant(
             *mark = (*mark).max(last);
         }
     }
-    let plan = plan_tenant(lake, entity_type, tenant_id, opts, changes, &done).await?;
+    let plan = plan_tenant(of, changes, &done).await?;
     if plan.changes.is_empty() {
         return Ok(());
     }
@@ -260,9 +266,7 @@ async fn compact_tenant(
         // that object: a few tries, since each conflict means the other side made progress.
         while !pending.is_empty() {
             tries += 1;
-            let (files, cache) = (&plan.changes, &plan.cache);
-            let conflicts =
-                compact_group(lake, entity_type, tenant_id, &pending, files, cache, opts, purged, flush, stats).await?;
+            let conflicts = compact_group(of, &plan, &pending, purged, flush, stats).await?;
             if !conflicts.is_empty() && tries >= MAX_CONFLICT_TRIES {
                 let path = Lake::current_path(entity_type, tenant_id, conflicts[0], conflicts[0] + opts.range_size - 1);
                 return Err(CompactError::Contended { path: path.to_string(), tries });
@@ -365,13 +369,11 @@ impl TenantPlan {
 /// see [`done_path`]). Not the oldest watermark among existing range objects: a range with no
 /// object yet (a compaction cut short, or another scope's) would never get the older files.
 async fn plan_tenant(
-    lake: &Lake,
-    entity_type: &str,
-    tenant_id: i64,
-    opts: CompactOptions,
+    of: TypeTenant<'_>,
     mut changes: Vec<ChangeFile>,
     done: &Watermarks,
 ) -> Result<TenantPlan, CompactError> {
+    let TypeTenant { lake, entity_type, tenant_id, opts } = of;
     // Watermarks of the existing ranges decide which change files are new to which range.
     let mut ranges: BTreeMap<i64, Watermarks> = BTreeMap::new();
     let mut sizes: BTreeMap<i64, usize> = BTreeMap::new();
@@ -436,7 +438,8 @@ where
     }
     let changes = durable_changes(lake, entity_type, tenant_id, durable).await?;
     let done = load_done(lake, entity_type, tenant_id, ALL_RANGES).await?;
-    let plan = plan_tenant(lake, entity_type, tenant_id, opts, changes, &done).await?;
+    let of = TypeTenant { lake, entity_type, tenant_id, opts };
+    let plan = plan_tenant(of, changes, &done).await?;
     let overlaps = |lo: i64, hi: i64| spans.is_none_or(|s| s.iter().any(|&(a, b)| a <= hi && b >= lo));
     let mut ranges: BTreeMap<i64, Vec<usize>> = plan.touched.clone();
     for &lo in plan.sizes.keys() {
@@ -447,20 +450,7 @@ where
     let mut flush = FlushRows::default();
     for group in plan.groups(ranges) {
         let mut stats = CompactStats::default();
-        let (cols, work) = fold_group(
-            lake,
-            entity_type,
-            tenant_id,
-            &group,
-            &plan.changes,
-            &plan.cache,
-            opts,
-            spans,
-            &purged,
-            &mut flush,
-            &mut stats,
-        )
-        .await?;
+        let (cols, work) = fold_group(of, &plan, &group, spans, &purged, &mut flush, &mut stats).await?;
         for w in &work {
             let mut entities = w.state.iter().filter(|(id, _)| inside(*id)).map(|(id, s)| (*id, s.cells.as_slice()));
             visit(w.lo, &cols.cols, &mut entities)?;
@@ -592,20 +582,17 @@ struct RangeWork {
 /// to any of them are read once and their rows routed to their range and applied. The ranges
 /// share one column set, so they agree on their columns and types. With `spans`, only the row
 /// groups of current objects that overlap them are read.
-#[allow(clippy::too_many_arguments)]
 async fn fold_group(
-    lake: &Lake,
-    entity_type: &str,
-    tenant_id: i64,
+    of: TypeTenant<'_>,
+    plan: &TenantPlan,
     group: &[(i64, Vec<usize>)],
-    changes: &[ChangeFile],
-    cache: &[Option<Arc<ParquetObject>>],
-    opts: CompactOptions,
     spans: Option<&[(i64, i64)]>,
     purged: &PurgeSet,
     flush: &mut FlushRows,
     stats: &mut CompactStats,
 ) -> Result<(ColumnSet, Vec<RangeWork>), CompactError> {
+    let TypeTenant { lake, entity_type, tenant_id, opts } = of;
+    let (changes, cache) = (&plan.changes, &plan.cache);
     let mut cols = ColumnSet::default();
     let mut work: Vec<RangeWork> = Vec::with_capacity(group.len());
     for (lo, files) in group {
@@ -705,22 +692,18 @@ async fn fold_group(
 /// Compacts neighbouring ranges of one tenant: folds them ([`fold_group`]) and writes each
 /// range back with one conditional PUT. Returns the ranges whose object another compaction
 /// replaced meanwhile (not written: to be folded again).
-#[allow(clippy::too_many_arguments)]
 async fn compact_group(
-    lake: &Lake,
-    entity_type: &str,
-    tenant_id: i64,
+    of: TypeTenant<'_>,
+    plan: &TenantPlan,
     group: &[(i64, Vec<usize>)],
-    changes: &[ChangeFile],
-    cache: &[Option<Arc<ParquetObject>>],
-    opts: CompactOptions,
     purged: &mut PurgeSet,
     flush: &mut FlushRows,
     stats: &mut CompactStats,
 ) -> Result<Vec<i64>, CompactError> {
+    let TypeTenant { lake, tenant_id, opts, .. } = of;
+    let changes = &plan.changes;
     let mut conflicts = Vec::new();
-    let (cols, mut work) =
-        fold_group(lake, entity_type, tenant_id, group, changes, cache, opts, None, purged, flush, stats).await?;
+    let (cols, mut work) = fold_group(of, plan, group, None, purged, flush, stats).await?;
     let scale = opts.decimal_scale;
     for w in &mut work {
         // A purge recorded while this group was folded: its rows must not come back with this
