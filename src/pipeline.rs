@@ -626,7 +626,9 @@ impl StreamPipeline {
     pub async fn flush(&mut self) -> Result<(), PipelineError> {
         let last = self.durable_seq();
         let mut batches = std::mem::take(&mut self.carry);
-        batches.extend(self.pivot.batches.finish());
+        batches.extend(
+            self.pivot.batches.finish().map_err(|e| PipelineError::Task(format!("sorting a flush's rows: {e}")))?,
+        );
         // Rows past `last` (they follow a change that still waits) would be written again by a
         // restart, which resumes at `last + 1`: they wait for a later flush. Rows of the open
         // transaction's slices are the exception (a huge transaction cannot be held whole).

@@ -265,8 +265,10 @@ impl BatchSet {
         self.rows += 1;
     }
 
-    /// Closes every batch: sorted by entity_id (then stream order), split by date.
-    pub fn finish(&mut self) -> Vec<FinishedBatch> {
+    /// Closes every batch: sorted by entity_id (then stream order), split by date. An error
+    /// (none is expected: the batches are this module's) fails the flush, whose rows a restart
+    /// reads again, rather than losing them.
+    pub fn finish(&mut self) -> Result<Vec<FinishedBatch>, arrow::error::ArrowError> {
         let scale = self.scale;
         let mut all = std::mem::take(&mut self.closed);
         for table in self.tables.values_mut() {
@@ -280,26 +282,31 @@ impl BatchSet {
         self.bytes = 0;
         let mut out = Vec::new();
         for (entity_type, tenant_id, batch) in all {
-            for (date, batch) in sort_and_split(batch) {
+            for (date, batch) in sort_and_split(batch)? {
                 out.push(FinishedBatch { entity_type: entity_type.clone(), tenant_id, date, batch });
             }
         }
         out.sort_by(|a, b| (&a.entity_type, a.tenant_id, &a.date).cmp(&(&b.entity_type, b.tenant_id, &b.date)));
-        out
+        Ok(out)
     }
 }
 
 /// Sorts a batch by (entity_id, _seq) and splits it by the date of `_source_ts`.
-fn sort_and_split(batch: RecordBatch) -> Vec<(String, RecordBatch)> {
+fn sort_and_split(batch: RecordBatch) -> Result<Vec<(String, RecordBatch)>, arrow::error::ArrowError> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
-    let col = |name: &str| batch.column_by_name(name).cloned();
-    let (Some(ids), Some(seqs), Some(ts)) = (col(columns::ENTITY_ID), col(columns::SEQ), col(columns::SOURCE_TS))
-    else {
-        return vec![];
+    let col = |name: &str| {
+        batch
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("change batch without `{name}`")))
     };
-    let ts = ts.as_primitive::<TimestampMicrosecondType>();
-    let order = entity_order(ids.as_primitive::<Int64Type>().values(), seqs.as_primitive::<Int64Type>().values());
+    let (ids, seqs, ts) = (col(columns::ENTITY_ID)?, col(columns::SEQ)?, col(columns::SOURCE_TS)?);
+    let wrong = |name: &str| arrow::error::ArrowError::SchemaError(format!("change batch: `{name}` of another type"));
+    let ts = ts.as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(|| wrong(columns::SOURCE_TS))?;
+    let ids = ids.as_primitive_opt::<Int64Type>().ok_or_else(|| wrong(columns::ENTITY_ID))?;
+    let seqs = seqs.as_primitive_opt::<Int64Type>().ok_or_else(|| wrong(columns::SEQ))?;
+    let order = entity_order(ids.values(), seqs.values());
     // Rows of one day are the common case: compute each day once per distinct day number.
     let day = |i: u32| if ts.is_null(i as usize) { 0 } else { ts.value(i as usize).div_euclid(86_400_000_000) };
     let mut by_day: Vec<(i64, Vec<u32>)> = Vec::new();
@@ -312,10 +319,7 @@ fn sort_and_split(batch: RecordBatch) -> Vec<(String, RecordBatch)> {
     }
     by_day
         .into_iter()
-        .filter_map(|(d, idx)| {
-            let taken = take_rows(&batch, &UInt32Array::from(idx)).ok()?;
-            Some((date_of(d * 86_400_000_000), taken))
-        })
+        .map(|(d, idx)| Ok((date_of(d * 86_400_000_000), take_rows(&batch, &UInt32Array::from(idx))?)))
         .collect()
 }
 

@@ -121,7 +121,7 @@ impl Feed {
 
     fn finish(&mut self) -> Vec<FinishedBatch> {
         self.end();
-        self.pivot.batches.finish()
+        self.pivot.batches.finish().expect("batches sorted")
     }
 
     /// Ends the transaction and returns the only batch.
@@ -952,7 +952,7 @@ fn kafka_coordinates_fill_the_kafka_columns() {
     let origin = Origin { seq: 12, kafka: None };
     pivot.apply(&catalog, Op::Create, &T2.source(2), T2.id, &mut value_set(text(1002, 10, "Bo")), &origin).unwrap();
     pivot.end_transaction(&catalog);
-    let batches = pivot.batches.finish();
+    let batches = pivot.batches.finish().expect("batches sorted");
     assert_eq!(batches.len(), 1);
     let batch = &batches[0].batch;
     assert_eq!(
@@ -973,10 +973,10 @@ fn finish_hands_over_every_row_once() {
     f.end();
     assert_eq!(f.pivot.batches.rows(), 1);
     assert!(f.pivot.batches.bytes() > 0);
-    assert_eq!(f.pivot.batches.finish().len(), 1);
+    assert_eq!(f.pivot.batches.finish().expect("batches sorted").len(), 1);
     assert_eq!(f.pivot.batches.rows(), 0);
     assert_eq!(f.pivot.batches.bytes(), 0);
-    assert!(f.pivot.batches.finish().is_empty());
+    assert!(f.pivot.batches.finish().expect("batches sorted").is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
