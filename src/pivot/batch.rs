@@ -369,10 +369,11 @@ fn take_text_lists(list: &arrow::array::ListArray, rows: &[u32]) -> Option<arrow
         let row = row as usize;
         let (first, end) = (*lists.get(row)? as usize, *lists.get(row + 1)? as usize);
         let (from, to) = (*starts.get(first)?, *starts.get(end)?);
-        // Offsets past i32 (rows taken more than once) are left to arrow, which refuses them.
-        i32::try_from(data.len() + (to - from) as usize).ok()?;
-        // Where this list's bytes begin in the new buffer, less where they began in the old.
-        let shift = i32::try_from(data.len()).ok()? - from;
+        // Where this list's bytes end in the new buffer; offsets past i32 (rows taken more than
+        // once) are left to arrow, which refuses them.
+        let new_end = i32::try_from(data.len() + (to - from) as usize).ok()?;
+        // Where its bytes lie in the new buffer, less where they lay in the old.
+        let shift = new_end - to;
         data.extend_from_slice(bytes.get(from as usize..to as usize)?);
         item_offsets.extend(starts.get(first + 1..=end)?.iter().map(|o| o + shift));
         list_offsets.push(i32::try_from(item_offsets.len() - 1).ok()?);
