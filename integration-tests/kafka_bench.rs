@@ -16,7 +16,9 @@
 //!   worker's peak RSS; then the latency at `EAVLAKE_BENCH_RATE` with 1 and with 2 workers.
 //!
 //! Run: `cargo bench --bench kafka_worker` (`EAVLAKE_BENCH_EVENTS`, default 1000000 change
-//! events). Records are keyed as Debezium keys them (by entity_id) over 4 partitions (8 in the
+//! events). `EAVLAKE_BENCH_BINS=A,B` measures other builds of eavlake (say, release against
+//! `integration-tests/pgo.sh`'s): the throughput runs alternate over them, each with its own
+//! median; the other measurements take the first. Records are keyed as Debezium keys them (by entity_id) over 4 partitions (8 in the
 //! scale-out mode); transaction markers are left out, as Debezium writes them to a topic of
 //! their own.
 
@@ -35,6 +37,14 @@ const SCALE_PARTITIONS: i32 = 8;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The eavlake binaries to measure: `EAVLAKE_BENCH_BINS` (comma-separated), else this build's.
+fn worker_bins() -> Vec<PathBuf> {
+    match std::env::var("EAVLAKE_BENCH_BINS") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').map(|b| PathBuf::from(b.trim())).collect(),
+        _ => vec![PathBuf::from(env!("CARGO_BIN_EXE_eavlake"))],
+    }
 }
 
 fn write_config(dir: &Path, bootstrap: &str, topic: &str, group: &str, max_age_ms: u64) -> (PathBuf, PathBuf) {
@@ -74,6 +84,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 struct Run {
     seconds: f64,
     peak_rss_kib: u64,
+    cpu_seconds: f64,
     report: serde_json::Value,
 }
 
@@ -96,22 +107,28 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) as f64 / per_second // utime, stime (fields 14 and 15)
 }
 
+/// A topic the workers read, and where its broker is.
+struct Topic<'a> {
+    bootstrap: &'a str,
+    name: &'a str,
+    partitions: i32,
+}
+
 /// Starts `n` workers of one group at once, lets `during` run (producing, say), waits until the
 /// lake has every partition to its end, stops them with SIGTERM and returns the seconds from
 /// their start and each one's figures (CPU read just before the stop).
 async fn run_workers(
+    bin: &Path,
     n: usize,
     config: &Path,
     lake: &Path,
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
+    topic: Topic<'_>,
     during: impl std::future::Future<Output = ()>,
 ) -> (f64, Vec<Worker>) {
     let started = Instant::now();
     let children: Vec<_> = (0..n)
         .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_eavlake"))
+            Command::new(bin)
                 .args(["run", "--source", "kafka", "--config"])
                 .arg(config)
                 .env("RUST_LOG", "warn")
@@ -121,8 +138,8 @@ async fn run_workers(
         })
         .collect();
     during.await;
-    let ends = high_watermarks(bootstrap, topic, partitions);
-    wait_for_lake(lake, topic, &ends, Duration::from_secs(600)).await;
+    let ends = high_watermarks(topic.bootstrap, topic.name, topic.partitions);
+    wait_for_lake(lake, topic.name, &ends, Duration::from_secs(600)).await;
     let seconds = started.elapsed().as_secs_f64();
     let figures: Vec<(u64, f64)> = children.iter().map(|c| (peak_rss_kib(c.id()), cpu_seconds(c.id()))).collect();
     for c in &children {
@@ -145,15 +162,17 @@ async fn run_workers(
 /// Starts a worker, lets `during` run (producing, say), waits until the lake has every partition
 /// to its end, stops the worker with SIGTERM and returns its report.
 async fn run_worker(
+    bin: &Path,
     config: &Path,
     lake: &Path,
     bootstrap: &str,
     topic: &str,
     during: impl std::future::Future<Output = ()>,
 ) -> Run {
-    let (seconds, mut workers) = run_workers(1, config, lake, bootstrap, topic, PARTITIONS, during).await;
+    let (seconds, mut workers) =
+        run_workers(bin, 1, config, lake, Topic { bootstrap, name: topic, partitions: PARTITIONS }, during).await;
     let w = workers.remove(0);
-    Run { seconds, peak_rss_kib: w.peak_rss_kib, report: w.report }
+    Run { seconds, peak_rss_kib: w.peak_rss_kib, cpu_seconds: w.cpu_seconds, report: w.report }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -168,6 +187,7 @@ fn main() {
     let seconds = env_u64("EAVLAKE_BENCH_SECONDS", 20);
     let latency_only = std::env::var_os("EAVLAKE_BENCH_SKIP_THROUGHPUT").is_some();
     let throughput_only = std::env::var_os("EAVLAKE_BENCH_SKIP_LATENCY").is_some();
+    let bins = worker_bins();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let broker = kafka_broker::KafkaBroker::start();
     let dir = tempfile::tempdir().unwrap();
@@ -179,7 +199,17 @@ fn main() {
         ..eavlake::workload::WorkloadSpec::default()
     };
     if std::env::var("EAVLAKE_BENCH_MODE").is_ok_and(|m| m == "scale") {
-        scale_out(&rt, &broker, dir.path(), &spec(events, 1), runs, rate, seconds, &spec(rate * seconds * 8 / 10, 2));
+        scale_out(
+            &bins[0],
+            &rt,
+            &broker,
+            dir.path(),
+            &spec(events, 1),
+            runs,
+            rate,
+            seconds,
+            &spec(rate * seconds * 8 / 10, 2),
+        );
         return;
     }
 
@@ -197,31 +227,44 @@ fn main() {
         None,
     ));
     println!("backlog: {} change events in {} records over {PARTITIONS} partitions", events, produced.records);
-    let mut rates = Vec::new();
+    let mut rates = vec![Vec::new(); bins.len()];
+    let mut cpu_per_record = vec![Vec::new(); bins.len()];
     for i in 0..runs {
-        let (config, lake) = write_config(dir.path(), &broker.bootstrap, "bench.backlog", &format!("backlog{i}"), 1000);
-        let run = rt.block_on(run_worker(&config, &lake, &broker.bootstrap, "bench.backlog", async {}));
-        let records = run.report["stats"]["records"].as_u64().unwrap_or(0);
-        assert_eq!(records, produced.records, "the worker read the whole backlog");
-        // From the first partition assigned: joining the group is not throughput.
-        let joined = run.report["first_assignment_s"].as_f64().unwrap_or(0.0);
-        let busy = run.seconds - joined;
-        let per_s = records as f64 / busy;
-        println!(
-            "throughput run {}: {:.0} records/s ({:.0} change events/s), {:.2} s after joining the group in {:.2} s ({:.2} s waiting for flushes), peak RSS {} MiB",
-            i + 1,
-            per_s,
-            events as f64 / busy,
-            busy,
-            joined,
-            run.report["flush_seconds"].as_f64().unwrap_or(0.0),
-            run.peak_rss_kib / 1024
-        );
-        rates.push(per_s);
-        std::fs::remove_dir_all(&lake).ok();
+        for (b, bin) in bins.iter().enumerate() {
+            let group = format!("backlog{i}-{b}");
+            let (config, lake) = write_config(dir.path(), &broker.bootstrap, "bench.backlog", &group, 1000);
+            let run = rt.block_on(run_worker(bin, &config, &lake, &broker.bootstrap, "bench.backlog", async {}));
+            let records = run.report["stats"]["records"].as_u64().unwrap_or(0);
+            assert_eq!(records, produced.records, "the worker read the whole backlog");
+            // From the first partition assigned: joining the group is not throughput.
+            let joined = run.report["first_assignment_s"].as_f64().unwrap_or(0.0);
+            let busy = run.seconds - joined;
+            let per_s = records as f64 / busy;
+            println!(
+                "throughput run {} of {}: {:.0} records/s ({:.0} change events/s), {:.2} s after joining the group in {:.2} s ({:.2} s waiting for flushes), {:.2} CPU-s, peak RSS {} MiB",
+                i + 1,
+                bin.display(),
+                per_s,
+                events as f64 / busy,
+                busy,
+                joined,
+                run.report["flush_seconds"].as_f64().unwrap_or(0.0),
+                run.cpu_seconds,
+                run.peak_rss_kib / 1024
+            );
+            rates[b].push(per_s);
+            cpu_per_record[b].push(run.cpu_seconds * 1e6 / records.max(1) as f64);
+            std::fs::remove_dir_all(&lake).ok();
+        }
     }
-    if !rates.is_empty() {
-        println!("throughput median: {:.0} records/s over {runs} runs", median(rates));
+    for ((bin, rates), cpu) in bins.iter().zip(rates).zip(cpu_per_record) {
+        if !rates.is_empty() {
+            let (rate, cpu) = (median(rates), median(cpu));
+            println!(
+                "throughput median of {}: {rate:.0} records/s, {cpu:.2} CPU-µs per record over {runs} runs",
+                bin.display()
+            );
+        }
     }
     if throughput_only {
         return;
@@ -238,7 +281,7 @@ fn main() {
         let p = produce_workload_with(&b, "bench.live", PARTITIONS, &spec(live_events, 2), rate, false, None).await;
         println!("live: {} records at up to {rate}/s", p.records);
     };
-    let run = rt.block_on(run_worker(&config, &lake, &broker.bootstrap, "bench.live", producing));
+    let run = rt.block_on(run_worker(&bins[0], &config, &lake, &broker.bootstrap, "bench.live", producing));
     let l = &run.report["latency"];
     println!(
         "latency at {rate} records/s, flush age 1 s: p50 {} ms, p99 {} ms, max {} ms over {} records; peak RSS {} MiB",
@@ -253,6 +296,7 @@ fn main() {
 /// 1 against 2 workers of one group on 8 partitions: a backlog, then a steady producer.
 #[allow(clippy::too_many_arguments)]
 fn scale_out(
+    bin: &Path,
     rt: &tokio::runtime::Runtime,
     broker: &kafka_broker::KafkaBroker,
     dir: &Path,
@@ -277,8 +321,14 @@ fn scale_out(
         for n in [1usize, 2] {
             let group = format!("scale{n}w{i}");
             let (config, lake) = write_config(dir, &broker.bootstrap, topic, &group, 1000);
-            let (secs, workers) =
-                rt.block_on(run_workers(n, &config, &lake, &broker.bootstrap, topic, SCALE_PARTITIONS, async {}));
+            let (secs, workers) = rt.block_on(run_workers(
+                bin,
+                n,
+                &config,
+                &lake,
+                Topic { bootstrap: &broker.bootstrap, name: topic, partitions: SCALE_PARTITIONS },
+                async {},
+            ));
             // From the first partition assigned to any of them: joining the group is not throughput.
             let joined =
                 workers.iter().filter_map(|w| w.report["first_assignment_s"].as_f64()).fold(f64::INFINITY, f64::min);
@@ -329,8 +379,14 @@ fn scale_out(
             tokio::time::sleep(Duration::from_secs(3)).await;
             produce_workload_with(&b, &t, SCALE_PARTITIONS, &live, rate, false, None).await;
         };
-        let (_, workers) =
-            rt.block_on(run_workers(n, &config, &lake, &broker.bootstrap, &topic, SCALE_PARTITIONS, producing));
+        let (_, workers) = rt.block_on(run_workers(
+            bin,
+            n,
+            &config,
+            &lake,
+            Topic { bootstrap: &broker.bootstrap, name: &topic, partitions: SCALE_PARTITIONS },
+            producing,
+        ));
         let cpu: f64 = workers.iter().map(|w| w.cpu_seconds).sum();
         println!(
             "latency at {rate} records/s for {seconds} s with {n} worker(s), flush age 1 s: {}; {cpu:.2} CPU-s in all",
