@@ -16,11 +16,13 @@
 //!   worker's peak RSS; then the latency at `EAVLAKE_BENCH_RATE` with 1 and with 2 workers.
 //!
 //! Run: `cargo bench --bench kafka_worker` (`EAVLAKE_BENCH_EVENTS`, default 1000000 change
-//! events). `EAVLAKE_BENCH_BINS=A,B` measures other builds of eavlake (say, release against
-//! `integration-tests/pgo.sh`'s): the throughput runs alternate over them, each with its own
-//! median; the other measurements take the first. Records are keyed as Debezium keys them (by entity_id) over 4 partitions (8 in the
+//! events). Records are keyed as Debezium keys them (by entity_id) over 4 partitions (8 in the
 //! scale-out mode); transaction markers are left out, as Debezium writes them to a topic of
 //! their own.
+//!
+//! `EAVLAKE_BENCH_BINS=A,B` measures other builds of eavlake (say, the release build against
+//! `integration-tests/pgo.sh`'s): the throughput runs alternate over them, each with its own
+//! medians; the other measurements take the first.
 
 #[path = "common/kafka_broker.rs"]
 mod kafka_broker;
