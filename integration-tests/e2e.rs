@@ -200,14 +200,12 @@ lag_interval_ms = 1000
     }
 
     fn tail_log(&self) -> String {
-        let text = std::fs::read_to_string(self.log()).unwrap_or_default();
-        text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        last_lines(&self.log(), 30)
     }
 
     /// Kafka Connect's log, its last `lines` lines.
     fn connect_log(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.connect.dir().join("connect.log")).unwrap_or_default();
-        text.lines().rev().take(lines).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        last_lines(&self.connect.dir().join("connect.log"), lines)
     }
 
     /// The worker log's last 40 lines that are not routine: warnings and errors other than
@@ -277,21 +275,12 @@ lag_interval_ms = 1000
     /// only logs) is committed after the WAL position read here, so that the slot has a change
     /// beyond it to confirm even when the workload's last transaction ended exactly there.
     async fn debezium_level(&self, deadline: Instant) {
-        static SENTINELS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let (client, conn) = tokio_postgres::connect(&self.pg.url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
-        let lsn = |row: tokio_postgres::Row| row.get::<_, Option<String>>(0).map(|s| parse_lsn(&s));
-        let written = lsn(client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap()).unwrap();
-        let n = SENTINELS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("e2e-level-{}-{n}", std::process::id());
-        let data = format!("{{\"message\": \"e2e: published up to {written:X}?\"}}");
-        client
-            .execute("INSERT INTO debezium_signal (id, type, data) VALUES ($1, 'log', $2)", &[&id, &data])
-            .await
-            .unwrap();
-        let slot = "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'eavlake'";
+        // The same wait `eavlake reconcile` makes to tell lag from drift, with its queries.
+        let pg = eavlake::reconcile::pg::Pg::connect(&self.pg.url, 1).await.unwrap();
+        let written = pg.wal_lsn().await.unwrap();
+        pg.log_signal("debezium_signal", &format!("e2e: published up to {written:X}?")).await.unwrap();
         loop {
-            let confirmed = lsn(client.query_one(slot, &[]).await.unwrap());
+            let confirmed = pg.slot_confirmed_lsn("eavlake").await.unwrap();
             if confirmed.is_some_and(|c| c >= written) {
                 return;
             }
@@ -443,10 +432,10 @@ impl Drop for Stack {
     }
 }
 
-/// A PostgreSQL LSN (`16/B374D848`) as a number.
-fn parse_lsn(text: &str) -> u64 {
-    let (high, low) = text.split_once('/').expect("an LSN is HIGH/LOW");
-    (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap()
+/// A log file's last `n` lines (empty when it cannot be read).
+fn last_lines(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().rev().take(n).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 /// Copies the lake's objects into a local folder, for the Parquet readers of the tests.
