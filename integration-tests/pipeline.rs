@@ -913,6 +913,42 @@ async fn debezium_resend_spanning_two_runs_is_dropped() {
     );
 }
 
+/// A `COPY`'s rows share their WAL record's LSN, so one source position: each is a change of its
+/// own, not a re-send of the first. A first run ends inside the record; Debezium then restarts
+/// and re-sends from inside it. The second run applies the record's other rows and drops exactly
+/// the re-sent ones (the rows applied at the mark travel in the progress record).
+#[tokio::test]
+async fn rows_of_one_copy_record_share_a_position_and_all_land_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let cfg = config(&lake);
+    let file = dir.path().join("events.jsonl");
+    let mut w = Wal::new();
+    let mut lines = vec![attribute("c", None, Some(&attr(1, "name", "text")), w.tx())];
+    let (entities, values) = (w.tx(), w.same());
+    lines.extend((1..=3).map(|id| entity("c", None, Some(&ent(id)), entities)));
+    let first = run(&cfg, &file, &lines[..3]).await;
+    assert_eq!((first.stats.changes, first.stats.duplicates), (2, 0), "entities 1 and 2 of the record");
+
+    let names = ["Ada", "Bob", "Cy"];
+    lines.extend((1..=3).map(|id| value("c", None, Some(&val(id, 1, V::Text(names[id as usize - 1]))), values)));
+    // Debezium's re-send from entity 2 on: lines 8-12 repeat lines 3-7.
+    let resent: Vec<String> = lines[2..7].to_vec();
+    lines.extend(resent);
+    lines.push(value("u", Some(&val(2, 1, V::Text("Bob"))), Some(&val(2, 1, V::Text("Bob B."))), w.tx()));
+    let second = run(&cfg, &file, &lines).await;
+
+    assert_eq!(second.resumed_at_line, 4);
+    assert_eq!((second.stats.changes, second.stats.duplicates), (5, 5));
+    assert_eq!(second.stats.dead_letter_total(), 0);
+    let keys = change_keys(&lake);
+    assert!(keys.iter().all(|(_, line)| *line <= 7 || *line == 13), "nothing from the re-send: {keys:?}");
+    assert_eq!(
+        read_current(&lake),
+        state(&[(1, 1, &[("name", t("Ada"))]), (1, 2, &[("name", t("Bob B."))]), (1, 3, &[("name", t("Cy"))])])
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Compaction is idempotent and incremental.
 

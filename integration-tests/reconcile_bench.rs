@@ -170,11 +170,12 @@ async fn build_lake(dir: &std::path::Path, entities: i64, wal: i64) {
         lake.put(&path, bytes).await.unwrap();
         lo += RANGE;
     }
-    let mark = eavlake::position::SourcePosition {
+    let at = eavlake::position::SourcePosition {
         commit_lsn: eavlake::position::Lsn(wal as u64),
         lsn: eavlake::position::Lsn(wal as u64),
     };
-    let record = eavlake::progress::StreamProgress::new(stream.into(), last_seq, Some(mark), Some(TS0));
+    let mark = eavlake::dedup::Mark::new(at, None);
+    let record = eavlake::progress::StreamProgress::new(stream.into(), last_seq, Some(&mark), Some(TS0));
     lake.put(
         &Lake::meta_path(&format!("progress/{stream}.json")),
         bytes::Bytes::from(serde_json::to_vec(&record).unwrap()),

@@ -24,7 +24,7 @@ use crate::catalog::{Attribute, AttributeVersion, Catalog, CatalogChange};
 use crate::dead_letter::{DeadLetter, DeadLetterTarget};
 use crate::decode::avro::AvroDecoder;
 use crate::decode::{DecodeError, DecodeOptions, Decoder, Event, Op, RowChange, SourceMeta, TableNames};
-use crate::dedup::{Dedup, Verdict};
+use crate::dedup::{Dedup, Mark, RowKey, Verdict};
 use crate::metrics::RunStats;
 use crate::pivot::{FinishedBatch, Origin, Pivot, PivotError};
 use crate::position::{SourcePosition, StreamId};
@@ -152,7 +152,7 @@ struct Parked {
     deadline: u64,
     parked_at: std::time::Instant,
     /// Duplicate mark before it: what progress may record while it is not durable.
-    mark_before: Option<SourcePosition>,
+    mark_before: Option<Mark>,
     error: PivotError,
 }
 
@@ -182,7 +182,7 @@ pub struct StreamPipeline {
     carry: Vec<FinishedBatch>,
     parked: VecDeque<Parked>,
     /// Duplicate mark before the oldest change still in the pivot's open transaction.
-    mark_before_pending: Option<SourcePosition>,
+    mark_before_pending: Option<Mark>,
     /// Last position whose records are durable.
     durable: i64,
     /// Last position processed.
@@ -242,7 +242,8 @@ impl StreamPipeline {
         if let Some(boot) = bootstrap {
             known.merge(&boot);
         }
-        let (catalog, ahead) = known.as_of(recorded.mark());
+        let recorded_mark = recorded.mark();
+        let (catalog, ahead) = known.as_of(recorded_mark.as_ref().map(|m| m.position));
         let purges = PurgeSet::load(&lake).await?;
         let durable = recorded.last_seq;
         if durable >= stream.first_seq() {
@@ -266,11 +267,11 @@ impl StreamPipeline {
             progress,
             dead_letters,
             already_dead_lettered,
-            dedup: Dedup::resume(recorded.mark()),
+            catalog_at: recorded_mark.as_ref().map(|m| m.position),
+            dedup: Dedup::resume(recorded_mark),
             purges,
             catalog_saved: u64::MAX,
             catalog,
-            catalog_at: recorded.mark(),
             catalog_ahead: ahead.into(),
             dead: Vec::new(),
             carry: Vec::new(),
@@ -323,8 +324,8 @@ impl StreamPipeline {
             }
             Ok(Event::Change { op, source, tx, mut row }) => {
                 self.catch_up_catalog(source.position);
-                let mark_before = self.dedup.mark();
-                if let Verdict::Duplicate { .. } = self.dedup.check(&source) {
+                let mark_before = self.dedup.mark().cloned();
+                if self.dedup.check(&source, RowKey::of(op, &row)) == Verdict::Duplicate {
                     self.stats.duplicates += 1;
                     return;
                 }
@@ -604,13 +605,13 @@ impl StreamPipeline {
     }
 
     /// The duplicate mark that goes with [`Self::durable_seq`].
-    fn durable_mark(&self) -> Option<SourcePosition> {
-        let mut mark = self.dedup.mark();
+    fn durable_mark(&self) -> Option<Mark> {
+        let mut mark = self.dedup.mark().cloned();
         if self.pivot.pending_first_seq().is_some() {
-            mark = self.mark_before_pending;
+            mark = self.mark_before_pending.clone();
         }
         if let Some(p) = self.parked.front() {
-            mark = mark.min(p.mark_before);
+            mark = Mark::earliest(mark, p.mark_before.clone());
         }
         mark
     }
@@ -686,7 +687,9 @@ impl StreamPipeline {
             save_catalog(&self.lake, &self.catalog).await?;
             self.catalog_saved = self.catalog.version();
         }
-        self.progress.complete_flush(last, self.durable_mark(), self.newest_source_ts, dead_letter_scan_from).await?;
+        self.progress
+            .complete_flush(last, self.durable_mark().as_ref(), self.newest_source_ts, dead_letter_scan_from)
+            .await?;
         self.durable = last;
         self.durable_source_ts = self.newest_source_ts;
         self.stats.flushes += 1;

@@ -4,8 +4,9 @@
 //! - [`SourcePosition`] orders changes as PostgreSQL committed them. Debezium streams whole
 //!   transactions in commit order, but the change LSNs of concurrent transactions interleave, so the
 //!   change LSN alone does not order them. Debezium's `source.sequence` is
-//!   `[last commit LSN before this transaction, this change's LSN]`; that pair rises strictly along
-//!   the stream, which is what duplicate detection needs.
+//!   `[last commit LSN before this transaction, this change's LSN]`; that pair never falls along
+//!   the stream (it repeats for the rows of one multi-row WAL record, as `COPY` writes them),
+//!   which is what duplicate detection needs.
 //! - [`StreamPos`] is a record's place in the stream it was read from (a Kafka offset, a line of a
 //!   file). Changes of one entity always travel in one stream, so applying them in stream order is
 //!   applying them in commit order, snapshots included (their LSNs are all equal).
@@ -48,8 +49,9 @@ impl fmt::Display for Lsn {
 
 /// Where a change sits in commit order: `(last commit LSN before its transaction, change LSN)`.
 ///
-/// Strictly increasing along a Debezium stream for streamed (non-snapshot) changes; a change whose
-/// position is not above the highest one already applied is a re-send.
+/// Non-decreasing along a Debezium stream for streamed (non-snapshot) changes: a change whose
+/// position is below the highest one already applied is a re-send (at that position, see
+/// [`crate::dedup`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct SourcePosition {
     pub commit_lsn: Lsn,

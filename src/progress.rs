@@ -15,6 +15,7 @@
 //! nothing more: the epoch in the record is the fencing token. Compaction never reads change
 //! files beyond `last_seq`.
 
+use crate::dedup::{Mark, RowKey};
 use crate::position::{Lsn, SourcePosition};
 use crate::sink::{Lake, SinkError, Version};
 use bytes::Bytes;
@@ -34,6 +35,10 @@ pub struct StreamProgress {
     pub last_seq: i64,
     /// Highest source position applied, as `[commit_lsn, lsn]`.
     pub dedup_mark: Option<[u64; 2]>,
+    /// The rows applied at `dedup_mark` (several when they came from one multi-row WAL record,
+    /// as a `COPY` writes); none in records written before they were kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dedup_mark_rows: Vec<RowKey>,
     /// Source commit time (µs) of the newest change durable, for lag.
     pub source_ts_us: Option<i64>,
     /// The writer that holds the stream.
@@ -80,21 +85,31 @@ pub enum ProgressError {
 }
 
 impl StreamProgress {
-    pub fn new(stream: String, last_seq: i64, mark: Option<SourcePosition>, source_ts_us: Option<i64>) -> Self {
-        StreamProgress {
+    pub fn new(stream: String, last_seq: i64, mark: Option<&Mark>, source_ts_us: Option<i64>) -> Self {
+        let mut record = StreamProgress {
             format_version: FORMAT_VERSION,
             stream,
             last_seq,
-            dedup_mark: mark.map(|m| [m.commit_lsn.0, m.lsn.0]),
+            dedup_mark: None,
+            dedup_mark_rows: Vec::new(),
             source_ts_us,
             owner: None,
             pending: None,
             dead_letter_scan_from: None,
-        }
+        };
+        record.set_mark(mark);
+        record
     }
 
-    pub fn mark(&self) -> Option<SourcePosition> {
-        self.dedup_mark.map(|[c, l]| SourcePosition { commit_lsn: Lsn(c), lsn: Lsn(l) })
+    /// The duplicate filter's state at `last_seq`.
+    pub fn mark(&self) -> Option<Mark> {
+        let [c, l] = self.dedup_mark?;
+        Some(Mark::new(SourcePosition { commit_lsn: Lsn(c), lsn: Lsn(l) }, self.dedup_mark_rows.iter().copied()))
+    }
+
+    fn set_mark(&mut self, mark: Option<&Mark>) {
+        self.dedup_mark = mark.map(|m| [m.position.commit_lsn.0, m.position.lsn.0]);
+        self.dedup_mark_rows = mark.map(|m| m.rows().collect()).unwrap_or_default();
     }
 }
 
@@ -272,7 +287,7 @@ impl ProgressHandle {
     pub async fn complete_flush(
         &mut self,
         last_seq: i64,
-        mark: Option<SourcePosition>,
+        mark: Option<&Mark>,
         source_ts_us: Option<i64>,
         dead_letter_scan_from: Option<i64>,
     ) -> Result<(), ProgressError> {
@@ -287,7 +302,7 @@ impl ProgressHandle {
             });
         }
         next.last_seq = last_seq;
-        next.dedup_mark = mark.map(|m| [m.commit_lsn.0, m.lsn.0]);
+        next.set_mark(mark);
         next.source_ts_us = source_ts_us;
         if dead_letter_scan_from.is_some() {
             next.dead_letter_scan_from = dead_letter_scan_from;
@@ -332,9 +347,11 @@ mod tests {
         let lake = Lake::open("memory://", &S3Options::default()).unwrap();
         let mut h = ProgressHandle::claim(&lake, "s", "w1", 0, fast()).await.unwrap();
         assert_eq!((h.record().last_seq, h.record().owner.as_ref().map(|o| o.epoch)), (-1, Some(1)));
-        let mark = SourcePosition { commit_lsn: Lsn(5), lsn: Lsn(9) };
+        // Two rows of one WAL record applied at the mark: both come back.
+        let mark =
+            Mark::new(SourcePosition { commit_lsn: Lsn(5), lsn: Lsn(9) }, [RowKey::Entity(3), RowKey::Value(3, 4)]);
         h.begin_flush(0, 10, vec!["changes/a.parquet".into()]).await.unwrap();
-        h.complete_flush(10, Some(mark), Some(7), None).await.unwrap();
+        h.complete_flush(10, Some(&mark), Some(7), None).await.unwrap();
         let back = load(&lake, "s").await.unwrap().unwrap();
         assert_eq!((back.last_seq, back.mark(), back.pending), (10, Some(mark), None));
         ProgressHandle::claim(&lake, "t", "w1", 1, fast()).await.unwrap();

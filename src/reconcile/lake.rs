@@ -121,7 +121,7 @@ impl LakeSide {
     /// The position the lake has applied, from the streams' progress records.
     pub async fn applied(&self) -> Result<Applied, ReconcileError> {
         let all = progress::load_all(&self.lake).await.map_err(|e| lake_err(&self.url, "progress records", e))?;
-        let lsns: Vec<u64> = all.values().filter_map(|p| p.mark()).map(|m| m.lsn.0).collect();
+        let lsns: Vec<u64> = all.values().filter_map(|p| p.mark()).map(|m| m.position.lsn.0).collect();
         Ok(Applied { min_lsn: lsns.iter().copied().min(), max_lsn: lsns.iter().copied().max() })
     }
 

@@ -82,6 +82,12 @@ const MIX: &[(Kind, u64)] = &[
 /// A Debezium restart re-sends up to this many change records.
 const RESEND_MAX: usize = 50;
 
+/// Rows of one table a bulk load's WAL record holds. `COPY` writes up to 1,000 rows (or 64 kB)
+/// per record, and logical decoding gives them all the record's LSN: a bulk load's consecutive
+/// inserts into one table share LSNs in runs of this many (fewer than PostgreSQL, so that the
+/// re-sends above often start inside a run).
+const ROWS_PER_WAL_RECORD: usize = 30;
+
 const POISON_REASONS: [&str; 4] = ["invalid_json", "not_debezium", "unknown_attribute", "type_mismatch"];
 
 pub(crate) struct Generator<'w> {
@@ -405,7 +411,7 @@ impl<'w> Generator<'w> {
             self.remaining -= n;
             let commit_lsn = {
                 let n = tx.changes.len();
-                self.schedule(&mut tx, 0..n)
+                self.schedule_rows(&mut tx, 0..n, kind == Kind::Bulk)
             };
             self.emit(&tx, xid, commit_us, commit_lsn)?;
         }
@@ -477,9 +483,27 @@ impl<'w> Generator<'w> {
     /// Gives the changes `range` of the transaction their WAL positions; returns the LSN its
     /// commit record would get right after them.
     fn schedule(&mut self, tx: &mut TxBuf, range: std::ops::Range<usize>) -> u64 {
+        self.schedule_rows(tx, range, false)
+    }
+
+    /// [`Self::schedule`]; with `copy`, consecutive inserts into one table are rows of one WAL
+    /// record ([`ROWS_PER_WAL_RECORD`]) and share its LSN.
+    fn schedule_rows(&mut self, tx: &mut TxBuf, range: std::ops::Range<usize>, copy: bool) -> u64 {
+        // The open multi-row record: its table, LSN and rows so far.
+        let mut record: Option<(Table, u64, usize)> = None;
         for ch in &mut tx.changes[range] {
-            ch.lsn = self.wal;
-            self.wal += 40 + self.rng.below(280);
+            let row_bytes = 40 + self.rng.below(280);
+            match &mut record {
+                Some((table, lsn, rows)) if *table == ch.table && ch.op == b'c' && *rows < ROWS_PER_WAL_RECORD => {
+                    ch.lsn = *lsn;
+                    *rows += 1;
+                }
+                _ => {
+                    ch.lsn = self.wal;
+                    record = (copy && ch.op == b'c').then_some((ch.table, self.wal, 1));
+                }
+            }
+            self.wal += row_bytes;
         }
         let commit = self.wal;
         self.wal += 48 + self.rng.below(100);

@@ -3,7 +3,8 @@
 //! end-to-end tests compare the lake with.
 //!
 //! The traffic, from several connections at once: bulk inserts of `bulk_size` entities in one
-//! transaction, updates of hot (JSONB) and cold (`entity_values`) attributes, value deletes,
+//! transaction (half of them by `COPY`, whose rows share WAL records and so source positions),
+//! updates of hot (JSONB) and cold (`entity_values`) attributes, value deletes,
 //! entity deletes, attributes added while running, and long transactions that stay open while
 //! short ones commit around them. Each connection owns its own entities (no lock waits); the
 //! catalog is shared.
@@ -271,8 +272,14 @@ impl Conn {
         Ok(())
     }
 
-    /// Inserts `n` entities of one tenant and type with hot and cold values, in `tx`.
-    async fn insert_entities(&mut self, tx: &tokio_postgres::Transaction<'_>, n: usize) -> anyhow::Result<()> {
+    /// Inserts `n` entities of one tenant and type with hot and cold values, in `tx`, by `COPY`
+    /// when `by_copy` (as bulk loads are written), else by `INSERT … SELECT`.
+    async fn insert_entities(
+        &mut self,
+        tx: &tokio_postgres::Transaction<'_>,
+        n: usize,
+        by_copy: bool,
+    ) -> anyhow::Result<()> {
         let tenant = self.rng.between(1, self.spec.tenants);
         let et = self.spec.entity_types[self.rng.index(self.spec.entity_types.len())].clone();
         let (hot, cold) = (self.attrs_of(tenant, &et, true), self.attrs_of(tenant, &et, false));
@@ -292,6 +299,13 @@ impl Conn {
                 }
             }
             self.live.push((id, tenant, et.clone()));
+        }
+        if by_copy {
+            copy_entities(tx, tenant, &et, &ids, &hots, &vals).await?;
+            let mut r = lock(&self.shared.report);
+            r.entities_inserted += n as u64;
+            r.values_written += vals.0.len() as u64;
+            return Ok(());
         }
         let tenants = vec![tenant; n];
         let types = vec![et.clone(); n];
@@ -407,10 +421,11 @@ impl Conn {
                 match op {
                     3..=7 => {
                         let n = self.spec.bulk_size;
-                        self.insert_entities(&tx, n).await?
+                        let by_copy = self.rng.chance(500);
+                        self.insert_entities(&tx, n, by_copy).await?
                     }
                     8..=12 => self.delete_entity(&tx).await?,
-                    13..=20 => self.insert_entities(&tx, 3).await?,
+                    13..=20 => self.insert_entities(&tx, 3, false).await?,
                     _ => {
                         let n = 1 + self.rng.index(6);
                         self.touch(&tx, n).await?
@@ -432,7 +447,7 @@ impl Conn {
         let rounds = (short_per_connection / 40).max(1);
         for _ in 0..rounds {
             let tx = client.transaction().await?;
-            self.insert_entities(&tx, 20).await?;
+            self.insert_entities(&tx, 20, false).await?;
             for _ in 0..5 {
                 self.touch(&tx, 4).await?;
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -444,6 +459,74 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// `insert_entities` by `COPY … FROM STDIN` (text format): PostgreSQL writes the rows of one
+/// table partition up to 1,000 to a WAL record, so Debezium gives them one LSN.
+async fn copy_entities(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: i64,
+    entity_type: &str,
+    ids: &[i64],
+    hots: &[String],
+    vals: &(Vec<i64>, Vec<i64>, Vec<Cold>),
+) -> anyhow::Result<()> {
+    let (tenant, mut entities, mut values) = (tenant.to_string(), String::new(), String::new());
+    for (id, hot) in ids.iter().zip(hots) {
+        copy_row(&mut entities, &[Some(&id.to_string()), Some(&tenant), Some(entity_type), Some(hot)]);
+    }
+    for ((entity, attribute), v) in vals.0.iter().zip(&vals.1).zip(&vals.2) {
+        let int = v.int.map(|i| i.to_string());
+        let fields = [
+            Some(entity.to_string()),
+            Some(attribute.to_string()),
+            Some(tenant.clone()),
+            v.text.clone(),
+            int,
+            v.decimal.clone(),
+            v.bool.map(|b| if b { "t" } else { "f" }.to_string()),
+            v.timestamp.clone(),
+            v.json.clone(),
+        ];
+        copy_row(&mut values, &fields.each_ref().map(|f| f.as_deref()));
+    }
+    copy_in(tx, "COPY entities (entity_id, tenant_id, entity_type, hot_attributes) FROM STDIN", entities).await?;
+    let columns = "entity_id, attribute_id, tenant_id, value_text, value_int, value_decimal, value_bool, value_timestamp, value_json";
+    copy_in(tx, &format!("COPY entity_values ({columns}) FROM STDIN"), values).await?;
+    Ok(())
+}
+
+async fn copy_in(tx: &tokio_postgres::Transaction<'_>, statement: &str, data: String) -> anyhow::Result<()> {
+    use futures::SinkExt;
+    let sink = tx.copy_in::<_, bytes::Bytes>(statement).await?;
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(data)).await?;
+    sink.finish().await?;
+    Ok(())
+}
+
+/// One line of `COPY`'s text format: fields separated by tabs, `\N` for NULL, and backslash,
+/// tab, newline and carriage return escaped.
+fn copy_row(out: &mut String, fields: &[Option<&str>]) {
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('\t');
+        }
+        let Some(text) = field else {
+            out.push_str("\\N");
+            continue;
+        };
+        for c in text.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+    }
+    out.push('\n');
 }
 
 /// The store's current state: live entities → attribute name → non-null value, decimals at
@@ -527,4 +610,14 @@ pub async fn read_state(
         }
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copy_rows_escape_what_the_text_format_gives_meaning() {
+        let mut out = String::new();
+        super::copy_row(&mut out, &[Some("7"), None, Some("a\tb\\c\nd\re"), Some(r#"{"k":"\"q\""}"#)]);
+        assert_eq!(out, "7\t\\N\ta\\tb\\\\c\\nd\\re\t{\"k\":\"\\\\\"q\\\\\"\"}\n");
+    }
 }
