@@ -430,9 +430,10 @@ fn topic_oddities(records: &[Envelope]) -> String {
                 .ok()
                 .and_then(|s| Some((s.first()?.as_deref()?.parse().ok()?, s.get(1)?.as_deref()?.parse().ok()?)));
             let Some(position) = position else { continue };
-            if !seen.insert((r.table.clone(), r.entity_id, position)) {
+            // The rows of a COPY share their WAL record's position: a re-send repeats a row's.
+            if !seen.insert((r.table.clone(), r.entity_id, r.attribute_id, position)) {
                 resent += 1;
-            } else if highest.is_some_and(|h| position <= h) {
+            } else if highest.is_some_and(|h| position < h) {
                 backwards.push((r.offset, position, highest));
             }
             highest = highest.max(Some(position));

@@ -253,6 +253,8 @@ pub struct Envelope {
     pub offset: i64,
     /// `entity_id` of the row image (`after`, else `before`).
     pub entity_id: Option<i64>,
+    /// `attribute_id` of the row image (`entity_values`).
+    pub attribute_id: Option<i64>,
     pub op: String,
     pub table: String,
     /// `source.sequence` (`["<last commit lsn>","<lsn>"]`) and `source.lsn`.
@@ -260,8 +262,8 @@ pub struct Envelope {
     pub lsn: Option<i64>,
 }
 
-/// Every record of `topic` up to its current ends (records that are not JSON envelopes, such as
-/// tombstones, are left out).
+/// Every record of `topic` up to its current ends, tombstones included (`op` "tombstone", the
+/// ids from the key); records that are not JSON are left out.
 pub fn scan_envelopes(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Envelope> {
     let ends = high_watermarks(bootstrap, topic, partitions);
     let c: BaseConsumer = ClientConfig::new()
@@ -280,23 +282,47 @@ pub fn scan_envelopes(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Enve
     let mut out = Vec::new();
     let mut done = std::collections::BTreeSet::new();
     let wanted = ends.values().filter(|h| **h > 0).count();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // A few seconds per million records here; generous for a loaded machine, where an explanation
+    // cut short would hide the records it is for.
+    let deadline = Instant::now() + Duration::from_secs(300);
     while done.len() < wanted && Instant::now() < deadline {
         let Some(Ok(m)) = c.poll(Duration::from_millis(200)) else { continue };
         if m.offset() + 1 >= ends[&m.partition()] {
             done.insert(m.partition());
         }
-        let Some(v) = m.payload().and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()) else { continue };
+        let value = match m.payload().map(serde_json::from_slice::<serde_json::Value>) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => continue,
+            None => None,
+        };
+        let Some(v) = value else {
+            let key = m.key().and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()).unwrap_or_default();
+            out.push(Envelope {
+                partition: m.partition(),
+                offset: m.offset(),
+                entity_id: key["entity_id"].as_i64(),
+                attribute_id: key["attribute_id"].as_i64(),
+                op: "tombstone".into(),
+                table: String::new(),
+                sequence: String::new(),
+                lsn: None,
+            });
+            continue;
+        };
         let image = if v["after"].is_object() { &v["after"] } else { &v["before"] };
         out.push(Envelope {
             partition: m.partition(),
             offset: m.offset(),
             entity_id: image["entity_id"].as_i64(),
+            attribute_id: image["attribute_id"].as_i64(),
             op: v["op"].as_str().unwrap_or("?").to_string(),
             table: v["source"]["table"].as_str().unwrap_or("?").to_string(),
-            sequence: v["source"]["sequence"].to_string(),
+            sequence: v["source"]["sequence"].as_str().unwrap_or_default().to_string(),
             lsn: v["source"]["lsn"].as_i64(),
         });
+    }
+    if done.len() < wanted {
+        eprintln!("scan of {topic}: INCOMPLETE, {} records read before the deadline", out.len());
     }
     out
 }
