@@ -30,6 +30,7 @@ pub struct DriveSpec {
     pub bulk_size: usize,
     /// Pause between transactions of one connection (0: as fast as possible).
     pub pause: Duration,
+    /// Seeds the connections' random choices: drives with other seeds make other traffic.
     pub seed: u64,
 }
 
@@ -141,7 +142,8 @@ pub async fn drive(url: &str, spec: &DriveSpec) -> anyhow::Result<DriveReport> {
         tasks.push(tokio::spawn(async move {
             let mut client = crate::pg::connect(&url).await?;
             let long = c == spec_long(&spec);
-            let mut conn = Conn { spec, shared, rng: Rng::new(spec_seed(c)), next_id: first_id, live: Vec::new() };
+            let rng = Rng::new(connection_seed(spec.seed, c));
+            let mut conn = Conn { spec, shared, rng, next_id: first_id, live: Vec::new() };
             if long {
                 conn.long_transactions(&mut client, per).await
             } else {
@@ -156,8 +158,9 @@ pub async fn drive(url: &str, spec: &DriveSpec) -> anyhow::Result<DriveReport> {
     Ok(report)
 }
 
-fn spec_seed(c: usize) -> u64 {
-    0x5eed + c as u64 * 7919
+/// Connection `c`'s random choices under `seed`: each connection its own, each seed its own.
+fn connection_seed(seed: u64, c: usize) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (0x5eed + c as u64 * 7919)
 }
 
 /// The connection that runs long transactions: the last one.
