@@ -172,7 +172,7 @@ catalog_topic = "{CATALOG}"
         .unwrap();
     let deleted: i64 = client
         .query_one(
-            "SELECT entity_id FROM entities WHERE tenant_id = 3 AND NOT is_deleted ORDER BY entity_id LIMIT 1",
+            "SELECT entity_id FROM entities WHERE tenant_id NOT IN (1, 2) AND NOT is_deleted ORDER BY entity_id LIMIT 1",
             &[],
         )
         .await

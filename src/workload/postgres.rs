@@ -305,37 +305,9 @@ impl Conn {
         }
         if by_copy {
             copy_entities(tx, tenant, &et, &ids, &hots, &vals).await?;
-            let mut r = lock(&self.shared.report);
-            r.entities_inserted += n as u64;
-            r.values_written += vals.0.len() as u64;
-            return Ok(());
+        } else {
+            select_entities(tx, tenant, &et, &ids, &hots, &vals).await?;
         }
-        let tenants = vec![tenant; n];
-        let types = vec![et.clone(); n];
-        tx.execute(
-            "INSERT INTO entities (entity_id, tenant_id, entity_type, hot_attributes)
-             SELECT e, t, ty, h::jsonb FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(e, t, ty, h)",
-            &[&ids, &tenants, &types, &hots],
-        )
-        .await?;
-        let col = |f: fn(&Cold) -> Option<String>| vals.2.iter().map(f).collect::<Vec<_>>();
-        let (texts, decimals, stamps, jsons) = (
-            col(|c| c.text.clone()),
-            col(|c| c.decimal.clone()),
-            col(|c| c.timestamp.clone()),
-            col(|c| c.json.clone()),
-        );
-        let ints: Vec<Option<i64>> = vals.2.iter().map(|c| c.int).collect();
-        let bools: Vec<Option<bool>> = vals.2.iter().map(|c| c.bool).collect();
-        let value_tenants = vec![tenant; vals.0.len()];
-        tx.execute(
-            "INSERT INTO entity_values (entity_id, attribute_id, tenant_id, value_text, value_int, value_decimal, value_bool, value_timestamp, value_json)
-             SELECT e, a, t, vt, vi, vd::numeric, vb, vts::timestamptz, vj::jsonb
-             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::bool[], $8::text[], $9::text[])
-               AS u(e, a, t, vt, vi, vd, vb, vts, vj)",
-            &[&vals.0, &vals.1, &value_tenants, &texts, &ints, &decimals, &bools, &stamps, &jsons],
-        )
-        .await?;
         let mut r = lock(&self.shared.report);
         r.entities_inserted += n as u64;
         r.values_written += vals.0.len() as u64;
@@ -462,6 +434,41 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// `insert_entities` by `INSERT … SELECT FROM unnest(…)`: one statement per table, a WAL record
+/// (and LSN) per row.
+async fn select_entities(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: i64,
+    entity_type: &str,
+    ids: &[i64],
+    hots: &[String],
+    vals: &(Vec<i64>, Vec<i64>, Vec<Cold>),
+) -> anyhow::Result<()> {
+    let tenants = vec![tenant; ids.len()];
+    let types = vec![entity_type; ids.len()];
+    tx.execute(
+        "INSERT INTO entities (entity_id, tenant_id, entity_type, hot_attributes)
+         SELECT e, t, ty, h::jsonb FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(e, t, ty, h)",
+        &[&ids, &tenants, &types, &hots],
+    )
+    .await?;
+    let col = |f: fn(&Cold) -> Option<String>| vals.2.iter().map(f).collect::<Vec<_>>();
+    let (texts, decimals, stamps, jsons) =
+        (col(|c| c.text.clone()), col(|c| c.decimal.clone()), col(|c| c.timestamp.clone()), col(|c| c.json.clone()));
+    let ints: Vec<Option<i64>> = vals.2.iter().map(|c| c.int).collect();
+    let bools: Vec<Option<bool>> = vals.2.iter().map(|c| c.bool).collect();
+    let value_tenants = vec![tenant; vals.0.len()];
+    tx.execute(
+        "INSERT INTO entity_values (entity_id, attribute_id, tenant_id, value_text, value_int, value_decimal, value_bool, value_timestamp, value_json)
+         SELECT e, a, t, vt, vi, vd::numeric, vb, vts::timestamptz, vj::jsonb
+         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::bool[], $8::text[], $9::text[])
+           AS u(e, a, t, vt, vi, vd, vb, vts, vj)",
+        &[&vals.0, &vals.1, &value_tenants, &texts, &ints, &decimals, &bools, &stamps, &jsons],
+    )
+    .await?;
+    Ok(())
 }
 
 /// `insert_entities` by `COPY … FROM STDIN` (text format): PostgreSQL writes the rows of one
