@@ -303,10 +303,11 @@ impl Conn {
             }
             self.live.push((id, tenant, et.clone()));
         }
+        let new = NewEntities { tenant, entity_type: &et, ids: &ids, hots: &hots, vals: &vals };
         if by_copy {
-            copy_entities(tx, tenant, &et, &ids, &hots, &vals).await?;
+            copy_entities(tx, &new).await?;
         } else {
-            select_entities(tx, tenant, &et, &ids, &hots, &vals).await?;
+            select_entities(tx, &new).await?;
         }
         let mut r = lock(&self.shared.report);
         r.entities_inserted += n as u64;
@@ -436,16 +437,21 @@ impl Conn {
     }
 }
 
+/// New entities of one tenant and type: ids, hot attributes (JSON text), and cold values as
+/// (entity ids, attribute ids, values).
+#[derive(Clone, Copy)]
+struct NewEntities<'a> {
+    tenant: i64,
+    entity_type: &'a str,
+    ids: &'a [i64],
+    hots: &'a [String],
+    vals: &'a (Vec<i64>, Vec<i64>, Vec<Cold>),
+}
+
 /// `insert_entities` by `INSERT … SELECT FROM unnest(…)`: one statement per table, a WAL record
 /// (and LSN) per row.
-async fn select_entities(
-    tx: &tokio_postgres::Transaction<'_>,
-    tenant: i64,
-    entity_type: &str,
-    ids: &[i64],
-    hots: &[String],
-    vals: &(Vec<i64>, Vec<i64>, Vec<Cold>),
-) -> anyhow::Result<()> {
+async fn select_entities(tx: &tokio_postgres::Transaction<'_>, new: &NewEntities<'_>) -> anyhow::Result<()> {
+    let NewEntities { tenant, entity_type, ids, hots, vals } = *new;
     let tenants = vec![tenant; ids.len()];
     let types = vec![entity_type; ids.len()];
     tx.execute(
@@ -473,14 +479,8 @@ async fn select_entities(
 
 /// `insert_entities` by `COPY … FROM STDIN` (text format): PostgreSQL writes the rows of one
 /// table partition up to 1,000 to a WAL record, so Debezium gives them one LSN.
-async fn copy_entities(
-    tx: &tokio_postgres::Transaction<'_>,
-    tenant: i64,
-    entity_type: &str,
-    ids: &[i64],
-    hots: &[String],
-    vals: &(Vec<i64>, Vec<i64>, Vec<Cold>),
-) -> anyhow::Result<()> {
+async fn copy_entities(tx: &tokio_postgres::Transaction<'_>, new: &NewEntities<'_>) -> anyhow::Result<()> {
+    let NewEntities { tenant, entity_type, ids, hots, vals } = *new;
     let (tenant, mut entities, mut values) = (tenant.to_string(), String::new(), String::new());
     for (id, hot) in ids.iter().zip(hots) {
         copy_row(&mut entities, &[Some(&id.to_string()), Some(&tenant), Some(entity_type), Some(hot)]);
