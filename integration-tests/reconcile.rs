@@ -293,10 +293,11 @@ async fn a_lake_behind_is_lag_not_drift() {
     assert_eq!(refs(&r.lag), changed, "{}", r.to_json());
 
     // The same drift with the lake not catching up is drift, after the bounded wait.
+    let drifted = *changed.first().expect("checked above");
     client
         .execute(
             "UPDATE entity_values SET value_int = value_int + 1 WHERE entity_id = $1 AND value_int IS NOT NULL",
-            &[&ids[0]],
+            &[&drifted],
         )
         .await
         .unwrap();
