@@ -492,8 +492,10 @@ async fn real_stack_end_to_end() {
     let mut s = Stack::start(false);
     s.start_worker();
 
-    // 1. Steady state.
-    drive(&s.pg.url, &spec(200, 1)).await.unwrap();
+    // 1. Steady state, with every kind of change the workload makes.
+    let traffic = drive(&s.pg.url, &spec(200, 1)).await.unwrap();
+    eprintln!("1 steady state: traffic {traffic:?}");
+    assert!(traffic.entities_deleted > 0 && traffic.values_deleted > 0 && traffic.values_moved > 0, "{traffic:?}");
     s.caught_up(Duration::from_secs(120)).await;
     s.assert_lake_equals_postgres("1 steady state").await;
     // What operators see: health, readiness, `eavlake lag`, Prometheus scraping.

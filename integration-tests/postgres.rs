@@ -234,7 +234,10 @@ fn workload_driver_writes_realistic_traffic() {
     let spec = DriveSpec { transactions: 240, bulk_size: 200, ..DriveSpec::default() };
     let report = rt.block_on(drive(&pg.url(), &spec)).expect("drive");
     assert!(report.entities_inserted >= 1000, "{report:?}");
-    assert!(report.entities_deleted > 0 && report.values_deleted > 0 && report.hot_updates > 0, "{report:?}");
+    assert!(
+        report.entities_deleted > 0 && report.values_deleted > 0 && report.hot_updates > 0 && report.values_moved > 0,
+        "{report:?}"
+    );
     assert!(report.attributes_added > 0 && report.long_transactions > 0, "{report:?}");
     let live: i64 = pg.psql(&["-c", "SELECT count(*) FROM entities"]).parse().unwrap();
     assert_eq!(live as u64, report.entities_inserted - report.entities_deleted);

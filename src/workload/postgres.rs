@@ -4,9 +4,10 @@
 //!
 //! The traffic, from several connections at once: bulk inserts of `bulk_size` entities in one
 //! transaction (half of them by `COPY`, whose rows share WAL records and so source positions),
-//! updates of hot (JSONB) and cold (`entity_values`) attributes, value deletes,
-//! entity deletes, attributes added while running, and long transactions that stay open while
-//! short ones commit around them. Each connection owns its own entities (no lock waits); the
+//! updates of hot (JSONB) and cold (`entity_values`) attributes, value deletes, values moved to
+//! another attribute (an UPDATE of the primary key, which Debezium publishes as a delete and a
+//! create at one source position), entity deletes, attributes added while running, and long
+//! transactions that stay open while short ones commit around them. Each connection owns its own entities (no lock waits); the
 //! catalog is shared.
 
 use super::rng::Rng;
@@ -58,6 +59,8 @@ pub struct DriveReport {
     pub values_written: u64,
     pub values_deleted: u64,
     pub hot_updates: u64,
+    /// Values moved to another attribute by an UPDATE of their primary key.
+    pub values_moved: u64,
     pub attributes_added: u64,
 }
 
@@ -322,8 +325,8 @@ impl Conn {
                 return Ok(());
             }
             let (id, tenant, et) = self.live[self.rng.index(self.live.len())].clone();
-            match self.rng.below(10) {
-                0..=3 => {
+            match self.rng.below(20) {
+                0..=7 => {
                     let hot = self.attrs_of(tenant, &et, true);
                     let json = self.hot_json(&hot);
                     tx.execute(
@@ -333,7 +336,7 @@ impl Conn {
                     .await?;
                     lock(&self.shared.report).hot_updates += 1;
                 }
-                4..=8 => {
+                8..=16 => {
                     let cold = self.attrs_of(tenant, &et, false);
                     if cold.is_empty() {
                         continue;
@@ -343,6 +346,10 @@ impl Conn {
                     Self::upsert_value(tx, id, tenant, &a, &v).await?;
                     lock(&self.shared.report).values_written += 1;
                 }
+                17 => {
+                    let n = Self::move_value(tx, id, tenant, &et).await?;
+                    lock(&self.shared.report).values_moved += n;
+                }
                 _ => {
                     let n = tx.execute("DELETE FROM entity_values WHERE entity_id = $1 AND attribute_id IN (SELECT attribute_id FROM entity_values WHERE entity_id = $1 LIMIT 1)", &[&id]).await?;
                     lock(&self.shared.report).values_deleted += n;
@@ -350,6 +357,32 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Moves one of entity `id`'s cold values to another cold attribute of its tenant, type and
+    /// data type that it has no value for, as a migration merging or renaming attributes does:
+    /// an UPDATE of the row's primary key, which Debezium publishes as a delete of the old key
+    /// and a create of the new one, both at the update's source position. Returns the rows
+    /// moved (0 when no value of the entity has such an attribute to go to).
+    async fn move_value(tx: &tokio_postgres::Transaction<'_>, id: i64, tenant: i64, et: &str) -> anyhow::Result<u64> {
+        let moved = tx
+            .execute(
+                "WITH pick AS (
+                   SELECT v.attribute_id AS from_id, t.attribute_id AS to_id
+                   FROM entity_values v
+                   JOIN attributes f ON f.attribute_id = v.attribute_id
+                   JOIN attributes t ON t.tenant_id = $2 AND t.entity_type = $3 AND NOT t.is_hot
+                                    AND t.data_type = f.data_type AND t.attribute_id <> v.attribute_id
+                   WHERE v.entity_id = $1
+                     AND NOT EXISTS (SELECT 1 FROM entity_values w WHERE w.entity_id = $1 AND w.attribute_id = t.attribute_id)
+                   ORDER BY v.attribute_id, t.attribute_id
+                   LIMIT 1)
+                 UPDATE entity_values SET attribute_id = pick.to_id, updated_at = now()
+                 FROM pick WHERE entity_id = $1 AND attribute_id = pick.from_id",
+                &[&id, &tenant, &et],
+            )
+            .await?;
+        Ok(moved)
     }
 
     async fn delete_entity(&mut self, tx: &tokio_postgres::Transaction<'_>) -> anyhow::Result<()> {
