@@ -8,6 +8,7 @@ overrides, is valid and says what the stack needs.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -16,6 +17,20 @@ import tomllib
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def properties(path):
+    """A properties file as Kafka Connect reads it (the subset config/ uses: key=value lines,
+    # and ! comments, backslash escapes), as integration-tests/stack/connect.sh registers it."""
+    unescape = lambda m: {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}.get(m[1], m[1])
+    out = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and line[0] not in "#!" and "=" in line:
+                key, value = line.split("=", 1)
+                out[key.strip()] = re.sub(r"\\(.)", unescape, value.strip())
+    return out
 
 
 def main():
@@ -35,14 +50,24 @@ def main():
 
     mounts = lambda svc: {v.split(":")[0] for v in services[svc].get("volumes", [])}
     assert "./schemas" in mounts("postgres"), "postgres loads schemas/"
-    assert {"./config/debezium-postgres.properties", "./config/connect-standalone.properties"} <= mounts("connect")
+    assert {"./config/debezium-postgres.properties", "./config/connect-distributed.properties"} <= mounts("connect")
     with open(os.path.join(ROOT, "integration-tests/stack/connect.sh")) as f:
         script = f.read()
-    assert '("connect-standalone", "worker"), ("debezium-postgres", "connector")' in script, \
+    assert '("connect-distributed", "worker"), ("debezium-postgres", "connector")' in script, \
         "connect.sh reads the same files from config/"
+    # The service registers the connector config that connect.sh registers: its shell turns the
+    # properties into JSON, run here on the connector file (placeholders left as they are).
+    command = services["connect"]["command"][0].replace("$$", "$")
+    to_json = next(l.strip() for l in command.splitlines() if l.strip().startswith("config=$("))
+    to_json = to_json.replace("/tmp/connector.properties", os.path.join(ROOT, "config", "debezium-postgres.properties"))
+    shown = subprocess.run(["bash", "-c", to_json + '; printf "%s" "{$config}"'], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    registered = json.loads(shown.stdout)
+    assert registered == properties(os.path.join(ROOT, "config", "debezium-postgres.properties")), registered
+    assert registered["transforms.route.topic.regex"] == r"eav\.public\.(entities|entity_values)", registered
     # Every placeholder of the two property files is given a value by the connect service.
     env = services["connect"]["environment"]
-    for props in ("debezium-postgres.properties", "connect-standalone.properties"):
+    for props in ("debezium-postgres.properties", "connect-distributed.properties"):
         with open(os.path.join(ROOT, "config", props)) as f:
             text = "".join(line for line in f if not line.lstrip().startswith("#"))
         for part in text.split("${")[1:]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A real Kafka Connect worker (standalone mode) running Debezium's PostgreSQL connector on
-# 127.0.0.1, from Maven Central jars, for integration tests and CI. No Docker.
+# A real Kafka Connect worker (distributed mode, a group of one) running Debezium's PostgreSQL
+# connector on 127.0.0.1, from Maven Central jars, for integration tests and CI. No Docker.
 #
 #   connect.sh fetch                          only download the jars (CI warms the cache with this)
 #   connect.sh start DIR BOOTSTRAP PG_URL [REGISTRY_API_URL]
@@ -12,19 +12,21 @@
 #                                             20 s; with `kill`, SIGKILL at once (idempotent)
 #   connect.sh restart DIR [kill]             stop, then start again with DIR's files and offsets
 #
-# The connector is config/debezium-postgres.properties, the worker config/connect-standalone
-# .properties; their ${...} placeholders are filled in from BOOTSTRAP, PG_URL
-# (postgres://USER[:PASSWORD]@HOST:PORT/eav, as postgres.sh prints it) and DIR. The worker
-# creates the topics (the connector's topic.creation.* settings). Debezium's offsets live in
-# DIR/offsets and a restart resumes streaming from them, without a new snapshot: after a graceful
-# stop exactly where it stopped, after `kill` re-sending what followed the last offset commit
-# (offset.flush.interval.ms, 1 s).
+# The connector is config/debezium-postgres.properties, registered through the REST API on first
+# start; the worker is config/connect-distributed.properties. Their ${...} placeholders are filled
+# in from BOOTSTRAP, PG_URL (postgres://USER[:PASSWORD]@HOST:PORT/eav, as postgres.sh prints it)
+# and DIR. The worker creates the topics (the connector's topic.creation.* settings). Debezium's
+# offsets, like the connector's config, are records in the broker's eavlake-connect-* topics, and
+# a restart resumes streaming from them, without a new snapshot: after a graceful stop exactly
+# where it stopped, after `kill` re-sending what followed the last offset commit
+# (offset.flush.interval.ms, 1 s). (Standalone mode's offsets file cannot be trusted with `kill`:
+# see config/connect-distributed.properties.)
 #
 # Jars are cached in ${EAVLAKE_CACHE:-~/.cache/eavlake}/jars/connect-<version> (the worker) and
 # jars/debezium-<version> (the plugin folder), versions from connect/pom.xml. Like kafka.sh, a
 # started worker stops by itself when $EAVLAKE_STACK_OWNER_PID dies and after $EAVLAKE_STACK_TTL
 # seconds (common.sh). DIR holds worker.properties, connector.properties, log4j2.properties,
-# offsets, connect.log, connect.pid, watchdog.pid, rest and task-trace (a failed task's error).
+# connect.log, connect.pid, watchdog.pid, rest and task-trace (a failed task's error).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -99,10 +101,10 @@ if u.scheme not in ("postgres", "postgresql") or not u.hostname or u.path.strip(
 values = dict(
     PG_HOST=u.hostname, PG_PORT=str(u.port or 5432),
     PG_USER=urllib.parse.unquote(u.username or "postgres"), PG_PASSWORD=urllib.parse.unquote(u.password or ""),
-    BOOTSTRAP_SERVERS=bootstrap, REST_PORT=port, OFFSET_FILE=f"{dir}/offsets", PLUGIN_PATH=plugins,
+    BOOTSTRAP_SERVERS=bootstrap, REST_PORT=port, PLUGIN_PATH=plugins,
     REGISTRY_API_URL=registry)
 values = {k: v.replace("\\", "\\\\").replace("\n", "") for k, v in values.items()}
-for src, dst in (("connect-standalone", "worker"), ("debezium-postgres", "connector")):
+for src, dst in (("connect-distributed", "worker"), ("debezium-postgres", "connector")):
     text = string.Template(open(f"{config}/{src}.properties").read()).substitute(values)
     # Avro: the converter settings come after the JSON ones and so replace them.
     if dst == "connector" and registry:
@@ -138,6 +140,42 @@ if task.get("trace"): print(task["trace"], file=sys.stderr)
 EOF
 }
 
+# Registers the connector of FILE (a properties file) as NAME unless the worker has it already
+# (a restarted worker reads it back from its config topic). Prints "yes" once it is registered;
+# nothing while the worker is not ready for it: not listening yet, listening with no resources
+# yet (every path 404), or rebalancing (409).
+register() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import json, re, sys, urllib.error, urllib.request
+rest, name, path = sys.argv[1:]
+try:
+    urllib.request.urlopen(f"{rest}/", timeout=5).close()
+    urllib.request.urlopen(f"{rest}/connectors/{name}", timeout=5).close()
+    print("yes"); sys.exit()
+except urllib.error.HTTPError as e:
+    if e.code != 404 or not e.url.endswith(f"/connectors/{name}"): sys.exit()
+except Exception:
+    sys.exit()
+config = {}
+for line in open(path):
+    line = line.strip()
+    if not line or line[0] in "#!" or "=" not in line: continue
+    key, value = line.split("=", 1)
+    # Properties escapes: \\ is a backslash (the routing regex's), \t \n \r \f what they say.
+    unescape = lambda m: {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}.get(m[1], m[1])
+    config[key.strip()] = re.sub(r"\\(.)", unescape, value.strip())
+request = urllib.request.Request(f"{rest}/connectors/{name}/config", data=json.dumps(config).encode(),
+                                 method="PUT", headers={"Content-Type": "application/json"})
+try:
+    urllib.request.urlopen(request, timeout=30).close()
+    print("yes")
+except urllib.error.HTTPError as e:
+    if e.code not in (404, 409): print(f"connect.sh: registering {name}: {e.code} {e.read().decode()}", file=sys.stderr)
+except Exception:
+    pass
+EOF
+}
+
 launch() {
     local dir=$1 log="$1/connect.log"
     if worker_pid "$dir" >/dev/null; then die "a worker is already running in $dir"; fi
@@ -150,7 +188,7 @@ launch() {
     # nohup and no inherited stdio: the worker must not hold the caller's pipes open.
     nohup "$java" -Xms256m -Xmx512m -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$jars/*" \
-        org.apache.kafka.connect.cli.ConnectStandalone "$dir/worker.properties" "$dir/connector.properties" \
+        org.apache.kafka.connect.cli.ConnectDistributed "$dir/worker.properties" \
         >>"$log" 2>&1 </dev/null &
     local pid=$!
     echo "$pid" >"$dir/connect.pid"
@@ -160,9 +198,10 @@ launch() {
 
     # RUNNING means the task has started: Debezium has its replication slot (so every later change
     # is captured), while the snapshot (first start) or the resumed stream is under way.
-    local rest="http://127.0.0.1:$port" state=
+    local rest="http://127.0.0.1:$port" state= registered=
     local deadline=$((SECONDS + 120))
     while [ $SECONDS -lt $deadline ] && kill -0 "$pid" 2>/dev/null; do
+        [ -n "$registered" ] || registered=$(register "$rest" "$name" "$dir/connector.properties")
         state=$(status "$rest/connectors/$name/status" 2>"$dir/task-trace")
         case "$state" in
             "RUNNING RUNNING") echo "$rest" >"$dir/rest"; echo "$rest"; return 0 ;;
