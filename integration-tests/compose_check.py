@@ -48,6 +48,14 @@ def main():
             if host.startswith("."):
                 assert os.path.exists(os.path.join(ROOT, host)), f"{name}: {host} does not exist"
 
+    # Kafka and Debezium images of the versions the test stack runs (its Maven files).
+    def pom_version(stack, prop):
+        with open(os.path.join(ROOT, "integration-tests/stack", stack, "pom.xml")) as f:
+            return re.search(f"<{prop}>(.*?)</{prop}>", f.read())[1]
+    assert services["kafka"]["image"] == f"apache/kafka:{pom_version('kafka', 'kafka.version')}", services["kafka"]
+    debezium = pom_version("connect", "debezium.version")
+    assert services["connect"]["image"] == f"quay.io/debezium/connect:{debezium}", services["connect"]
+
     mounts = lambda svc: {v.split(":")[0] for v in services[svc].get("volumes", [])}
     assert "./schemas" in mounts("postgres"), "postgres loads schemas/"
     assert {"./config/debezium-postgres.properties", "./config/connect-distributed.properties"} <= mounts("connect")
