@@ -205,7 +205,11 @@ lag_interval_ms = 1000
 
     /// Kafka Connect's log, its last `lines` lines.
     fn connect_log(&self, lines: usize) -> String {
-        last_lines(&self.connect.dir().join("connect.log"), lines)
+        last_lines(&self.connect_log_path(), lines)
+    }
+
+    fn connect_log_path(&self) -> PathBuf {
+        self.connect.dir().join("connect.log")
     }
 
     /// Asserts that every restart of Kafka Connect found Debezium's offsets: only its first start
@@ -213,7 +217,7 @@ lag_interval_ms = 1000
     /// offset and that snapshot is never published as deleted; Kafka Connect's standalone mode
     /// let a SIGKILL leave its offsets file empty (see config/connect-distributed.properties).
     fn assert_connect_resumed(&self, phase: &str) {
-        let text = std::fs::read_to_string(self.connect.dir().join("connect.log")).unwrap_or_default();
+        let text = std::fs::read_to_string(self.connect_log_path()).unwrap_or_default();
         // connect.sh marks each start; Debezium's task may start more than once within one (a
         // rebalance as the connector is registered), so only restarts count.
         let restarts: Vec<&str> = text.split("connect.sh starting the worker").skip(2).collect();
@@ -230,7 +234,7 @@ lag_interval_ms = 1000
     /// skipped; and warnings and errors. A new snapshot after a restart, for one, would put back
     /// every live row but no delete that streaming had not published yet.
     fn connect_starts(&self) -> String {
-        let text = std::fs::read_to_string(self.connect.dir().join("connect.log")).unwrap_or_default();
+        let text = std::fs::read_to_string(self.connect_log_path()).unwrap_or_default();
         // Not the connector's configuration as logged (indented lines) nor the snapshot's list
         // of tables, which name snapshot classes too.
         let said = |l: &&str| {
@@ -709,8 +713,7 @@ async fn connect_kill_soak() {
             let mut c = eavlake::pg::connect(&url).await.unwrap();
             for id in doomed {
                 let tx = c.transaction().await.unwrap();
-                tx.execute("DELETE FROM entity_values WHERE entity_id = $1", &[&id]).await.unwrap();
-                tx.execute("DELETE FROM entities WHERE entity_id = $1", &[&id]).await.unwrap();
+                eavlake::workload::postgres::delete_entity(&tx, id).await.unwrap();
                 tx.commit().await.unwrap();
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

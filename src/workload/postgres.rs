@@ -7,8 +7,8 @@
 //! updates of hot (JSONB) and cold (`entity_values`) attributes, value deletes, values moved to
 //! another attribute (an UPDATE of the primary key, which Debezium publishes as a delete and a
 //! create at one source position), entity deletes, attributes added while running, and long
-//! transactions that stay open while short ones commit around them. Each connection owns its own entities (no lock waits); the
-//! catalog is shared.
+//! transactions that stay open while short ones commit around them. Each connection owns its own
+//! entities (no lock waits); the catalog is shared.
 
 use super::rng::Rng;
 use super::Expected;
@@ -391,9 +391,7 @@ impl Conn {
         }
         let i = self.rng.index(self.live.len());
         let (id, _, _) = self.live.swap_remove(i);
-        // Values first, as an application would (the foreign key would cascade anyway).
-        tx.execute("DELETE FROM entity_values WHERE entity_id = $1", &[&id]).await?;
-        tx.execute("DELETE FROM entities WHERE entity_id = $1", &[&id]).await?;
+        delete_entity(tx, id).await?;
         lock(&self.shared.report).entities_deleted += 1;
         Ok(())
     }
@@ -468,6 +466,14 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// Deletes entity `id` physically, in `tx`: its values first, as an application would (the
+/// foreign key would cascade anyway), then its row.
+pub async fn delete_entity(tx: &tokio_postgres::Transaction<'_>, id: i64) -> anyhow::Result<()> {
+    tx.execute("DELETE FROM entity_values WHERE entity_id = $1", &[&id]).await?;
+    tx.execute("DELETE FROM entities WHERE entity_id = $1", &[&id]).await?;
+    Ok(())
 }
 
 /// New entities of one tenant and type: ids, hot attributes (JSON text), and cold values as
