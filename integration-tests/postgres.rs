@@ -235,12 +235,18 @@ fn workload_driver_writes_realistic_traffic() {
     let report = rt.block_on(drive(&pg.url(), &spec)).expect("drive");
     assert!(report.entities_inserted >= 1000, "{report:?}");
     assert!(
-        report.entities_deleted > 0 && report.values_deleted > 0 && report.hot_updates > 0 && report.values_moved > 0,
+        report.entities_deleted > 0
+            && report.entities_deleted_logically > 0
+            && report.values_deleted > 0
+            && report.hot_updates > 0
+            && report.values_moved > 0,
         "{report:?}"
     );
     assert!(report.attributes_added > 0 && report.long_transactions > 0, "{report:?}");
-    let live: i64 = pg.psql(&["-c", "SELECT count(*) FROM entities"]).parse().unwrap();
-    assert_eq!(live as u64, report.entities_inserted - report.entities_deleted);
+    let rows: i64 = pg.psql(&["-c", "SELECT count(*) FROM entities"]).parse().unwrap();
+    assert_eq!(rows as u64, report.entities_inserted - report.entities_deleted);
+    let live: i64 = pg.psql(&["-c", "SELECT count(*) FROM entities WHERE NOT is_deleted"]).parse().unwrap();
+    assert!(live < rows, "logically deleted entities stay in the store: {live} live of {rows}");
 
     let state = rt.block_on(read_state(&pg.url(), 9)).expect("read");
     assert_eq!(state.len() as u64, live as u64);

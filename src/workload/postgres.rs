@@ -6,8 +6,10 @@
 //! transaction (half of them by `COPY`, whose rows share WAL records and so source positions),
 //! updates of hot (JSONB) and cold (`entity_values`) attributes, value deletes, values moved to
 //! another attribute (an UPDATE of the primary key, which Debezium publishes as a delete and a
-//! create at one source position), entity deletes, attributes added while running, and long
-//! transactions that stay open while short ones commit around them. Each connection owns its own
+//! create at one source position), entity deletes (physical, and logical: `is_deleted` set, the
+//! values left in place, some of them written again later, some entities then deleted for good),
+//! attributes added while running, and long transactions that stay open while short ones commit
+//! around them. Each connection owns its own
 //! entities (no lock waits); the catalog is shared.
 
 use super::rng::Rng;
@@ -55,7 +57,12 @@ pub struct DriveReport {
     pub transactions: u64,
     pub long_transactions: u64,
     pub entities_inserted: u64,
+    /// Rows deleted from `entities` (with their values), including logically deleted ones.
     pub entities_deleted: u64,
+    /// Entities whose `is_deleted` was set (their rows and values stay).
+    pub entities_deleted_logically: u64,
+    /// Values written to logically deleted entities (the lake must not bring those back).
+    pub values_written_deleted: u64,
     pub values_written: u64,
     pub values_deleted: u64,
     pub hot_updates: u64,
@@ -146,7 +153,7 @@ pub async fn drive(url: &str, spec: &DriveSpec) -> anyhow::Result<DriveReport> {
             let mut client = crate::pg::connect(&url).await?;
             let long = c == spec_long(&spec);
             let rng = Rng::new(connection_seed(spec.seed, c));
-            let mut conn = Conn { spec, shared, rng, next_id: first_id, live: Vec::new() };
+            let mut conn = Conn { spec, shared, rng, next_id: first_id, live: Vec::new(), deleted: Vec::new() };
             if long {
                 conn.long_transactions(&mut client, per).await
             } else {
@@ -189,6 +196,8 @@ struct Conn {
     next_id: i64,
     /// This connection's live entities: (id, tenant, type).
     live: Vec<(i64, i64, String)>,
+    /// This connection's logically deleted entities, rows still in the store.
+    deleted: Vec<(i64, i64, String)>,
 }
 
 /// One cold value, as bind parameters (text for the types that cast from text).
@@ -385,14 +394,46 @@ impl Conn {
         Ok(moved)
     }
 
+    /// Deletes one of this connection's entities: a live one, for good or logically (half
+    /// each), or one deleted logically before: for good, or one of its values written anyway
+    /// (a store does not stop a job from writing to an entity in its bin).
     async fn delete_entity(&mut self, tx: &tokio_postgres::Transaction<'_>) -> anyhow::Result<()> {
+        let choice = self.rng.below(8);
+        if choice >= 6 && !self.deleted.is_empty() {
+            let i = self.rng.index(self.deleted.len());
+            if choice == 6 {
+                let (id, _, _) = self.deleted.swap_remove(i);
+                delete_entity(tx, id).await?;
+                lock(&self.shared.report).entities_deleted += 1;
+            } else {
+                let (id, tenant, et) = self.deleted[i].clone();
+                let cold = self.attrs_of(tenant, &et, false);
+                if !cold.is_empty() {
+                    let a = &cold[self.rng.index(cold.len())];
+                    let v = self.cold(a.data_type);
+                    Self::upsert_value(tx, id, tenant, a, &v).await?;
+                    lock(&self.shared.report).values_written_deleted += 1;
+                }
+            }
+            return Ok(());
+        }
         if self.live.is_empty() {
             return Ok(());
         }
         let i = self.rng.index(self.live.len());
-        let (id, _, _) = self.live.swap_remove(i);
-        delete_entity(tx, id).await?;
-        lock(&self.shared.report).entities_deleted += 1;
+        let entity = self.live.swap_remove(i);
+        if choice < 3 {
+            delete_entity(tx, entity.0).await?;
+            lock(&self.shared.report).entities_deleted += 1;
+        } else {
+            tx.execute(
+                "UPDATE entities SET is_deleted = true, version = version + 1, updated_at = now() WHERE entity_id = $1",
+                &[&entity.0],
+            )
+            .await?;
+            self.deleted.push(entity);
+            lock(&self.shared.report).entities_deleted_logically += 1;
+        }
         Ok(())
     }
 
