@@ -15,6 +15,9 @@
 //! 6. a malformed record produced into the source topic: it lands in the dead-letter topic with
 //!    its headers, and everything after it in the lake.
 //!
+//! Two soak tests, not in CI, repeat phase 3 or phase 4 for as many rounds as asked, deleting
+//! entities in each: `connect_kill_soak` and `broker_restart_soak` (`EAVLAKE_SOAK_ROUNDS`).
+//!
 //! `real_stack_avro` runs a shorter workload with Avro values: Debezium writes them through
 //! Apicurio's converter into Apicurio Registry, the worker decodes them with the registry's
 //! Confluent-compatible API.
@@ -220,11 +223,27 @@ lag_interval_ms = 1000
         let text = std::fs::read_to_string(self.connect_log_path()).unwrap_or_default();
         // connect.sh marks each start; Debezium's task may start more than once within one (a
         // rebalance as the connector is registered), so only restarts count.
-        let restarts: Vec<&str> = text.split("connect.sh starting the worker").skip(2).collect();
-        assert!(!restarts.is_empty(), "{phase}: Kafka Connect was not restarted");
+        let marker = "connect.sh starting the worker";
+        let second = text.match_indices(marker).nth(1).map(|(at, _)| at);
+        let second = second.unwrap_or_else(|| panic!("{phase}: Kafka Connect was not restarted"));
+        self.assert_resumed_since(second, phase);
+    }
+
+    /// Where Kafka Connect's log ends now. Called once Debezium's changes are confirmed
+    /// ([`Stack::caught_up`]): Debezium acknowledges a WAL position to Postgres only after its
+    /// offsets are stored, so from here on every start of its task has offsets to find.
+    fn connect_log_mark(&self) -> usize {
+        std::fs::metadata(self.connect_log_path()).map_or(0, |m| m.len() as usize)
+    }
+
+    /// Asserts that Debezium's task found its offsets at every start logged after `mark` (see
+    /// [`Stack::assert_connect_resumed`] for what a start without them loses).
+    fn assert_resumed_since(&self, mark: usize, phase: &str) {
+        let text = std::fs::read(self.connect_log_path()).unwrap_or_default();
+        let since = String::from_utf8_lossy(text.get(mark..).unwrap_or_default());
         assert!(
-            restarts.iter().all(|log| !log.contains("No previous offsets found")),
-            "{phase}: Kafka Connect restarted without Debezium's offsets:\n{}",
+            !since.contains("No previous offsets found"),
+            "{phase}: Debezium started without its offsets:\n{}",
             self.connect_starts()
         );
     }
@@ -552,7 +571,13 @@ async fn real_stack_end_to_end() {
     // 1. Steady state, with every kind of change the workload makes.
     let traffic = drive(&s.pg.url, &spec(200, 1)).await.unwrap();
     eprintln!("1 steady state: traffic {traffic:?}");
-    assert!(traffic.entities_deleted > 0 && traffic.values_deleted > 0 && traffic.values_moved > 0, "{traffic:?}");
+    assert!(
+        traffic.entities_deleted > 0
+            && traffic.entities_deleted_logically > 0
+            && traffic.values_deleted > 0
+            && traffic.values_moved > 0,
+        "{traffic:?}"
+    );
     s.caught_up(Duration::from_secs(120)).await;
     s.assert_lake_equals_postgres("1 steady state").await;
     // What operators see: health, readiness, `eavlake lag`, Prometheus scraping.
@@ -679,21 +704,38 @@ async fn real_stack_end_to_end() {
 }
 
 /// Kafka Connect SIGKILLed and restarted again and again while entities are deleted: what phase
-/// 3 does once, as often as wanted. Each round deletes entities of earlier rounds one per
-/// transaction while the workload runs, kills and restarts Kafka Connect among them, and checks
-/// that Debezium resumed from its offsets and that lake == Postgres (in standalone mode one kill
-/// of the few dozen of 2026-12-05 emptied the offsets file, and the deletes of the gap were lost:
-/// see `assert_lake_equals_postgres`). Not in CI (about a minute a round):
+/// 3 does once, as often as wanted (in standalone mode one kill of the few dozen of 2026-12-05
+/// emptied the offsets file, and the deletes of the gap were lost: see
+/// `assert_lake_equals_postgres`). Not in CI (about a minute a round):
 /// `EAVLAKE_SOAK_ROUNDS=10 cargo test --release --test e2e -- --ignored connect_kill_soak --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn connect_kill_soak() {
+    soak("connect kill", |s| s.connect.kill_and_restart()).await;
+}
+
+/// The Kafka broker restarted again and again while entities are deleted: phase 4 as often as
+/// wanted, with deletes, which a restart that lost Debezium's place would leave live in the lake.
+/// The broker holds Kafka Connect's offsets, configuration and group too, so each restart also
+/// makes Connect rejoin its group and restart Debezium's task. Not in CI:
+/// `EAVLAKE_SOAK_ROUNDS=10 cargo test --release --test e2e -- --ignored broker_restart_soak --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn broker_restart_soak() {
+    soak("broker restart", |s| s.kafka.restart()).await;
+}
+
+/// Rounds of `EAVLAKE_SOAK_ROUNDS` (default 5): each deletes entities of earlier rounds one per
+/// transaction while the workload runs, `disturbs` the stack among them, and checks that
+/// Debezium never started without its offsets and that lake == Postgres.
+async fn soak(what: &str, disturb: impl Fn(&mut Stack)) {
     let rounds: u64 = std::env::var("EAVLAKE_SOAK_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
     let _one = ONE_STACK.lock().await;
     let mut s = Stack::start(false);
     s.start_worker();
     drive(&s.pg.url, &spec(200, 1)).await.unwrap();
     s.caught_up(Duration::from_secs(120)).await;
+    let mark = s.connect_log_mark();
     let client = eavlake::pg::connect(&s.pg.url).await.unwrap();
     for round in 0..rounds {
         // Entities the round's workload does not own (its connections touch only their own).
@@ -719,12 +761,12 @@ async fn connect_kill_soak() {
             }
         });
         tokio::time::sleep(Duration::from_millis(1000 + 300 * (round % 7))).await;
-        s.connect.kill_and_restart();
+        disturb(&mut s);
         d.await.unwrap();
         deletes.await.unwrap();
-        s.caught_up(Duration::from_secs(120)).await;
-        s.assert_connect_resumed(&format!("soak round {round}"));
-        s.assert_lake_equals_postgres(&format!("soak round {round}")).await;
+        s.caught_up(Duration::from_secs(180)).await;
+        s.assert_resumed_since(mark, &format!("{what} soak round {round}"));
+        s.assert_lake_equals_postgres(&format!("{what} soak round {round}")).await;
     }
     eprintln!("Debezium's (re)starts:\n{}", s.connect_starts());
     s.stop_worker();
@@ -741,11 +783,13 @@ async fn broker_restart_mid_stream() {
     s.start_worker();
     drive(&s.pg.url, &spec(100, 41)).await.unwrap();
     s.caught_up(Duration::from_secs(120)).await;
+    let mark = s.connect_log_mark();
     let d = driving(&s.pg.url, spec(200, 4));
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.kafka.restart();
     d.await.unwrap();
     s.caught_up(Duration::from_secs(180)).await;
+    s.assert_resumed_since(mark, "4 broker restarted");
     s.assert_lake_equals_postgres("4 broker restarted").await;
     // A clean workload: a dead letter would be a change the restart made unusable.
     let dead = read_dead_letters(&s.kafka.bootstrap, &format!("{DATA}.dlq"));
