@@ -131,11 +131,13 @@ async fn sigkill_at_20_random_moments_loses_and_duplicates_nothing() {
     assert!(redone >= 3, "kills landed inside flushes: {redone}");
 }
 
-/// The broker down for longer than the session timeout, mid-stream: librdkafka gives the
-/// partitions up as lost and resets its member id; the offset commits it deferred meanwhile go
-/// out with that empty id once the broker is back, and the coordinator, which still knows the
-/// static member, answers FENCED_INSTANCE_ID: a fatal error, after which the consumer neither
-/// fetches nor rejoins. The worker must replace its consumer and catch up, exactly once.
+/// The broker down for longer than the session timeout, mid-stream, twice within a minute (a
+/// rolling restart): each time librdkafka gives the partitions up as lost and resets its member
+/// id; the offset commits it deferred meanwhile go out with that empty id once the broker is back,
+/// and the coordinator, which still knows the static member, answers FENCED_INSTANCE_ID: a fatal
+/// error, after which the consumer neither fetches nor rejoins. The worker must replace its
+/// consumer each time (a second fatal error within a minute stops it only when no outage explains
+/// it) and catch up, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_past_the_session_timeout_then_back() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -152,9 +154,9 @@ async fn broker_down_past_the_session_timeout_then_back() {
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     // No poison records: a dead letter due while the broker is down is not acknowledged within
     // `request_timeout_ms` and stops the worker (a known gap, see the README), which is not the
-    // case under test.
+    // case under test. Produced over about 40 s, so that both outages come mid-stream.
     let spec = eavlake::workload::WorkloadSpec {
-        events: 8_000,
+        events: 40_000,
         tenants: 4,
         seed: 77,
         max_bulk: 200,
@@ -171,22 +173,34 @@ async fn broker_down_past_the_session_timeout_then_back() {
         assert!(Instant::now() < until, "no partitions within 30 s; log:\n{}", text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    broker.stop();
-    let until = Instant::now() + Duration::from_secs(30);
-    while !text().contains("partition given up") {
-        assert!(Instant::now() < until, "the session did not time out; log:\n{}", text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for outage in 1..=2 {
+        let given_up = text().matches("partition given up").count();
+        let before: Vec<Option<i64>> = (0..2).map(|p| lake_progress(&lake, TOPIC, p)).collect();
+        broker.stop();
+        let until = Instant::now() + Duration::from_secs(30);
+        while text().matches("partition given up").count() <= given_up {
+            assert!(Instant::now() < until, "outage {outage}: the session did not time out; log:\n{}", text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        broker.start_again();
+        // Back at work: every partition's progress goes past where it was before the outage
+        // (the workload is still being produced).
+        let until = Instant::now() + Duration::from_secs(40);
+        while (0..2).any(|p| lake_progress(&lake, TOPIC, p) <= before[p as usize]) {
+            assert!(worker.try_wait().unwrap().is_none(), "outage {outage}: the worker exited; log:\n{}", text());
+            assert!(Instant::now() < until, "outage {outage}: the worker did not resume; log:\n{}", text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
-    broker.start_again();
     let produced = producing.await.unwrap();
     let ends = high_watermarks(&broker.bootstrap, TOPIC, 2);
     let caught_up =
         tokio::time::timeout(Duration::from_secs(40), wait_for_lake(&lake, TOPIC, &ends, Duration::from_secs(3600)));
-    assert!(caught_up.await.is_ok(), "the worker did not catch up after the outage; log:\n{}", text());
+    assert!(caught_up.await.is_ok(), "the worker did not catch up after the outages; log:\n{}", text());
     assert!(worker.try_wait().unwrap().is_none(), "the worker exited; log:\n{}", text());
     let replaced = text().matches("Kafka consumer failed: replacing it").count();
-    // Usually 1; 0 when the broker took longer than a session timeout to come back (the deferred
-    // commits then expire unsent): a slow machine.
+    // Usually 2; fewer when the broker took longer than a session timeout to come back (the
+    // deferred commits then expire unsent): a slow machine.
     eprintln!("the consumer was replaced {replaced} time(s)");
     worker.kill().unwrap();
     worker.wait().unwrap();

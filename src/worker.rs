@@ -500,6 +500,35 @@ fn subscribe(shared: &Arc<Shared>, k: &KafkaConfig) -> anyhow::Result<BaseConsum
     Ok(consumer)
 }
 
+/// When a consumer that failed fatally may be replaced. Each broker restart (or coordinator
+/// move) can fence the static member once, and restarts may come less than a minute apart (a
+/// rolling restart); a second failure within a minute with the brokers up all along is likely
+/// another worker with the same `group.instance.id`, which replacing would only make worse.
+#[derive(Debug, Default)]
+struct Replacements {
+    last: Option<Instant>,
+    /// The consumer lost its brokers or its group's coordinator since `last`.
+    outage: bool,
+}
+
+impl Replacements {
+    /// Notes a non-fatal consumer error.
+    fn saw(&mut self, e: &KafkaError) {
+        self.outage |= kafka::is_transient(e);
+    }
+
+    /// Whether a consumer that failed fatally at `now` may be replaced (counted as replaced if
+    /// so), or the worker should stop.
+    fn may_replace(&mut self, now: Instant) -> bool {
+        let recent = self.last.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(60));
+        if recent && !self.outage {
+            return false;
+        }
+        *self = Replacements { last: Some(now), outage: false };
+        true
+    }
+}
+
 fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyhow::Result<()> {
     let k = &config.kafka;
     let timeout = Duration::from_millis(k.request_timeout_ms);
@@ -515,7 +544,7 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
         tracing::info!(records = n, attributes = lock(&shared.catalog).len(), "catalog topic read");
     }
     let mut consumer = subscribe(shared, k)?;
-    let mut replaced: Option<Instant> = None;
+    let mut replacements = Replacements::default();
 
     let max_age = Duration::from_millis(config.batch.max_age_ms);
     let max_age_ms = config.batch.max_age_ms as i64;
@@ -536,7 +565,10 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
                     fatal = Some(e);
                     break;
                 }
-                Err(e) => tracing::warn!(error = %e, "consumer"),
+                Err(e) => {
+                    replacements.saw(&e);
+                    tracing::warn!(error = %e, "consumer")
+                }
                 Ok(m) => {
                     if !shared.schema_ready(m.payload(), shutdown) {
                         // Stopping: this record was not processed; the next owner reads it.
@@ -610,8 +642,7 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
         // it had deferred with the empty id, and the coordinator answered FENCED_INSTANCE_ID.
         // A new consumer joins again as the same static member; partitions resume from the lake.
         if let Some(e) = fatal {
-            if replaced.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
-                // Twice within a minute: likely another worker with the same group.instance.id.
+            if !replacements.may_replace(Instant::now()) {
                 shared.fail(anyhow::Error::new(e).context("the Kafka consumer failed again after being replaced"));
                 break;
             }
@@ -622,7 +653,6 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
             }
             drop(consumer);
             consumer = subscribe(shared, k)?;
-            replaced = Some(Instant::now());
             continue;
         }
         // Flushes due: by rows or bytes, by age (early by what flushes take; partitions half way
@@ -719,4 +749,25 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
     drop(consumer);
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn a_failed_consumer_is_replaced_unless_it_fails_again_soon_with_the_brokers_up() {
+        let t0 = Instant::now();
+        let mut r = Replacements::default();
+        assert!(r.may_replace(t0), "the first failure");
+        // Again 20 s later after an outage (a rolling restart): replaced again.
+        r.saw(&KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown));
+        assert!(r.may_replace(t0 + Duration::from_secs(20)));
+        // Again 20 s after that, the brokers up all along (an error that is no outage): stop.
+        r.saw(&KafkaError::MessageConsumption(RDKafkaErrorCode::MessageSizeTooLarge));
+        assert!(!r.may_replace(t0 + Duration::from_secs(40)));
+        // A minute after the last replacement, whatever happened: replaced.
+        assert!(r.may_replace(t0 + Duration::from_secs(81)));
+    }
 }
