@@ -45,7 +45,7 @@ use eavlake::sink::Lake;
 use eavlake::workload::postgres::{drive, read_state, DriveSpec};
 use kafka_workload::{high_watermarks, read_dead_letters, scan_envelopes, Envelope};
 use lake::{assert_same_state, change_row_keys, read_current};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -487,7 +487,46 @@ impl Stack {
             self.connect_starts(),
             self.connect_log(60)
         );
+        self.explain_unknown_attributes(&dead);
         assert_same_state(actual, expected);
+    }
+
+    /// For dead letters whose attribute the worker did not know: which attributes, where their
+    /// values were, and where the attributes' own records are in the catalog topic (none: Debezium
+    /// never published them; before the values: the worker did not read or apply them in time).
+    fn explain_unknown_attributes(&self, dead: &kafka_workload::DeadLetters) {
+        let mut values: BTreeMap<i64, Vec<(i32, i64, Option<i64>)>> = BTreeMap::new();
+        let mut messages: BTreeMap<i64, &str> = BTreeMap::new();
+        for ((partition, offset), (reason, value, headers)) in dead {
+            if reason != "unknown_attribute" {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(value).unwrap_or_default();
+            let image = if v["after"].is_object() { &v["after"] } else { &v["before"] };
+            let Some(id) = image["attribute_id"].as_i64() else { continue };
+            values.entry(id).or_default().push((*partition, *offset, v["source"]["lsn"].as_i64()));
+            let message = headers.get("__connect.errors.exception.message").map_or("", String::as_str);
+            messages.entry(id).or_insert(message);
+        }
+        if values.is_empty() {
+            return;
+        }
+        let catalog = scan_envelopes(&self.kafka.bootstrap, CATALOG, 1);
+        for (id, at) in values.iter().take(10) {
+            let records: Vec<_> = catalog.iter().filter(|r| r.attribute_id == Some(*id)).collect();
+            eprintln!(
+                "attribute {id}: {} values dead-lettered ({}), first (partition, offset, lsn) {:?}, last \
+                 {:?}; its records in {CATALOG} ({} records in all): {records:#?}",
+                at.len(),
+                messages[id],
+                at.first(),
+                at.last(),
+                catalog.len()
+            );
+        }
+        let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+        let said: Vec<&str> = text.lines().filter(|l| l.contains("catalog") || l.contains("attribute")).collect();
+        eprintln!("worker log on the catalog (last 40):\n{}", said[said.len().saturating_sub(40)..].join("\n"));
     }
 }
 
