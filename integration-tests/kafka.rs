@@ -346,3 +346,53 @@ async fn topics_by_pattern_skip_dead_letter_topics() {
     compact(&config).await;
     assert_exactly_once(&bootstrap, &lake, &produced);
 }
+
+/// The catalog topic's reader says it may be behind once it has lost its broker, until it has
+/// read the topic to its end again: meanwhile the worker holds its data partitions, so that a
+/// data consumer back first does not take values past their wait for an attribute the catalog
+/// has not delivered yet. Connected and read to its end, it is current.
+#[test]
+fn the_catalog_reader_may_be_behind_after_losing_its_broker() {
+    use eavlake::source::kafka::CatalogReader;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    const CATALOG: &str = "eav.public.attributes";
+    let c = MockCluster::new(1).unwrap();
+    c.create_topic(CATALOG, 1, 1).unwrap();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", c.bootstrap_servers()).create().unwrap();
+    let produce = |value: &str| {
+        producer.send(BaseRecord::<[u8], [u8]>::to(CATALOG).payload(value.as_bytes())).map_err(|(e, _)| e).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    produce("first");
+    let mut k = Config::default().kafka;
+    k.brokers = c.bootstrap_servers();
+    k.group_id = "catalog-test".into();
+    let reader = CatalogReader::open(&k, CATALOG, Duration::from_secs(10)).unwrap().expect("the topic exists");
+    assert_eq!(reader.catch_up(Duration::from_secs(10), |_| ()).unwrap(), 1);
+    assert!(!reader.may_be_behind(Duration::from_secs(1)), "read to its end and connected");
+
+    c.broker_down(1).unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        reader.poll_ready(|_| ()).unwrap();
+        if reader.may_be_behind(Duration::from_millis(200)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "the reader never noticed its broker was down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.broker_up(1).unwrap();
+    produce("second");
+    // Back, with a record it has not read: behind until it has read it.
+    assert!(reader.may_be_behind(Duration::from_secs(5)));
+    let mut read = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while read.is_empty() {
+        reader.poll_ready(|v| read.push(v.map(<[u8]>::to_vec))).unwrap();
+        assert!(std::time::Instant::now() < until, "the second record never came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(read, vec![Some(b"second".to_vec())]);
+    assert!(!reader.may_be_behind(Duration::from_secs(5)), "read to its end again");
+    assert!(!reader.may_be_behind(Duration::from_secs(5)), "and current from then on");
+}

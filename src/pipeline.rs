@@ -473,6 +473,11 @@ impl StreamPipeline {
         self.pivot.batches.bytes() + self.carry.iter().map(|b| b.batch.get_array_memory_size()).sum::<usize>()
     }
 
+    /// Whether a change waits for its attribute to reach the catalog.
+    pub fn waits_for_catalog(&self) -> bool {
+        !self.parked.is_empty()
+    }
+
     /// Whether nothing waits to be made durable.
     pub fn is_idle(&self) -> bool {
         self.pivot.batches.rows() == 0

@@ -550,9 +550,50 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
     let max_age_ms = config.batch.max_age_ms as i64;
     use crate::progress::now_ms;
     let mut flush_estimate = Duration::from_millis(50);
+    // Data partitions paused while changes wait for a catalog that may be behind.
+    let mut held = false;
     while !shutdown.requested() && lock(&shared.fatal).is_none() {
         if let Some(c) = &catalog {
             c.poll_ready(|v| shared.apply_catalog_record(&mut decoder, v, shutdown))?;
+        }
+        // A change waits for its attribute, and the catalog reader lost its broker and is not
+        // seen read to its end since (it may reconnect after this consumer): the data waits for
+        // it, rather than records going by until the change's wait in records is over. (Seen
+        // after a broker restart: the backlog that Debezium published once the broker was back
+        // took values of attributes created meanwhile past that wait.) The wait in time still
+        // runs, and bounds the hold: a catalog never seen at its end (control records of a
+        // transactional producer at its end, say) holds the data no longer than that.
+        let waiting = lock(&shared.parts).values().any(|p| p.pipeline.waits_for_catalog());
+        let hold = waiting && catalog.as_ref().is_some_and(|c| c.may_be_behind(Duration::from_millis(500)));
+        if hold || held {
+            // The partitions this worker reads (a fenced one stays paused), again each round:
+            // those assigned meanwhile start unpaused.
+            let owned: Vec<(Arc<str>, i32, i64)> =
+                lock(&shared.parts).values().map(|p| (p.topic.clone(), p.partition, p.next)).collect();
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition, _) in &owned {
+                let _ = tpl.add_partition(topic, *partition);
+            }
+            // Not fatal: at worst the values wait in records, as without a hold.
+            if let Err(e) = if hold { consumer.pause(&tpl) } else { consumer.resume(&tpl) } {
+                tracing::warn!(error = %e, hold, "pausing or resuming the data partitions");
+            }
+            if !hold {
+                // Where each was: records fetched before the pause were dropped by librdkafka. A
+                // record past `next` after this is reported (`resuming`), one before it skipped.
+                for (topic, partition, next) in owned {
+                    if let Err(e) = consumer.seek(&topic, partition, Offset::Offset(next), timeout) {
+                        tracing::warn!(%topic, partition, next, error = %e, "seeking a resumed partition");
+                    }
+                    if let Some(p) = lock(&shared.parts).get_mut(&(topic.to_string(), partition)) {
+                        p.resuming = true;
+                    }
+                }
+            }
+            if hold != held {
+                tracing::info!(held = hold, "data partitions held while the catalog may be behind");
+            }
+            held = hold;
         }
         // A burst of records, then the flush decisions (the clock is read once per burst).
         let mut wait = Duration::from_millis(20);
@@ -653,6 +694,7 @@ fn poll_loop(shared: &Arc<Shared>, config: &Config, shutdown: &Shutdown) -> anyh
             }
             drop(consumer);
             consumer = subscribe(shared, k)?;
+            held = false;
             continue;
         }
         // Flushes due: by rows or bytes, by age (early by what flushes take; partitions half way

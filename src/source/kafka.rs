@@ -73,9 +73,17 @@ pub fn stream_of(topic: &str, partition: i32) -> StreamId {
 }
 
 /// The catalog topic, read whole by every worker: assigned (not subscribed), from the start.
+///
+/// It also says whether it may be behind ([`CatalogReader::may_be_behind`]): after it lost its
+/// broker it may reconnect later than the data consumer, which would then read values of
+/// attributes the catalog has not delivered yet.
 pub struct CatalogReader {
     consumer: BaseConsumer,
     topic: String,
+    /// Next offset to read, per partition.
+    next: std::cell::RefCell<std::collections::BTreeMap<i32, i64>>,
+    /// Lost its broker since it was last seen read to its end.
+    lost: std::cell::Cell<bool>,
 }
 
 impl CatalogReader {
@@ -90,6 +98,8 @@ impl CatalogReader {
             // reads the catalog again from the start (idempotent) rather than from the end, which
             // would skip the attributes created meanwhile.
             .set("auto.offset.reset", "earliest")
+            // Back soon after its broker: data waits for it meanwhile (see `may_be_behind`).
+            .set("reconnect.backoff.max.ms", "1000")
             .set("enable.partition.eof", "false");
         let consumer: BaseConsumer = c.create().context("creating the catalog topic's consumer")?;
         let meta = consumer
@@ -110,7 +120,13 @@ impl CatalogReader {
             tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
         }
         consumer.assign(&tpl)?;
-        Ok(Some(CatalogReader { consumer, topic: topic.to_string() }))
+        let next = partitions.iter().map(|p| (*p, 0)).collect();
+        Ok(Some(CatalogReader {
+            consumer,
+            topic: topic.to_string(),
+            next: std::cell::RefCell::new(next),
+            lost: std::cell::Cell::new(false),
+        }))
     }
 
     /// Reads every catalog record present when called, handing each value to `apply`.
@@ -144,17 +160,37 @@ impl CatalogReader {
                 }
             }
         }
+        *self.next.borrow_mut() = next;
         Ok(read)
     }
 
     /// Reads what is ready now without waiting.
     pub fn poll_ready(&self, mut apply: impl FnMut(Option<&[u8]>)) -> anyhow::Result<()> {
         while let Some(m) = self.consumer.poll(Duration::ZERO) {
-            if let Some(m) = transient_ok(m)? {
-                apply(m.payload());
+            match transient_ok(m)? {
+                Some(m) => {
+                    apply(m.payload());
+                    self.next.borrow_mut().insert(m.partition(), m.offset() + 1);
+                }
+                None => self.lost.set(true),
             }
         }
         Ok(())
+    }
+
+    /// Whether the catalog may hold records this reader has not delivered: it lost its broker
+    /// and has not been seen read to its end since. Asks the broker (within `timeout`) only in
+    /// that case; a connected reader is taken as current, its fetches arriving within
+    /// milliseconds of the records.
+    pub fn may_be_behind(&self, timeout: Duration) -> bool {
+        if !self.lost.get() {
+            return false;
+        }
+        let at_end = self.next.borrow().iter().all(|(p, next)| {
+            matches!(self.consumer.fetch_watermarks(&self.topic, *p, timeout), Ok((low, high)) if *next >= high || low >= high)
+        });
+        self.lost.set(!at_end);
+        !at_end
     }
 }
 

@@ -9,8 +9,7 @@
 //! create at one source position), entity deletes (physical, and logical: `is_deleted` set, the
 //! values left in place, some of them written again later, some entities then deleted for good),
 //! attributes added while running, and long transactions that stay open while short ones commit
-//! around them. Each connection owns its own
-//! entities (no lock waits); the catalog is shared.
+//! around them. Each connection owns its own entities (no lock waits); the catalog is shared.
 
 use super::rng::Rng;
 use super::Expected;
@@ -57,7 +56,7 @@ pub struct DriveReport {
     pub transactions: u64,
     pub long_transactions: u64,
     pub entities_inserted: u64,
-    /// Rows deleted from `entities` (with their values), including logically deleted ones.
+    /// Rows deleted from `entities` (with their values), some of them deleted logically before.
     pub entities_deleted: u64,
     /// Entities whose `is_deleted` was set (their rows and values stay).
     pub entities_deleted_logically: u64,
