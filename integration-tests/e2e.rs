@@ -411,8 +411,8 @@ lag_interval_ms = 1000
     /// in distributed mode since; [`Stack::assert_connect_resumed`] checks it). Once with the
     /// broker restarted, most likely values of attributes created around the restart that became
     /// dead letters because the worker's catalog consumer came back after its data consumer
-    /// (`broker_restart_soak` showed that; the worker holds its data for the catalog since, and a
-    /// failing comparison explains such dead letters). The lake is still compared again, after
+    /// (`broker_restart_soak` showed that, `kafka_crash` reproduces it; the worker holds its data
+    /// for the catalog since, and a failing comparison explains such dead letters). The lake is still compared again, after
     /// catching up again, for up to a minute before the test fails, and a difference seen on the
     /// way is printed.
     async fn assert_lake_equals_postgres(&mut self, phase: &str) {
@@ -768,7 +768,7 @@ async fn broker_restart_soak() {
 }
 
 /// Rounds of `EAVLAKE_SOAK_ROUNDS` (default 5): each deletes entities of earlier rounds one per
-/// transaction while the workload runs, `disturbs` the stack among them, and checks that
+/// transaction while the workload runs, calls `disturb` among them, and checks that
 /// Debezium never started without its offsets and that lake == Postgres.
 async fn soak(what: &str, disturb: impl Fn(&mut Stack)) {
     let rounds: u64 = std::env::var("EAVLAKE_SOAK_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);

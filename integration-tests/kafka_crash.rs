@@ -8,7 +8,8 @@
 //! row twice) and the dead-letter topic exactly the poison records, bytes unchanged.
 //!
 //! And the broker down for longer than the group's session timeout mid-stream: the worker comes
-//! back by itself (a new consumer if the old one was fenced) and the lake holds every change once.
+//! back by itself (a new consumer if the old one was fenced) and the lake holds every change once;
+//! and the broker restarted while attributes are created: their values wait for the catalog.
 
 #[path = "common/kafka_broker.rs"]
 mod kafka_broker;
@@ -209,6 +210,66 @@ async fn broker_down_past_the_session_timeout_then_back() {
     worker.kill().unwrap();
     worker.wait().unwrap();
 
+    assert_exactly_once(&config, &lake, &produced.truth.current).await;
+}
+
+/// Values of attributes created while the broker restarts: the producer's backlog reaches the
+/// worker at once when the broker is back, and its data consumer, reconnecting within 50 ms here,
+/// would read far past a value's wait of 1,500 records before the catalog topic's consumer (on
+/// its own reconnect schedule) delivers the attribute: the values would become dead letters. The
+/// worker holds its data partitions until the catalog is read to its end, and the lake holds
+/// every change once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_of_attributes_created_across_a_broker_restart_wait_for_the_catalog() {
+    const CATALOG: &str = "eav.public.attributes";
+    let _one = ONE_AT_A_TIME.lock().await;
+    let broker = kafka_broker::KafkaBroker::start();
+    broker.create_topic(TOPIC, 2);
+    broker.create_topic(CATALOG, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    // librdkafka's own reconnect schedule (backoff up to 10 s, with jitter) for the data consumer.
+    let config = write_config(dir.path(), &broker.bootstrap, &lake, TOPIC, "catalog-restart", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replace("unknown_attribute_wait = 200000", "unknown_attribute_wait = 1500")
+        .replace("unknown_attribute_wait_ms = 8000", "unknown_attribute_wait_ms = 30000")
+        .replace("[kafka.properties]", &format!("catalog_topic = \"{CATALOG}\"\n[kafka.properties]"));
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("worker.log");
+    let spec = eavlake::workload::WorkloadSpec {
+        events: 40_000,
+        tenants: 4,
+        seed: 91,
+        max_bulk: 200,
+        poison: false,
+        ..eavlake::workload::WorkloadSpec::default()
+    };
+    let producing = {
+        let b = broker.bootstrap.clone();
+        tokio::spawn(async move { produce_workload_with(&b, TOPIC, 2, &spec, 2_000, false, Some(CATALOG)).await })
+    };
+    let mut worker = spawn_worker(&config, &log, None);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        broker.restart();
+    }
+    let produced = producing.await.unwrap();
+    let ends = high_watermarks(&broker.bootstrap, TOPIC, 2);
+    let caught_up =
+        tokio::time::timeout(Duration::from_secs(60), wait_for_lake(&lake, TOPIC, &ends, Duration::from_secs(3600)));
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(caught_up.await.is_ok(), "the worker did not catch up after the restarts; log:\n{}", text());
+    assert!(worker.try_wait().unwrap().is_none(), "the worker exited; log:\n{}", text());
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    eprintln!(
+        "the worker held its data partitions for the catalog {} time(s); {} records produced",
+        text().matches("\"held\":true").count(),
+        produced.records
+    );
+    let dead = read_dead_letters(&broker.bootstrap, &format!("{TOPIC}.dlq"));
+    assert!(dead.is_empty(), "dead letters: {:?}", dead.values().map(|d| &d.0).collect::<Vec<_>>());
     assert_exactly_once(&config, &lake, &produced.truth.current).await;
 }
 
