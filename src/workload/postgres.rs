@@ -326,6 +326,25 @@ impl Conn {
         Ok(())
     }
 
+    /// Writes a random value of a random cold attribute of entity `id`'s tenant and type;
+    /// false when the type has no cold attribute.
+    async fn write_cold_value(
+        &mut self,
+        tx: &tokio_postgres::Transaction<'_>,
+        id: i64,
+        tenant: i64,
+        et: &str,
+    ) -> anyhow::Result<bool> {
+        let cold = self.attrs_of(tenant, et, false);
+        if cold.is_empty() {
+            return Ok(false);
+        }
+        let a = &cold[self.rng.index(cold.len())];
+        let v = self.cold(a.data_type);
+        Self::upsert_value(tx, id, tenant, a, &v).await?;
+        Ok(true)
+    }
+
     /// Changes a few of this connection's entities: hot updates, cold upserts, value deletes.
     async fn touch(&mut self, tx: &tokio_postgres::Transaction<'_>, entities: usize) -> anyhow::Result<()> {
         for _ in 0..entities {
@@ -345,14 +364,9 @@ impl Conn {
                     lock(&self.shared.report).hot_updates += 1;
                 }
                 8..=16 => {
-                    let cold = self.attrs_of(tenant, &et, false);
-                    if cold.is_empty() {
-                        continue;
+                    if self.write_cold_value(tx, id, tenant, &et).await? {
+                        lock(&self.shared.report).values_written += 1;
                     }
-                    let a = cold[self.rng.index(cold.len())].clone();
-                    let v = self.cold(a.data_type);
-                    Self::upsert_value(tx, id, tenant, &a, &v).await?;
-                    lock(&self.shared.report).values_written += 1;
                 }
                 17 => {
                     let n = Self::move_value(tx, id, tenant, &et).await?;
@@ -406,11 +420,7 @@ impl Conn {
                 lock(&self.shared.report).entities_deleted += 1;
             } else {
                 let (id, tenant, et) = self.deleted[i].clone();
-                let cold = self.attrs_of(tenant, &et, false);
-                if !cold.is_empty() {
-                    let a = &cold[self.rng.index(cold.len())];
-                    let v = self.cold(a.data_type);
-                    Self::upsert_value(tx, id, tenant, a, &v).await?;
+                if self.write_cold_value(tx, id, tenant, &et).await? {
                     lock(&self.shared.report).values_written_deleted += 1;
                 }
             }
