@@ -1,13 +1,17 @@
 //! Compaction split over processes: `eavlake compact` with disjoint scopes (`--shard I/N`,
 //! `--entity-range`, `--tenant`), run side by side as separate processes on one lake, must leave
-//! exactly the current state (same objects, same content) that one unscoped compaction leaves,
+//! exactly the current state (same objects, same rows and metadata, the same logically deleted
+//! entities kept, no stray object of them) that one unscoped compaction leaves,
 //! equal to the workload's ground truth; scopes that overlap entirely (two unscoped compactions
 //! at once) must too; a range that would cut a range object in two is refused.
 
 #[path = "common/lake.rs"]
 mod lake;
 
+use arrow::array::RecordBatch;
+use eavlake::columns;
 use lake::{assert_same_state, parquet_files, read_current, State};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -55,12 +59,52 @@ fn compact_side_by_side(config: &Path, lake: &Path, scopes: &[&[&str]]) -> Vec<s
         .collect()
 }
 
-/// The current objects by name, with their bytes.
-fn current_objects(lake: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+/// A Parquet object's rows and key-value metadata.
+fn read_object(path: &Path) -> (Vec<RecordBatch>, Vec<(String, Option<String>)>) {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
+    let kv = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+    let rows = reader.build().unwrap().map(|b| b.unwrap()).collect();
+    (rows, kv.into_iter().map(|kv| (kv.key, kv.value)).collect())
+}
+
+/// A current object as compared: its name, rows and metadata, but for the name of the object
+/// of its logically deleted entities (new at every write), of which the rows.
+#[derive(PartialEq)]
+struct CurrentObject {
+    path: PathBuf,
+    rows: Vec<RecordBatch>,
+    metadata: Vec<(String, Option<String>)>,
+    retired: Vec<RecordBatch>,
+}
+
+/// The current objects by name, and the retired objects they name.
+fn current_objects(lake: &Path) -> Vec<CurrentObject> {
     parquet_files(&lake.join("current"))
         .into_iter()
-        .map(|p| (p.strip_prefix(lake).unwrap().to_path_buf(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            let (rows, mut metadata) = read_object(&p);
+            let named = metadata.iter().position(|(k, _)| k == columns::META_RETIRED).map(|i| metadata.remove(i));
+            let retired = named.map_or_else(Vec::new, |(_, name)| read_object(&lake.join(name.unwrap())).0);
+            CurrentObject { path: p.strip_prefix(lake).unwrap().to_path_buf(), rows, metadata, retired }
+        })
         .collect()
+}
+
+/// Every object of logically deleted entities is named by a current object: a compaction that
+/// lost a race deleted the one it wrote, the winner the version it replaced.
+fn assert_every_retired_object_named(lake: &Path, what: &str) {
+    let mut named: Vec<String> = parquet_files(&lake.join("current"))
+        .iter()
+        .filter_map(|p| read_object(p).1.into_iter().find(|(k, _)| k == columns::META_RETIRED)?.1)
+        .collect();
+    let mut found: Vec<String> = parquet_files(&lake.join("_eavlake/retired"))
+        .iter()
+        .map(|p| p.strip_prefix(lake).unwrap().to_str().unwrap().to_string())
+        .collect();
+    named.sort();
+    found.sort();
+    assert!(!found.is_empty(), "{what}: the workload deletes entities logically");
+    assert_eq!(found, named, "{what}: retired objects");
 }
 
 fn sum(reports: &[serde_json::Value], key: &str) -> u64 {
@@ -101,12 +145,13 @@ fn disjoint_scopes_side_by_side_equal_one_compaction_and_overlaps_are_safe() {
     assert!(ranges >= 10, "enough range objects to split: {ranges}");
     let expected_state: State = read_current(&single);
     assert_same_state(&expected_state, &truth.current);
+    assert_every_retired_object_named(&single, "single");
 
     // Partitions of the ranges into disjoint scopes, each run at the same time: shards, entity
     // ranges split at the middle range object, one process per tenant.
     let mut starts: Vec<i64> = expected
         .iter()
-        .filter_map(|(p, _)| p.file_name()?.to_str()?.strip_prefix("entities-")?.split('-').next()?.parse().ok())
+        .filter_map(|o| o.path.file_name()?.to_str()?.strip_prefix("entities-")?.split('-').next()?.parse().ok())
         .collect();
     starts.sort_unstable();
     let middle = starts[starts.len() / 2];
@@ -131,9 +176,10 @@ fn disjoint_scopes_side_by_side_equal_one_compaction_and_overlaps_are_safe() {
         assert_eq!(sum(&reports, "ranges_written"), ranges, "{name}: every range written by exactly one scope");
         assert_eq!(sum(&reports, "ranges_redone"), 0, "{name}: disjoint scopes never meet");
         let got = current_objects(&lake);
-        let names = |v: &[(PathBuf, Vec<u8>)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+        let names = |v: &[CurrentObject]| v.iter().map(|o| o.path.clone()).collect::<Vec<_>>();
         assert_eq!(names(&got), names(&expected), "{name}: the same current objects");
-        assert!(got == expected, "{name}: the current objects are byte for byte those of one compaction");
+        assert!(got == expected, "{name}: the current objects are row for row those of one compaction");
+        assert_every_retired_object_named(&lake, name);
     }
 
     // Overlapping scopes: two whole compactions and a shard at once. A range replaced by
@@ -143,7 +189,8 @@ fn disjoint_scopes_side_by_side_equal_one_compaction_and_overlaps_are_safe() {
     let redone = sum(&reports, "ranges_redone");
     eprintln!("overlapping compactions: {redone} ranges folded again after a conflict");
     assert_same_state(&read_current(&lake), &truth.current);
-    assert!(current_objects(&lake) == expected, "overlap: byte for byte those of one compaction");
+    assert!(current_objects(&lake) == expected, "overlap: row for row those of one compaction");
+    assert_every_retired_object_named(&lake, "overlap");
 
     // Half a range object is refused, by name of the rule.
     let out = eavlake(&["compact", "--entity-range", "1000..4000", "--config"])

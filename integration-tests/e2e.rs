@@ -616,6 +616,7 @@ async fn real_stack_end_to_end() {
     assert!(
         traffic.entities_deleted > 0
             && traffic.entities_deleted_logically > 0
+            && traffic.entities_undeleted > 0
             && traffic.values_deleted > 0
             && traffic.values_moved > 0,
         "{traffic:?}"

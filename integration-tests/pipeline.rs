@@ -126,20 +126,23 @@ struct Ent {
     id: i64,
     tenant: i64,
     hot: String,
+    /// `is_deleted`: deleted logically.
+    deleted: bool,
 }
 
 fn ent(id: i64) -> Ent {
-    Ent { id, tenant: 1, hot: "{}".into() }
+    Ent { id, tenant: 1, hot: "{}".into(), deleted: false }
 }
 
 /// A change of `entities`.
 fn entity(op: &str, before: Option<&Ent>, after: Option<&Ent>, at: At) -> String {
     let image = |e: &Ent| {
         format!(
-            r#"{{"entity_id":{},"tenant_id":{},"entity_type":"customer","hot_attributes":{},"version":1,"is_deleted":false,"created_at":"2024-03-01T10:00:00Z","updated_at":"2024-03-01T10:00:00Z"}}"#,
+            r#"{{"entity_id":{},"tenant_id":{},"entity_type":"customer","hot_attributes":{},"version":1,"is_deleted":{},"created_at":"2024-03-01T10:00:00Z","updated_at":"2024-03-01T10:00:00Z"}}"#,
             e.id,
             e.tenant,
-            serde_json::to_string(&e.hot).unwrap()
+            serde_json::to_string(&e.hot).unwrap(),
+            e.deleted
         )
     };
     envelope("entities", op, before.map(image), after.map(image), at)
@@ -1059,6 +1062,136 @@ async fn entities_land_in_their_id_ranges() {
     assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
     assert!(schema.field_with_name(columns::ENTITY_ID).is_ok() && schema.field_with_name("name").is_ok());
     assert_eq!(read_current(&lake), state(&[(1, 5, &[("name", t("five"))]), (1, 25, &[("name", t("25"))])]));
+}
+
+/// A logically deleted entity leaves the current state and comes back with its values when it
+/// is un-deleted, including a value written while it was deleted (the store kept them all;
+/// Debezium sends only the entity's row at the un-delete). Meanwhile its values wait in one
+/// object under `_eavlake/retired/`, named by the range's current object, replaced by a new one
+/// at each compaction that changes it, and gone once no entity of the range is retired. A
+/// physically deleted entity is forgotten.
+#[tokio::test]
+async fn a_logically_deleted_entity_comes_back_with_its_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let cfg = config(&lake);
+    let file = dir.path().join("events.jsonl");
+    let retired_dir = lake.join("_eavlake/retired/customer/tenant_id=1");
+    let current = lake.join("current/customer/tenant_id=1/entities-000000000000-000000099999.parquet");
+    let named = || {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&current).unwrap()).unwrap();
+        let kv = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+        kv.into_iter().find(|kv| kv.key == columns::META_RETIRED).and_then(|kv| kv.value)
+    };
+    let retired_files = || files_with(&retired_dir, "parquet");
+    let gone = |e: Ent| Ent { deleted: true, ..e };
+    let mut w = Wal::new();
+    let mut lines = vec![
+        attribute("c", None, Some(&attr(1, "name", "text")), w.tx()),
+        attribute("c", None, Some(&attr(2, "age", "int")), w.same()),
+    ];
+    for (id, name) in [(1, "Ada"), (2, "Bo"), (3, "Cy")] {
+        lines.push(entity("c", None, Some(&ent(id)), w.tx()));
+        lines.push(value("c", None, Some(&val(id, 1, V::Text(name))), w.same()));
+        lines.push(value("c", None, Some(&val(id, 2, V::Int(30 + id))), w.same()));
+    }
+    run(&cfg, &file, &lines).await;
+    assert!(named().is_none() && retired_files().is_empty());
+
+    // 1 and 2 deleted logically; 1 gets a new age meanwhile.
+    lines.push(entity("u", Some(&ent(1)), Some(&gone(ent(1))), w.tx()));
+    lines.push(entity("u", Some(&ent(2)), Some(&gone(ent(2))), w.tx()));
+    lines.push(value("u", Some(&val(1, 2, V::Int(31))), Some(&val(1, 2, V::Int(41))), w.tx()));
+    let c = run(&cfg, &file, &lines).await.compaction.unwrap();
+    assert_eq!((c.live_entities, c.retired_entities), (1, 2));
+    assert_eq!(read_current(&lake), state(&[(1, 3, &[("name", t("Cy")), ("age", n(33))])]));
+    let first = retired_files();
+    assert_eq!(first.len(), 1);
+    assert_eq!(named().as_deref(), first[0].strip_prefix(&lake).unwrap().to_str());
+    let retired_ids: Vec<i64> =
+        read_parquet(&first[0]).1.iter().flat_map(|b| int64_column(b, columns::ENTITY_ID)).collect();
+    assert_eq!(retired_ids, [1, 2]);
+
+    // 2 deleted for good (its values cascade); 3 gets an age: the retired object is rewritten.
+    lines.push(entity("d", Some(&gone(ent(2))), None, w.tx()));
+    lines.push(value("d", Some(&val(2, 1, V::Text("Bo"))), None, w.same()));
+    lines.push(value("d", Some(&val(2, 2, V::Int(32))), None, w.same()));
+    let c = run(&cfg, &file, &lines).await.compaction.unwrap();
+    assert_eq!((c.live_entities, c.retired_entities), (1, 1));
+    let second = retired_files();
+    assert_eq!(second.len(), 1, "the version it replaced is deleted");
+    assert_ne!(second, first);
+
+    // 1 un-deleted: its hot attributes set anew, its values back; no entity left retired.
+    lines.push(entity("u", Some(&gone(ent(1))), Some(&ent(1)), w.tx()));
+    let c = run(&cfg, &file, &lines).await.compaction.unwrap();
+    assert_eq!((c.live_entities, c.retired_entities), (2, 0));
+    assert_eq!(
+        read_current(&lake),
+        state(&[(1, 1, &[("name", t("Ada")), ("age", n(41))]), (1, 3, &[("name", t("Cy")), ("age", n(33))])])
+    );
+    assert!(named().is_none() && retired_files().is_empty());
+
+    // 2 comes back by an insert: nothing of the deleted one.
+    lines.push(entity("c", None, Some(&ent(2)), w.tx()));
+    run(&cfg, &file, &lines).await;
+    assert_eq!(read_current(&lake).get(&(1, 2)), Some(&BTreeMap::new()));
+}
+
+/// A purge reaches logically deleted entities too: their rows go from the retired object,
+/// which stays (emptied) while the current object names it, and an un-delete after the purge
+/// brings nothing back. A purge of the whole tenant removes it.
+#[tokio::test]
+async fn a_purge_removes_logically_deleted_entities_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let cfg = config(&lake);
+    let file = dir.path().join("events.jsonl");
+    let retired_dir = lake.join("_eavlake/retired/customer/tenant_id=1");
+    let store = Lake::open(lake.to_str().unwrap(), &Default::default()).unwrap();
+    let purge = |ids: Option<Vec<i64>>| {
+        let opts = eavlake::purge::rewrite::PurgeOptions {
+            tenant_id: 1,
+            entity_ids: ids,
+            wait: std::time::Duration::ZERO,
+            by: "test".into(),
+        };
+        let store = store.clone();
+        async move { eavlake::purge::rewrite::purge(&store, &opts).await.unwrap() }
+    };
+    let retired_ids = || -> Vec<i64> {
+        files_with(&retired_dir, "parquet")
+            .iter()
+            .flat_map(|f| read_parquet(f).1)
+            .flat_map(|b| int64_column(&b, columns::ENTITY_ID))
+            .collect()
+    };
+    let gone = |e: Ent| Ent { deleted: true, ..e };
+    let mut w = Wal::new();
+    let mut lines = vec![attribute("c", None, Some(&attr(1, "name", "text")), w.tx())];
+    for (id, name) in [(1, "Ada"), (2, "Bo"), (3, "Cy")] {
+        lines.push(entity("c", None, Some(&ent(id)), w.tx()));
+        lines.push(value("c", None, Some(&val(id, 1, V::Text(name))), w.same()));
+    }
+    lines.push(entity("u", Some(&ent(1)), Some(&gone(ent(1))), w.tx()));
+    lines.push(entity("u", Some(&ent(2)), Some(&gone(ent(2))), w.tx()));
+    run(&cfg, &file, &lines).await;
+    assert_eq!(retired_ids(), [1, 2]);
+
+    let report = purge(Some(vec![1])).await;
+    assert_eq!(report.rows_removed["customer"].current, 1, "{}", report.to_table());
+    assert_eq!(retired_ids(), [2]);
+    purge(Some(vec![2])).await;
+    assert_eq!(retired_ids(), Vec::<i64>::new());
+    assert_eq!(files_with(&retired_dir, "parquet").len(), 1, "emptied, not deleted: the current object names it");
+
+    lines.push(entity("u", Some(&gone(ent(1))), Some(&ent(1)), w.tx()));
+    lines.push(entity("u", Some(&gone(ent(2))), Some(&ent(2)), w.tx()));
+    run(&cfg, &file, &lines).await;
+    assert_eq!(read_current(&lake), state(&[(1, 3, &[("name", t("Cy"))])]));
+
+    purge(None).await;
+    assert!(files_with(&lake.join("_eavlake/retired"), "parquet").is_empty() && !retired_dir.exists());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -32,8 +32,9 @@ fn reconcile_options(pg_url: &str, lake: &Path, tenant: i64) -> ReconcileOptions
 
 fn tenant_folders(lake: &Path, tenant: i64) -> Vec<String> {
     let mut found = Vec::new();
-    for area in ["changes", "current"] {
-        for ty in std::fs::read_dir(lake.join(area)).unwrap().flatten() {
+    for area in ["changes", "current", "_eavlake/retired"] {
+        // Logically deleted entities (`_eavlake/retired/`) exist only if the workload left some.
+        for ty in std::fs::read_dir(lake.join(area)).into_iter().flatten().flatten() {
             let dir = ty.path().join(format!("tenant_id={tenant}"));
             if dir.exists() {
                 found.push(dir.display().to_string());

@@ -27,6 +27,10 @@ pub const CHANGED: &str = "_changed";
 /// changes only updates an entity that exists; it never creates one (values of a deleted
 /// entity, or cascaded deletes, must not resurrect it).
 pub const ENTITY_CHANGED: &str = "_entity_changed";
+/// True on a delete (`_op = d`) that set `is_deleted`: the entity's rows stay in the store, and
+/// an un-delete brings back its values (compaction keeps them apart, see `compact`). False for
+/// a physical delete and every other row; change files written before it have no such column.
+pub const LOGICAL_DELETE: &str = "_logical_delete";
 /// Debezium's `sequence[0]`: the last commit LSN before the row's transaction.
 pub const COMMIT_LSN: &str = "_commit_lsn";
 /// LSN of the last change folded into the row.
@@ -46,6 +50,9 @@ pub const META_ATTRIBUTE_ID: &str = "eavlake.attribute_id";
 pub const META_DATA_TYPE: &str = "eavlake.data_type";
 /// Parquet key-value metadata of a current-state file: per stream, the last `_seq` applied.
 pub const META_WATERMARKS: &str = "eavlake.watermarks";
+/// Parquet key-value metadata of a current-state file: the object holding the range's logically
+/// deleted entities (see `compact`), when it has any.
+pub const META_RETIRED: &str = "eavlake.retired";
 
 /// Precision of decimal columns (Decimal128's maximum).
 pub const DECIMAL_PRECISION: u8 = 38;

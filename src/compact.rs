@@ -20,6 +20,17 @@
 //!
 //! A type change of an attribute is applied to the whole range: old values are converted when
 //! that loses nothing, otherwise they become null and are counted (never a wrong value).
+//!
+//! A logically deleted entity (`is_deleted` set: `_logical_delete` on its change row) leaves the
+//! current state but keeps its values, as the store does: the range's retired entities live in
+//! an object of their own under `_eavlake/retired/`, which values written to them meanwhile
+//! update, and an un-delete (an update of the entity's row) brings them back. A physical delete
+//! or a new entity under the id forgets them. Two objects cannot be replaced at once, so each
+//! version of the retired object has a new name, written first and named in the current
+//! object's metadata ([`columns::META_RETIRED`]): the conditional PUT of the current object
+//! switches both, and the version it replaced is deleted after (a reader that finds the named
+//! object gone reads the current object again). A compaction that loses its PUT deletes the
+//! retired object it wrote; one that dies between the two writes leaves an object nobody names.
 
 use crate::columns::{self, NullRunBuilder, Value, ValueBuilder};
 use crate::decode::DataType;
@@ -48,6 +59,8 @@ pub struct CompactStats {
     pub change_files_read: usize,
     pub rows_applied: usize,
     pub live_entities: usize,
+    /// Logically deleted entities kept for an un-delete (see the module documentation).
+    pub retired_entities: usize,
     /// Values dropped because an attribute's type changed to one they cannot be converted to.
     pub values_not_convertible: usize,
     /// Ranges folded again because another compaction (or a purge) replaced their object
@@ -531,6 +544,10 @@ struct ChangeRow {
     seq: i64,
     stream: usize,
     delete: bool,
+    /// A delete that set `is_deleted` (see `columns::LOGICAL_DELETE`).
+    logical: bool,
+    /// An insert of the entity's row: a new entity under the id.
+    create: bool,
     entity_changed: bool,
     cells: std::ops::Range<usize>,
     commit_lsn: i64,
@@ -573,6 +590,11 @@ struct RangeWork {
     /// Version of the current object as read: the write back is conditional on it.
     version: Version,
     state: RangeState,
+    /// The range's logically deleted entities, in entity order like `state`; an id is in one
+    /// of the two at most.
+    retired: RangeState,
+    /// The object `retired` was read from, deleted once the current object no longer names it.
+    retired_from: Option<Path>,
     watermarks: Watermarks,
     /// Indexes (into the tenant's change files) of the files new to this range.
     files: Vec<usize>,
@@ -596,14 +618,21 @@ async fn fold_group(
     let mut cols = ColumnSet::default();
     let mut work: Vec<RangeWork> = Vec::with_capacity(group.len());
     for (lo, files) in group {
-        let path = Lake::current_path(entity_type, tenant_id, *lo, lo + opts.range_size - 1);
-        let mut state = RangeState::new();
-        let mut watermarks = Watermarks::new();
-        let (bytes, version) = lake.get_versioned(&path).await?;
-        if let Some(bytes) = bytes {
-            let obj = ParquetObject::open(path.as_ref(), bytes)?;
-            watermarks = read_watermarks(&obj, &path)?;
-            let hi = lo + opts.range_size - 1;
+        let hi = lo + opts.range_size - 1;
+        let path = Lake::current_path(entity_type, tenant_id, *lo, hi);
+        let (current, version, retired) = read_range(lake, &path).await?;
+        let mut w = RangeWork {
+            lo: *lo,
+            path,
+            version,
+            state: RangeState::new(),
+            retired: RangeState::new(),
+            retired_from: None,
+            watermarks: Watermarks::new(),
+            files: files.clone(),
+        };
+        if let Some(obj) = current {
+            w.watermarks = read_watermarks(&obj, &w.path)?;
             let row_groups = match spans {
                 None => obj.row_groups_for(*lo, hi),
                 Some(spans) => {
@@ -618,11 +647,18 @@ async fn fold_group(
                 }
             };
             for batch in obj.read_without(row_groups, &[columns::TENANT_ID], &[])? {
-                load_current(&batch, &mut cols, &mut state, &path)?;
+                load_current(&batch, &mut cols, &mut w.state, &w.path)?;
             }
-            sort_state(&mut state);
+            sort_state(&mut w.state);
         }
-        work.push(RangeWork { lo: *lo, path, version, state, watermarks, files: files.clone() });
+        if let Some((from, obj)) = retired {
+            for batch in obj.read_without(obj.row_groups_for(*lo, hi), &[columns::TENANT_ID], &[])? {
+                load_current(&batch, &mut cols, &mut w.retired, &from)?;
+            }
+            sort_state(&mut w.retired);
+            w.retired_from = Some(from);
+        }
+        work.push(w);
     }
 
     let mut streams: Vec<&str> = changes.iter().map(|f| f.stream.as_str()).collect();
@@ -680,13 +716,60 @@ async fn fold_group(
         // Every cell was read from a column of its column's one type otherwise: nothing to
         // convert (a pass over every cell of the group, 0.8% of a 1M-event file run).
         if cols.retyped {
-            settle_types(w, &types, opts.decimal_scale, stats);
+            settle_types(&mut w.state, &types, opts.decimal_scale, stats);
+            settle_types(&mut w.retired, &types, opts.decimal_scale, stats);
         }
         if purged.touches(tenant_id) {
             w.state.retain(|(id, _)| !purged.removes(tenant_id, *id));
+            w.retired.retain(|(id, _)| !purged.removes(tenant_id, *id));
         }
     }
     Ok((cols, work))
+}
+
+/// Reads of a range's objects when the retired object its current object names is gone: each
+/// means another compaction replaced both meanwhile.
+const RETIRED_READS: usize = 4;
+
+/// A range's current object (if any) with its version, and the retired object it names.
+async fn read_range(
+    lake: &Lake,
+    path: &Path,
+) -> Result<(Option<ParquetObject>, Version, Option<(Path, ParquetObject)>), CompactError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (bytes, version) = lake.get_versioned(path).await?;
+        let Some(bytes) = bytes else { return Ok((None, version, None)) };
+        let obj = ParquetObject::open(path.as_ref(), bytes)?;
+        let Some(named) = obj.metadata(columns::META_RETIRED) else { return Ok((Some(obj), version, None)) };
+        let named = Path::parse(&named).map_err(|e| bad(path, format!("{}: {e}", columns::META_RETIRED)))?;
+        match lake.get(&named).await? {
+            Some(bytes) => {
+                let retired = ParquetObject::open(named.as_ref(), bytes)?;
+                return Ok((Some(obj), version, Some((named, retired))));
+            }
+            None if attempt < RETIRED_READS => {}
+            None => {
+                // Not replaced, yet gone: removed by hand. The live entities are all there.
+                tracing::warn!(
+                    path = %path,
+                    retired = %named,
+                    "the range's logically deleted entities are missing from the lake: an un-delete will bring back their hot attributes only (reconcile --repair heals them)"
+                );
+                return Ok((Some(obj), version, None));
+            }
+        }
+    }
+}
+
+/// A part of an object name no other writer uses: the time, the process and a count within it.
+fn new_token() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{nanos:x}-{:x}-{count:x}", std::process::id())
 }
 
 /// Compacts neighbouring ranges of one tenant: folds them ([`fold_group`]) and writes each
@@ -713,27 +796,47 @@ async fn compact_group(
                 return Ok(Vec::new());
             }
             w.state.retain(|(id, _)| !purged.removes(tenant_id, *id));
+            w.retired.retain(|(id, _)| !purged.removes(tenant_id, *id));
         }
         for &fi in &w.files {
             let f = &changes[fi];
             let mark = w.watermarks.entry(f.stream.clone()).or_insert(i64::MIN);
             *mark = (*mark).max(f.last);
         }
-        let batch = current_batch(tenant_id, &cols, &w.state, scale)?;
         let wm = serde_json::to_string(&w.watermarks).unwrap_or_default();
-        let bytes = encode(w.path.as_ref(), &[batch], vec![(columns::META_WATERMARKS.to_string(), wm)])?;
+        let mut metadata = vec![(columns::META_WATERMARKS.to_string(), wm)];
+        // The retired entities first, under a new name: the current object's PUT makes it the
+        // range's (see the module documentation).
+        let retired = if w.retired.is_empty() {
+            None
+        } else {
+            let path = Lake::retired_path(of.entity_type, tenant_id, w.lo, w.lo + opts.range_size - 1, &new_token());
+            let batch = current_batch(tenant_id, &cols, &w.retired, scale)?;
+            lake.put(&path, encode(path.as_ref(), &[batch], Vec::new())?).await?;
+            metadata.push((columns::META_RETIRED.to_string(), path.to_string()));
+            Some(path)
+        };
+        let batch = current_batch(tenant_id, &cols, &w.state, scale)?;
+        let bytes = encode(w.path.as_ref(), &[batch], metadata)?;
         match lake.put_if(&w.path, bytes, &w.version).await {
             Ok(_) => {}
             Err(SinkError::Conflict { .. }) => {
                 // Another compaction or a purge replaced it: folded again from that object.
                 tracing::info!(path = %w.path, "current object replaced by another writer meanwhile: folding it again");
+                if let Some(path) = &retired {
+                    lake.delete(path).await?;
+                }
                 conflicts.push(w.lo);
                 continue;
             }
             Err(e) => return Err(e.into()),
         }
+        if let Some(old) = w.retired_from.as_ref().filter(|old| Some(*old) != retired.as_ref()) {
+            lake.delete(old).await?;
+        }
         stats.ranges_written += 1;
         stats.live_entities += w.state.len();
+        stats.retired_entities += w.retired.len();
         tracing::debug!(path = %w.path, entities = w.state.len(), "range compacted");
     }
     Ok(conflicts)
@@ -784,56 +887,101 @@ fn apply_flush(work: &mut [RangeWork], flush: &mut FlushRows, columns: usize, st
     stats.rows_applied += rows.len();
     let mut order = order.into_iter().map(|(.., i)| &rows[i as usize]).peekable();
     // Per range, its state merged with its rows: entities before the next row's are moved
-    // over as they are; an entity with rows is taken out, has them applied in order, and is
-    // put back if it is still live.
+    // over as they are; an entity with rows is taken out (live or retired), has them applied
+    // in order, and is put back where it ends.
     while let Some(&first) = order.peek() {
         let w = &mut work[first.target];
-        let old = std::mem::take(&mut w.state);
+        let (old, old_retired) = (std::mem::take(&mut w.state), std::mem::take(&mut w.retired));
         let mut state: RangeState = Vec::with_capacity(old.len() + 16);
-        let mut old = old.into_iter().peekable();
+        let mut retired: RangeState = Vec::with_capacity(old_retired.len());
+        let (mut old, mut old_retired) = (old.into_iter().peekable(), old_retired.into_iter().peekable());
         while let Some(&next) = order.peek().filter(|r| r.target == first.target) {
             let id = next.entity_id;
             while let Some(entry) = old.next_if(|(e, _)| *e < id) {
                 state.push(entry);
             }
+            while let Some(entry) = old_retired.next_if(|(e, _)| *e < id) {
+                retired.push(entry);
+            }
             let mut entity = old.next_if(|(e, _)| *e == id).map(|(_, st)| st);
+            let mut gone = old_retired.next_if(|(e, _)| *e == id).map(|(_, st)| st);
             while let Some(r) = order.next_if(|r| r.target == first.target && r.entity_id == id) {
-                if r.delete {
-                    entity = None;
-                    continue;
-                }
-                if !r.entity_changed && entity.is_none() {
-                    // Value changes of an entity that is not live (deleted, or deleted later in
-                    // a transaction folded in slices) never create it.
-                    continue;
-                }
-                let st = entity.get_or_insert_with(|| EntityState {
-                    // Sized once: cells are most of a group's memory, and growing by doubling
-                    // wastes up to half of it.
-                    cells: vec![None; columns],
-                    commit_lsn: 0,
-                    lsn: 0,
-                    source_ts: None,
-                });
-                for (i, v) in &mut cells[r.cells.clone()] {
-                    if *i >= st.cells.len() {
-                        // A column registered after the entity was created (a new attribute).
-                        grow_exact(&mut st.cells, columns);
-                    }
-                    st.cells[*i] = v.take();
-                }
-                st.commit_lsn = r.commit_lsn;
-                st.lsn = r.lsn;
-                st.source_ts = r.source_ts;
+                apply_row(r, &mut entity, &mut gone, cells, columns);
             }
             if let Some(st) = entity {
                 state.push((id, st));
             }
+            if let Some(st) = gone {
+                retired.push((id, st));
+            }
         }
         state.extend(old);
+        retired.extend(old_retired);
         w.state = state;
+        w.retired = retired;
     }
     flush.clear();
+}
+
+/// Applies one change row to its entity, `live` or `retired` (logically deleted), at most one
+/// of them set.
+fn apply_row(
+    r: &ChangeRow,
+    live: &mut Option<EntityState>,
+    retired: &mut Option<EntityState>,
+    cells: &mut [(usize, Option<Value>)],
+    columns: usize,
+) {
+    if r.delete && !r.logical {
+        *live = None;
+        *retired = None;
+        return;
+    }
+    if r.create {
+        // A new entity under the id: nothing of an earlier one comes back.
+        *retired = None;
+    }
+    let st = if r.delete {
+        // Logically deleted: kept with its values, and the values this row set.
+        if let Some(st) = live.take() {
+            *retired = Some(st);
+        }
+        retired
+    } else if r.entity_changed {
+        // Un-deleted (or changed while live).
+        if live.is_none() {
+            *live = retired.take();
+        }
+        live
+    } else if live.is_some() {
+        live
+    } else {
+        // Values of a logically deleted entity are kept for it; values of an entity the lake
+        // does not hold (deleted, or deleted later in a transaction folded in slices) never
+        // create it.
+        retired
+    };
+    if !r.entity_changed && st.is_none() {
+        return;
+    }
+    let st = st.get_or_insert_with(|| EntityState {
+        // Sized once: cells are most of a group's memory, and growing by doubling wastes up to
+        // half of it.
+        cells: vec![None; columns],
+        commit_lsn: 0,
+        lsn: 0,
+        source_ts: None,
+    });
+    for (i, v) in &mut cells[r.cells.clone()] {
+        if *i >= st.cells.len() {
+            // A column registered after the entity was created (a new attribute).
+            grow_exact(&mut st.cells, columns);
+        }
+        st.cells[*i] = v.take();
+    }
+    st.commit_lsn = r.commit_lsn;
+    st.lsn = r.lsn;
+    st.source_ts = r.source_ts;
 }
 
 /// Puts a range's state read from its object in entity order, each entity once (the last row
@@ -862,8 +1010,8 @@ fn grow_exact(cells: &mut Vec<Option<Value>>, len: usize) {
 
 /// Gives every cell of a range its column's final type (an attribute's type may have changed
 /// within the files folded): converted when that loses nothing, else null and counted.
-fn settle_types(w: &mut RangeWork, types: &[DataType], scale: u32, stats: &mut CompactStats) {
-    for (_, st) in &mut w.state {
+fn settle_types(state: &mut RangeState, types: &[DataType], scale: u32, stats: &mut CompactStats) {
+    for (_, st) in state {
         grow_exact(&mut st.cells, types.len());
         for (c, &to) in st.cells.iter_mut().zip(types) {
             if let Some(v) = c.take() {
@@ -967,6 +1115,9 @@ fn read_changes(
         .column_by_name(columns::ENTITY_CHANGED)
         .and_then(|c| c.as_boolean_opt())
         .ok_or_else(|| bad(path, "no _entity_changed column"))?;
+    // Files written before logical deletes were told apart have no such column: their deletes
+    // apply as physical ones.
+    let logical = batch.column_by_name(columns::LOGICAL_DELETE).and_then(|c| c.as_boolean_opt());
     let offsets = changed.value_offsets();
     let attrs = attribute_columns(batch, cols);
     let arrays = attribute_arrays(batch, &attrs, path)?;
@@ -982,9 +1133,12 @@ fn read_changes(
         if seqs.value(row) <= since {
             continue;
         }
-        let delete = ops(row) == Some("d");
+        let op = ops(row);
+        let delete = op == Some("d");
+        let logical = delete && logical.is_some_and(|l| l.is_valid(row) && l.value(row));
         let start = flush.cells.len();
-        if !delete && changed.is_valid(row) {
+        // A logical delete keeps the values its transaction set (see `RowOp::Retire`).
+        if (!delete || logical) && changed.is_valid(row) {
             for k in offsets[row] as usize..offsets[row + 1] as usize {
                 let (bi, ci) = match items.place(k) {
                     None => continue,
@@ -1002,6 +1156,8 @@ fn read_changes(
             seq: seqs.value(row),
             stream,
             delete,
+            logical,
+            create: op == Some("c"),
             entity_changed: entity_changed.value(row),
             cells: start..flush.cells.len(),
             commit_lsn: commit.value(row),
@@ -1166,6 +1322,8 @@ mod tests {
             path: Path::from(format!("current/t/{lo}")),
             version: Version::absent(),
             state,
+            retired: RangeState::new(),
+            retired_from: None,
             watermarks: Watermarks::new(),
             files: Vec::new(),
         };
@@ -1184,6 +1342,8 @@ mod tests {
                 seq,
                 stream: 0,
                 delete,
+                logical: false,
+                create: false,
                 entity_changed,
                 cells: start..flush.cells.len(),
                 commit_lsn: seq,
@@ -1214,6 +1374,78 @@ mod tests {
         assert_eq!(cells(&work[1]), [(101, vec![int(1010)], 1), (102, vec![None, int(1021)], 2)]);
         assert_eq!(stats.rows_applied, 9);
         assert!(flush.rows.is_empty() && flush.cells.is_empty());
+    }
+
+    /// A logically deleted entity leaves the live state with its values, which later value
+    /// changes update and an un-delete brings back; a physical delete or an insert under its id
+    /// forgets it; values of an entity the range never held are still dropped.
+    #[test]
+    fn logically_deleted_entities_keep_their_values_until_they_come_back() {
+        let int = |v: i64| Some(Value::Int(v));
+        let entity = |cells: Vec<Option<Value>>| EntityState { cells, commit_lsn: 1, lsn: 1, source_ts: None };
+        let mut work = vec![RangeWork {
+            lo: 0,
+            path: Path::from("current/t/0"),
+            version: Version::absent(),
+            state: (1..=5).map(|id| (id, entity(vec![int(id * 10), int(id * 100)]))).collect(),
+            retired: vec![(7, entity(vec![int(70), None]))],
+            retired_from: None,
+            watermarks: Watermarks::new(),
+            files: Vec::new(),
+        }];
+        let mut flush = FlushRows::default();
+        // (op, entity_changed): `d` logical, `D` physical, `c` insert, `u` update, `v` values.
+        let mut push = |entity_id: i64, seq: i64, op: char, cells: Vec<(usize, Option<Value>)>| {
+            let start = flush.cells.len();
+            flush.cells.extend(cells);
+            flush.rows.push(ChangeRow {
+                target: 0,
+                entity_id,
+                seq,
+                stream: 0,
+                delete: matches!(op, 'd' | 'D'),
+                logical: op == 'd',
+                create: op == 'c',
+                entity_changed: op != 'v',
+                cells: start..flush.cells.len(),
+                commit_lsn: seq,
+                lsn: seq,
+                source_ts: None,
+            });
+        };
+        // 1: deleted logically, a value written meanwhile, un-deleted with a hot attribute.
+        push(1, 1, 'd', vec![]);
+        push(1, 2, 'v', vec![(1, int(111))]);
+        push(1, 3, 'u', vec![(0, int(11))]);
+        // 2: deleted logically in a transaction that also set a value; stays deleted.
+        push(2, 1, 'd', vec![(1, int(222))]);
+        // 3: deleted logically, then for good.
+        push(3, 1, 'd', vec![]);
+        push(3, 2, 'D', vec![]);
+        // 4: deleted logically, then a new entity inserted under its id.
+        push(4, 1, 'd', vec![]);
+        push(4, 2, 'c', vec![(0, int(44))]);
+        // 6: never held, a value change only (dropped); 7: retired before, un-deleted.
+        push(6, 1, 'v', vec![(0, int(60))]);
+        push(7, 1, 'u', vec![(1, int(77))]);
+        // 8: never held, deleted logically (a snapshot of a deleted entity): kept for later.
+        push(8, 1, 'd', vec![]);
+        push(8, 2, 'v', vec![(1, int(88))]);
+        let mut stats = CompactStats::default();
+        apply_flush(&mut work, &mut flush, 2, &mut stats);
+        let cells = |state: &RangeState| -> Vec<(i64, Vec<Option<Value>>)> {
+            state.iter().map(|(id, s)| (*id, s.cells.clone())).collect()
+        };
+        assert_eq!(
+            cells(&work[0].state),
+            [
+                (1, vec![int(11), int(111)]),
+                (4, vec![int(44), None]),
+                (5, vec![int(50), int(500)]),
+                (7, vec![int(70), int(77)]),
+            ]
+        );
+        assert_eq!(cells(&work[0].retired), [(2, vec![int(20), int(222)]), (8, vec![None, int(88)])]);
     }
 
     /// A range's state read from an object not in entity order is sorted, the last row of an

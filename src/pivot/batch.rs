@@ -62,6 +62,7 @@ struct TableBuilder {
     op: StringBuilder,
     changed: ListBuilder<StringBuilder>,
     entity_changed: BooleanBuilder,
+    logical_delete: BooleanBuilder,
     commit_lsn: Int64Builder,
     lsn: Int64Builder,
     tx_id: Int64Builder,
@@ -86,6 +87,7 @@ impl TableBuilder {
             op: StringBuilder::new(),
             changed: ListBuilder::new(StringBuilder::new()),
             entity_changed: BooleanBuilder::new(),
+            logical_delete: BooleanBuilder::new(),
             commit_lsn: Int64Builder::new(),
             lsn: Int64Builder::new(),
             tx_id: Int64Builder::new(),
@@ -153,8 +155,9 @@ impl TableBuilder {
             bytes += value.map_or(1, Value::size);
             col.values.append(value);
         }
-        self.changed.append(row.op != RowOp::Delete || !row.cells.is_empty());
+        self.changed.append(!matches!(row.op, RowOp::Delete | RowOp::Retire) || !row.cells.is_empty());
         self.entity_changed.append_value(row.entity_changed);
+        self.logical_delete.append_value(row.op == RowOp::Retire);
         let m = &row.meta;
         self.commit_lsn.append_value(m.commit_lsn);
         self.lsn.append_value(m.lsn);
@@ -195,6 +198,7 @@ impl TableBuilder {
             text(columns::OP, false),
             Field::new(columns::CHANGED, ArrowType::List(Arc::new(text("item", true))), true),
             Field::new(columns::ENTITY_CHANGED, ArrowType::Boolean, false),
+            Field::new(columns::LOGICAL_DELETE, ArrowType::Boolean, false),
             Field::new(columns::COMMIT_LSN, ArrowType::Int64, false),
             Field::new(columns::LSN, ArrowType::Int64, false),
             Field::new(columns::TX_ID, ArrowType::Int64, true),
@@ -208,6 +212,7 @@ impl TableBuilder {
             Arc::new(self.op.finish()) as ArrayRef,
             Arc::new(self.changed.finish()),
             Arc::new(self.entity_changed.finish()),
+            Arc::new(self.logical_delete.finish()),
             Arc::new(self.commit_lsn.finish()),
             Arc::new(self.lsn.finish()),
             Arc::new(self.tx_id.finish()),

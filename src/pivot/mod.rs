@@ -86,7 +86,11 @@ pub struct Origin {
 pub enum RowOp {
     Create,
     Update,
+    /// The entity's row deleted (physically): its values go with it.
     Delete,
+    /// `is_deleted` set to true (a logical delete): written as `d` with `_logical_delete`; the
+    /// entity's values stay in the store, and come back with it if it is un-deleted.
+    Retire,
     Read,
 }
 
@@ -95,7 +99,7 @@ impl RowOp {
         match self {
             RowOp::Create => "c",
             RowOp::Update => "u",
-            RowOp::Delete => "d",
+            RowOp::Delete | RowOp::Retire => "d",
             RowOp::Read => "r",
         }
     }
@@ -361,8 +365,14 @@ impl Pivot {
                 row.cells.clear();
                 self.effect_cells = cells;
             }
+            Effect::Entity { op: RowOp::Retire, cells } => {
+                // The values set earlier in the transaction stay in the store with the entity:
+                // kept in the row, so that they come back with it.
+                row.op = RowOp::Retire;
+                self.effect_cells = cells;
+            }
             Effect::Entity { op, mut cells } => {
-                if row.op == RowOp::Delete {
+                if matches!(row.op, RowOp::Delete | RowOp::Retire) {
                     // Re-created (or un-deleted) within the same transaction.
                     row.op = if op == RowOp::Read { RowOp::Read } else { op };
                 } else if op == RowOp::Create {
@@ -373,7 +383,8 @@ impl Pivot {
                 }
                 self.effect_cells = cells;
             }
-            // Cascaded value deletes after an entity delete change nothing.
+            // Cascaded value deletes after an entity delete change nothing; values written to a
+            // logically deleted entity are kept for it (see `RowOp::Retire`).
             Effect::Value { .. } if row.op == RowOp::Delete => {}
             Effect::Value { cell: Some((id, v)) } => row.set(id, v),
             Effect::Value { cell: None } => {}
@@ -440,7 +451,7 @@ impl Pivot {
         let entity_type = ty.map_or_else(|| Cow::Owned(Arc::from(type_name)), |t| Cow::Borrowed(t.name()));
         let row_op = match op {
             Op::Delete => RowOp::Delete,
-            _ if image.is_deleted => RowOp::Delete,
+            _ if image.is_deleted => RowOp::Retire,
             Op::Create => RowOp::Create,
             Op::Read => RowOp::Read,
             Op::Update => RowOp::Update,
@@ -449,7 +460,7 @@ impl Pivot {
         let (scale, limits, scratch) = (self.decimal_scale, &self.limits, &mut self.hot_scratch);
         let mut cells = std::mem::take(&mut self.effect_cells);
         cells.clear();
-        if row_op != RowOp::Delete {
+        if !matches!(row_op, RowOp::Delete | RowOp::Retire) {
             match &image.hot_attributes {
                 Field::Unavailable => {}
                 Field::Null => hot::cells(ty, of(), "{}", None, scale, limits, scratch, &mut cells)?,

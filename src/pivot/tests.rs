@@ -294,6 +294,7 @@ fn one_transaction_folds_entity_and_values_into_one_row() {
             "_op",
             "_changed",
             "_entity_changed",
+            "_logical_delete",
             "_commit_lsn",
             "_lsn",
             "_tx_id",
@@ -309,7 +310,7 @@ fn one_transaction_folds_entity_and_values_into_one_row() {
         ["tenant_id=1, entity_id=1001, status=new, score=5, balance=null, vip=null, last_seen=null, prefs=null, \
           name=Ada L., age=30, credit=null, active=null, born=null, profile=null, _op=c, \
           _changed=[status, score, balance, vip, last_seen, prefs, name, age], _entity_changed=true, \
-          _commit_lsn=20000, _lsn=20004, _tx_id=771, _source_ts=2024-03-01T10:00:00Z, _seq=1, \
+          _logical_delete=false, _commit_lsn=20000, _lsn=20004, _tx_id=771, _source_ts=2024-03-01T10:00:00Z, _seq=1, \
           _kafka_topic=null, _kafka_partition=null, _kafka_offset=null"]
     );
 }
@@ -485,17 +486,27 @@ fn value_delete_sets_the_attribute_to_null_and_lists_it() {
     );
 }
 
-/// `is_deleted` set to true: a delete, whatever the hot attributes say.
+/// `is_deleted` set to true: a delete, whatever the hot attributes say, marked logical. The
+/// entity's values stay in the store: those its transaction set, before or after the delete,
+/// are kept in the row (compaction keeps them for an un-delete).
 #[test]
-fn logical_delete_is_op_d_without_cells() {
+fn logical_delete_is_op_d_with_the_values_of_its_transaction() {
     let mut f = Feed::new();
     f.ok(T1, Op::Update, value_set(text(1001, 10, "Ada")));
     let before = customer(1001, hot(r#"{"status": "new"}"#));
     f.ok(T1, Op::Update, entity_update(Some(before.clone()), deleted(before)));
+    f.ok(T1, Op::Update, value_set(int(1001, 11, 30)));
+    let before = customer(1002, hot(r#"{"status": "new"}"#));
+    f.ok(T1, Op::Update, entity_update(Some(before.clone()), deleted(before)));
     let batch = f.single();
     assert_eq!(
-        show(&batch, &["entity_id", "status", "name", "_op", "_changed", "_entity_changed", "_lsn", "_seq"]),
-        ["entity_id=1001, status=null, name=null, _op=d, _changed=null, _entity_changed=true, _lsn=20002, _seq=1"]
+        show(&batch, &["entity_id", "status", "name", "age", "_op", "_changed", "_logical_delete", "_lsn"]),
+        [
+            "entity_id=1001, status=null, name=Ada, age=30, _op=d, _changed=[name, age], _logical_delete=true, \
+             _lsn=20003",
+            "entity_id=1002, status=null, name=null, age=null, _op=d, _changed=null, _logical_delete=true, \
+             _lsn=20004",
+        ]
     );
 }
 
@@ -509,8 +520,8 @@ fn physical_delete_with_cascaded_value_deletes_stays_a_delete() {
     f.ok(T1, Op::Delete, value_delete(int(1001, 11, 30)));
     let batch = f.single();
     assert_eq!(
-        show(&batch, &["entity_id", "status", "name", "age", "_op", "_changed", "_entity_changed", "_lsn", "_seq"]),
-        ["entity_id=1001, status=null, name=null, age=null, _op=d, _changed=null, _entity_changed=true, _lsn=20004, \
+        show(&batch, &["entity_id", "status", "name", "age", "_op", "_changed", "_logical_delete", "_lsn", "_seq"]),
+        ["entity_id=1001, status=null, name=null, age=null, _op=d, _changed=null, _logical_delete=false, _lsn=20004, \
           _seq=1"]
     );
 }

@@ -7,6 +7,7 @@
 //! are all deleted and its `tenant_id=` folders removed.
 
 use super::{keep_rows, PurgeError, PurgeMarker, PurgeSet};
+use crate::columns;
 use crate::sink::parquet::{encode, ParquetObject};
 use crate::sink::{Lake, SinkError};
 use object_store::path::Path;
@@ -96,19 +97,19 @@ pub async fn purge(lake: &Lake, opts: &PurgeOptions) -> Result<PurgeReport, Purg
         marker: marker.path().to_string(),
         ..PurgeReport::default()
     };
-    for area in [Area::Changes, Area::Current] {
-        for entity_type in lake.children(&Path::from(area.name())).await? {
+    for area in [Area::Changes, Area::Current, Area::Retired] {
+        for entity_type in lake.children(&area.root()).await? {
             let prefix = area.prefix(&entity_type, opts.tenant_id);
             for meta in lake.list(&prefix).await? {
                 if meta.location.extension() != Some("parquet") {
                     continue;
                 }
                 report.files_scanned += 1;
-                let outcome = purge_object(lake, &meta.location, &only, opts.tenant_id).await?;
+                let outcome = purge_object(lake, &meta.location, &only, opts.tenant_id, area).await?;
                 let rows = report.rows_removed.entry(entity_type.clone()).or_default();
                 match area {
                     Area::Changes => rows.changes += outcome.rows(),
-                    Area::Current => rows.current += outcome.rows(),
+                    Area::Current | Area::Retired => rows.current += outcome.rows(),
                 }
                 match outcome {
                     Outcome::Untouched => {}
@@ -132,17 +133,21 @@ pub async fn purge(lake: &Lake, opts: &PurgeOptions) -> Result<PurgeReport, Purg
     Ok(report)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Area {
     Changes,
     Current,
+    /// Logically deleted entities kept by compaction (current state, not read by engines).
+    Retired,
 }
 
 impl Area {
-    fn name(self) -> &'static str {
+    /// The folder holding a folder per entity type.
+    fn root(self) -> Path {
         match self {
-            Area::Changes => "changes",
-            Area::Current => "current",
+            Area::Changes => Path::from("changes"),
+            Area::Current => Path::from("current"),
+            Area::Retired => Lake::meta_path("retired"),
         }
     }
 
@@ -150,6 +155,7 @@ impl Area {
         match self {
             Area::Changes => Lake::changes_prefix(entity_type, Some(tenant_id)),
             Area::Current => Lake::current_prefix(entity_type, tenant_id),
+            Area::Retired => Lake::retired_prefix(entity_type, tenant_id),
         }
     }
 }
@@ -170,7 +176,13 @@ impl Outcome {
 }
 
 /// Removes the purged rows of one object.
-async fn purge_object(lake: &Lake, path: &Path, purged: &PurgeSet, tenant_id: i64) -> Result<Outcome, PurgeError> {
+async fn purge_object(
+    lake: &Lake,
+    path: &Path,
+    purged: &PurgeSet,
+    tenant_id: i64,
+    area: Area,
+) -> Result<Outcome, PurgeError> {
     for attempt in 1..=ATTEMPTS {
         let (Some(bytes), version) = lake.get_versioned(path).await? else { return Ok(Outcome::Untouched) };
         let obj = ParquetObject::open(path.as_ref(), bytes)?;
@@ -192,10 +204,14 @@ async fn purge_object(lake: &Lake, path: &Path, purged: &PurgeSet, tenant_id: i6
         }
         let left: usize = kept.iter().map(|b| b.num_rows()).sum();
         let removed = (total - left) as u64;
-        if removed == 0 {
+        // An empty object of a purged tenant goes too (compaction leaves empty ones).
+        if removed == 0 && !(left == 0 && purged.whole_tenant(tenant_id)) {
             return Ok(Outcome::Untouched);
         }
-        if left == 0 {
+        // A retired object, and a current object naming one, stay when the tenant does: a current
+        // object must not name a missing object (see `compact`), nor lose the one it names.
+        let named = area == Area::Retired || obj.metadata(columns::META_RETIRED).is_some();
+        if left == 0 && (purged.whole_tenant(tenant_id) || !named) {
             // Deletes are not conditional: make the window in which a replacement could be
             // lost as small as one request (a replaced object is read again instead).
             if lake.get_versioned(path).await?.1 != version {
@@ -204,6 +220,10 @@ async fn purge_object(lake: &Lake, path: &Path, purged: &PurgeSet, tenant_id: i6
             lake.delete(path).await?;
             tracing::debug!(path = %path, rows = removed, "purged object deleted");
             return Ok(Outcome::Deleted(removed));
+        }
+        if kept.is_empty() {
+            // Kept empty (see above): its columns stay.
+            kept.extend(batches.first().map(|b| b.slice(0, 0)));
         }
         let bytes = encode(path.as_ref(), &kept, obj.eavlake_metadata())?;
         match lake.put_if(path, bytes, &version).await {

@@ -242,6 +242,24 @@ impl Lake {
         ])
     }
 
+    /// Where compaction keeps the logically deleted entities of a tenant's ranges: outside
+    /// `current/`, which engines read whole.
+    pub fn retired_prefix(entity_type: &str, tenant_id: i64) -> Path {
+        Path::from_iter(["_eavlake", "retired", entity_type, &format!("tenant_id={tenant_id}")])
+    }
+
+    /// One version of a range's logically deleted entities; `token` makes every version a new
+    /// object, named by the current object that goes with it.
+    pub fn retired_path(entity_type: &str, tenant_id: i64, lo: i64, hi: i64, token: &str) -> Path {
+        Path::from_iter([
+            "_eavlake",
+            "retired",
+            entity_type,
+            &format!("tenant_id={tenant_id}"),
+            &format!("entities-{lo:012}-{hi:012}-{token}.parquet"),
+        ])
+    }
+
     pub fn dead_letter_path(stream: &str, first: i64, last: i64) -> Path {
         Path::from_iter(["dead_letters", stream, &format!("{first:012}-{last:012}.jsonl")])
     }

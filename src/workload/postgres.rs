@@ -60,8 +60,12 @@ pub struct DriveReport {
     pub entities_deleted: u64,
     /// Entities whose `is_deleted` was set (their rows and values stay).
     pub entities_deleted_logically: u64,
-    /// Values written to logically deleted entities (the lake must not bring those back).
+    /// Values written to logically deleted entities (the store keeps them; an un-delete brings
+    /// them back).
     pub values_written_deleted: u64,
+    /// Logically deleted entities brought back (`is_deleted` set to false): with all their
+    /// values, those written while they were deleted included.
+    pub entities_undeleted: u64,
     pub values_written: u64,
     pub values_deleted: u64,
     pub hot_updates: u64,
@@ -348,6 +352,18 @@ impl Conn {
     /// Changes a few of this connection's entities: hot updates, cold upserts, value deletes.
     async fn touch(&mut self, tx: &tokio_postgres::Transaction<'_>, entities: usize) -> anyhow::Result<()> {
         for _ in 0..entities {
+            // Now and then a logically deleted entity comes back (one is always left deleted).
+            if self.deleted.len() >= 2 && self.rng.chance(10) {
+                let entity = self.deleted.swap_remove(self.rng.index(self.deleted.len()));
+                tx.execute(
+                    "UPDATE entities SET is_deleted = false, version = version + 1, updated_at = now() WHERE entity_id = $1",
+                    &[&entity.0],
+                )
+                .await?;
+                self.live.push(entity);
+                lock(&self.shared.report).entities_undeleted += 1;
+                continue;
+            }
             if self.live.is_empty() {
                 return Ok(());
             }
