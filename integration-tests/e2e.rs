@@ -469,6 +469,25 @@ impl Stack {
             records.iter().filter(|r| r.entity_id.is_some_and(|id| ids.contains(&id))).take(60).collect()
         };
         let (found, extra_found) = (of(&missing), of(&extra));
+        // Live on both sides with different values: their history, and the cells that differ.
+        let differing: BTreeSet<i64> = expected
+            .iter()
+            .filter(|(k, v)| actual.get(*k).is_some_and(|a| a != *v))
+            .map(|(k, _)| k.2)
+            .take(5)
+            .collect();
+        for id in &differing {
+            let (Some(a), Some(e)) =
+                (actual.iter().find(|(k, _)| k.2 == *id), expected.iter().find(|(k, _)| k.2 == *id))
+            else {
+                continue;
+            };
+            let cells: Vec<_> = a.1.keys().chain(e.1.keys()).filter(|c| a.1.get(*c) != e.1.get(*c)).collect();
+            eprintln!(
+                "{phase}: entity {id} differs in {cells:?}; its records in {DATA}: {:#?}",
+                of(&BTreeSet::from([*id]))
+            );
+        }
         let dead = read_dead_letters(&self.kafka.bootstrap, &format!("{DATA}.dlq"));
         let reasons: Vec<_> = dead.iter().take(10).map(|(at, (reason, _, _))| (at, reason)).collect();
         let ends = high_watermarks(&self.kafka.bootstrap, DATA, PARTITIONS);

@@ -24,8 +24,9 @@
 //! A logically deleted entity (`is_deleted` set: `_logical_delete` on its change row) leaves the
 //! current state but keeps its values, as the store does: the range's retired entities live in
 //! an object of their own under `_eavlake/retired/`, which values written to them meanwhile
-//! update, and an un-delete (an update of the entity's row) brings them back. A physical delete
-//! or a new entity under the id forgets them. Two objects cannot be replaced at once, so each
+//! update, and an un-delete (an update of the entity's row) brings them back. A physical delete,
+//! a new entity under the id, or a snapshot reading it live (a snapshot sends every value it
+//! has) forgets them. Two objects cannot be replaced at once, so each
 //! version of the retired object has a new name, written first and named in the current
 //! object's metadata ([`columns::META_RETIRED`]): the conditional PUT of the current object
 //! switches both, and the version it replaced is deleted after (a reader that finds the named
@@ -546,8 +547,9 @@ struct ChangeRow {
     delete: bool,
     /// A delete that set `is_deleted` (see `columns::LOGICAL_DELETE`).
     logical: bool,
-    /// An insert of the entity's row: a new entity under the id.
-    create: bool,
+    /// An insert of the entity's row (a new entity under the id), or a snapshot read of it (the
+    /// entity as it is now): nothing of a logically deleted entity under the id comes back.
+    fresh: bool,
     entity_changed: bool,
     cells: std::ops::Range<usize>,
     commit_lsn: i64,
@@ -937,8 +939,7 @@ fn apply_row(
         *retired = None;
         return;
     }
-    if r.create {
-        // A new entity under the id: nothing of an earlier one comes back.
+    if r.fresh {
         *retired = None;
     }
     let st = if r.delete {
@@ -1157,7 +1158,7 @@ fn read_changes(
             stream,
             delete,
             logical,
-            create: op == Some("c"),
+            fresh: entity_changed.value(row) && matches!(op, Some("c" | "r")),
             entity_changed: entity_changed.value(row),
             cells: start..flush.cells.len(),
             commit_lsn: commit.value(row),
@@ -1343,7 +1344,7 @@ mod tests {
                 stream: 0,
                 delete,
                 logical: false,
-                create: false,
+                fresh: false,
                 entity_changed,
                 cells: start..flush.cells.len(),
                 commit_lsn: seq,
@@ -1377,8 +1378,9 @@ mod tests {
     }
 
     /// A logically deleted entity leaves the live state with its values, which later value
-    /// changes update and an un-delete brings back; a physical delete or an insert under its id
-    /// forgets it; values of an entity the range never held are still dropped.
+    /// changes update and an un-delete brings back; a physical delete, an insert under its id or
+    /// a snapshot read of it as live forgets them; values of an entity the range never held are
+    /// still dropped.
     #[test]
     fn logically_deleted_entities_keep_their_values_until_they_come_back() {
         let int = |v: i64| Some(Value::Int(v));
@@ -1388,13 +1390,13 @@ mod tests {
             path: Path::from("current/t/0"),
             version: Version::absent(),
             state: (1..=5).map(|id| (id, entity(vec![int(id * 10), int(id * 100)]))).collect(),
-            retired: vec![(7, entity(vec![int(70), None]))],
+            retired: vec![(7, entity(vec![int(70), None])), (9, entity(vec![None, int(900)]))],
             retired_from: None,
             watermarks: Watermarks::new(),
             files: Vec::new(),
         }];
         let mut flush = FlushRows::default();
-        // (op, entity_changed): `d` logical, `D` physical, `c` insert, `u` update, `v` values.
+        // `d` logical delete, `D` physical, `c` insert, `r` snapshot read, `u` update, `v` values.
         let mut push = |entity_id: i64, seq: i64, op: char, cells: Vec<(usize, Option<Value>)>| {
             let start = flush.cells.len();
             flush.cells.extend(cells);
@@ -1405,7 +1407,7 @@ mod tests {
                 stream: 0,
                 delete: matches!(op, 'd' | 'D'),
                 logical: op == 'd',
-                create: op == 'c',
+                fresh: matches!(op, 'c' | 'r'),
                 entity_changed: op != 'v',
                 cells: start..flush.cells.len(),
                 commit_lsn: seq,
@@ -1431,6 +1433,8 @@ mod tests {
         // 8: never held, deleted logically (a snapshot of a deleted entity): kept for later.
         push(8, 1, 'd', vec![]);
         push(8, 2, 'v', vec![(1, int(88))]);
+        // 9: retired before, read by a snapshot as live: the snapshot's values only.
+        push(9, 1, 'r', vec![(0, int(99))]);
         let mut stats = CompactStats::default();
         apply_flush(&mut work, &mut flush, 2, &mut stats);
         let cells = |state: &RangeState| -> Vec<(i64, Vec<Option<Value>>)> {
@@ -1443,6 +1447,7 @@ mod tests {
                 (4, vec![int(44), None]),
                 (5, vec![int(50), int(500)]),
                 (7, vec![int(70), int(77)]),
+                (9, vec![int(99), None]),
             ]
         );
         assert_eq!(cells(&work[0].retired), [(2, vec![int(20), int(222)]), (8, vec![None, int(88)])]);

@@ -222,8 +222,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(c) = &report.compaction {
                 eprintln!(
-                    "eavlake: current state: {} live entities in {} range objects updated",
-                    c.live_entities, c.ranges_written
+                    "eavlake: current state: {} live entities ({} deleted logically, kept apart) in {} range objects updated",
+                    c.live_entities, c.retired_entities, c.ranges_written
                 );
             }
             println!("{}", serde_json::to_string(&report)?);

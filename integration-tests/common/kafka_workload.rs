@@ -260,6 +260,8 @@ pub struct Envelope {
     /// `source.sequence` (`["<last commit lsn>","<lsn>"]`) and `source.lsn`.
     pub sequence: String,
     pub lsn: Option<i64>,
+    /// `is_deleted` of the row image (`entities`).
+    pub is_deleted: Option<bool>,
 }
 
 /// Every record of `topic` up to its current ends, tombstones included (`op` "tombstone", the
@@ -306,6 +308,7 @@ pub fn scan_envelopes(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Enve
                 table: String::new(),
                 sequence: String::new(),
                 lsn: None,
+                is_deleted: None,
             });
             continue;
         };
@@ -319,6 +322,7 @@ pub fn scan_envelopes(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Enve
             table: v["source"]["table"].as_str().unwrap_or("?").to_string(),
             sequence: v["source"]["sequence"].as_str().unwrap_or_default().to_string(),
             lsn: v["source"]["lsn"].as_i64(),
+            is_deleted: image["is_deleted"].as_bool(),
         });
     }
     if done.len() < wanted {

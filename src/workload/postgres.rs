@@ -355,11 +355,7 @@ impl Conn {
             // Now and then a logically deleted entity comes back (one is always left deleted).
             if self.deleted.len() >= 2 && self.rng.chance(10) {
                 let entity = self.deleted.swap_remove(self.rng.index(self.deleted.len()));
-                tx.execute(
-                    "UPDATE entities SET is_deleted = false, version = version + 1, updated_at = now() WHERE entity_id = $1",
-                    &[&entity.0],
-                )
-                .await?;
+                set_deleted(tx, entity.0, false).await?;
                 self.live.push(entity);
                 lock(&self.shared.report).entities_undeleted += 1;
                 continue;
@@ -451,11 +447,7 @@ impl Conn {
             delete_entity(tx, entity.0).await?;
             lock(&self.shared.report).entities_deleted += 1;
         } else {
-            tx.execute(
-                "UPDATE entities SET is_deleted = true, version = version + 1, updated_at = now() WHERE entity_id = $1",
-                &[&entity.0],
-            )
-            .await?;
+            set_deleted(tx, entity.0, true).await?;
             self.deleted.push(entity);
             lock(&self.shared.report).entities_deleted_logically += 1;
         }
@@ -536,6 +528,16 @@ impl Conn {
 
 /// Deletes entity `id` physically, in `tx`: its values first, as an application would (the
 /// foreign key would cascade anyway), then its row.
+/// Deletes an entity logically (`true`) or brings it back (`false`): its values stay either way.
+async fn set_deleted(tx: &tokio_postgres::Transaction<'_>, id: i64, deleted: bool) -> anyhow::Result<()> {
+    tx.execute(
+        "UPDATE entities SET is_deleted = $2, version = version + 1, updated_at = now() WHERE entity_id = $1",
+        &[&id, &deleted],
+    )
+    .await?;
+    Ok(())
+}
+
 pub async fn delete_entity(tx: &tokio_postgres::Transaction<'_>, id: i64) -> anyhow::Result<()> {
     tx.execute("DELETE FROM entity_values WHERE entity_id = $1", &[&id]).await?;
     tx.execute("DELETE FROM entities WHERE entity_id = $1", &[&id]).await?;
