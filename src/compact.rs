@@ -597,6 +597,9 @@ struct RangeWork {
     retired: RangeState,
     /// The object `retired` was read from, deleted once the current object no longer names it.
     retired_from: Option<Path>,
+    /// Whether `retired` differs from that object: if not, the new current object names it
+    /// again rather than a copy (most compactions change no logically deleted entity).
+    retired_changed: bool,
     watermarks: Watermarks,
     /// Indexes (into the tenant's change files) of the files new to this range.
     files: Vec<usize>,
@@ -630,6 +633,7 @@ async fn fold_group(
             state: RangeState::new(),
             retired: RangeState::new(),
             retired_from: None,
+            retired_changed: false,
             watermarks: Watermarks::new(),
             files: files.clone(),
         };
@@ -720,10 +724,11 @@ async fn fold_group(
         if cols.retyped {
             settle_types(&mut w.state, &types, opts.decimal_scale, stats);
             settle_types(&mut w.retired, &types, opts.decimal_scale, stats);
+            w.retired_changed |= !w.retired.is_empty();
         }
         if purged.touches(tenant_id) {
             w.state.retain(|(id, _)| !purged.removes(tenant_id, *id));
-            w.retired.retain(|(id, _)| !purged.removes(tenant_id, *id));
+            forget_purged(w, purged, tenant_id);
         }
     }
     Ok((cols, work))
@@ -798,7 +803,7 @@ async fn compact_group(
                 return Ok(Vec::new());
             }
             w.state.retain(|(id, _)| !purged.removes(tenant_id, *id));
-            w.retired.retain(|(id, _)| !purged.removes(tenant_id, *id));
+            forget_purged(w, purged, tenant_id);
         }
         for &fi in &w.files {
             let f = &changes[fi];
@@ -807,17 +812,22 @@ async fn compact_group(
         }
         let wm = serde_json::to_string(&w.watermarks).unwrap_or_default();
         let mut metadata = vec![(columns::META_WATERMARKS.to_string(), wm)];
-        // The retired entities first, under a new name: the current object's PUT makes it the
-        // range's (see the module documentation).
-        let retired = if w.retired.is_empty() {
-            None
-        } else {
-            let path = Lake::retired_path(of.entity_type, tenant_id, w.lo, w.lo + opts.range_size - 1, &new_token());
-            let batch = current_batch(tenant_id, &cols, &w.retired, scale)?;
-            lake.put(&path, encode(path.as_ref(), &[batch], Vec::new())?).await?;
-            metadata.push((columns::META_RETIRED.to_string(), path.to_string()));
-            Some(path)
+        // Changed retired entities first, under a new name: the current object's PUT makes it
+        // the range's (see the module documentation).
+        let (named, written) = match &w.retired_from {
+            _ if w.retired.is_empty() => (None, None),
+            Some(from) if !w.retired_changed => (Some(from.clone()), None),
+            _ => {
+                let path =
+                    Lake::retired_path(of.entity_type, tenant_id, w.lo, w.lo + opts.range_size - 1, &new_token());
+                let batch = current_batch(tenant_id, &cols, &w.retired, scale)?;
+                lake.put(&path, encode(path.as_ref(), &[batch], Vec::new())?).await?;
+                (Some(path.clone()), Some(path))
+            }
         };
+        if let Some(path) = &named {
+            metadata.push((columns::META_RETIRED.to_string(), path.to_string()));
+        }
         let batch = current_batch(tenant_id, &cols, &w.state, scale)?;
         let bytes = encode(w.path.as_ref(), &[batch], metadata)?;
         match lake.put_if(&w.path, bytes, &w.version).await {
@@ -825,7 +835,7 @@ async fn compact_group(
             Err(SinkError::Conflict { .. }) => {
                 // Another compaction or a purge replaced it: folded again from that object.
                 tracing::info!(path = %w.path, "current object replaced by another writer meanwhile: folding it again");
-                if let Some(path) = &retired {
+                if let Some(path) = &written {
                     lake.delete(path).await?;
                 }
                 conflicts.push(w.lo);
@@ -833,7 +843,7 @@ async fn compact_group(
             }
             Err(e) => return Err(e.into()),
         }
-        if let Some(old) = w.retired_from.as_ref().filter(|old| Some(*old) != retired.as_ref()) {
+        if let Some(old) = w.retired_from.as_ref().filter(|old| Some(*old) != named.as_ref()) {
             lake.delete(old).await?;
         }
         stats.ranges_written += 1;
@@ -842,6 +852,13 @@ async fn compact_group(
         tracing::debug!(path = %w.path, entities = w.state.len(), "range compacted");
     }
     Ok(conflicts)
+}
+
+/// Leaves purged entities out of a range's logically deleted ones.
+fn forget_purged(w: &mut RangeWork, purged: &PurgeSet, tenant_id: i64) {
+    let before = w.retired.len();
+    w.retired.retain(|(id, _)| !purged.removes(tenant_id, *id));
+    w.retired_changed |= w.retired.len() != before;
 }
 
 /// Columns of change files that folding does not use: not decoded.
@@ -897,6 +914,7 @@ fn apply_flush(work: &mut [RangeWork], flush: &mut FlushRows, columns: usize, st
         let mut state: RangeState = Vec::with_capacity(old.len() + 16);
         let mut retired: RangeState = Vec::with_capacity(old_retired.len());
         let (mut old, mut old_retired) = (old.into_iter().peekable(), old_retired.into_iter().peekable());
+        let mut retired_changed = false;
         while let Some(&next) = order.peek().filter(|r| r.target == first.target) {
             let id = next.entity_id;
             while let Some(entry) = old.next_if(|(e, _)| *e < id) {
@@ -907,9 +925,11 @@ fn apply_flush(work: &mut [RangeWork], flush: &mut FlushRows, columns: usize, st
             }
             let mut entity = old.next_if(|(e, _)| *e == id).map(|(_, st)| st);
             let mut gone = old_retired.next_if(|(e, _)| *e == id).map(|(_, st)| st);
+            let was_retired = gone.is_some();
             while let Some(r) = order.next_if(|r| r.target == first.target && r.entity_id == id) {
                 apply_row(r, &mut entity, &mut gone, cells, columns);
             }
+            retired_changed |= was_retired || gone.is_some();
             if let Some(st) = entity {
                 state.push((id, st));
             }
@@ -921,6 +941,7 @@ fn apply_flush(work: &mut [RangeWork], flush: &mut FlushRows, columns: usize, st
         retired.extend(old_retired);
         w.state = state;
         w.retired = retired;
+        w.retired_changed |= retired_changed;
     }
     flush.clear();
 }
@@ -1325,6 +1346,7 @@ mod tests {
             state,
             retired: RangeState::new(),
             retired_from: None,
+            retired_changed: false,
             watermarks: Watermarks::new(),
             files: Vec::new(),
         };
@@ -1375,6 +1397,7 @@ mod tests {
         assert_eq!(cells(&work[1]), [(101, vec![int(1010)], 1), (102, vec![None, int(1021)], 2)]);
         assert_eq!(stats.rows_applied, 9);
         assert!(flush.rows.is_empty() && flush.cells.is_empty());
+        assert!(work.iter().all(|w| w.retired.is_empty() && !w.retired_changed), "no entity deleted logically");
     }
 
     /// A logically deleted entity leaves the live state with its values, which later value
@@ -1392,6 +1415,7 @@ mod tests {
             state: (1..=5).map(|id| (id, entity(vec![int(id * 10), int(id * 100)]))).collect(),
             retired: vec![(7, entity(vec![int(70), None])), (9, entity(vec![None, int(900)]))],
             retired_from: None,
+            retired_changed: false,
             watermarks: Watermarks::new(),
             files: Vec::new(),
         }];
@@ -1451,6 +1475,7 @@ mod tests {
             ]
         );
         assert_eq!(cells(&work[0].retired), [(2, vec![int(20), int(222)]), (8, vec![None, int(88)])]);
+        assert!(work[0].retired_changed);
     }
 
     /// A range's state read from an object not in entity order is sorted, the last row of an
