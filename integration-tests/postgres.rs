@@ -237,7 +237,6 @@ fn workload_driver_writes_realistic_traffic() {
     assert!(
         report.entities_deleted > 0
             && report.entities_deleted_logically > 0
-            && report.entities_undeleted > 0
             && report.values_deleted > 0
             && report.hot_updates > 0
             && report.values_moved > 0,
