@@ -1145,6 +1145,42 @@ async fn a_logically_deleted_entity_comes_back_with_its_values() {
     assert_eq!(read_current(&lake).get(&(1, 2)), Some(&BTreeMap::new()));
 }
 
+/// An object of logically deleted entities that no current object names (left by a compaction
+/// that died between its two writes) is deleted by a later compaction of the tenant once it is
+/// a day old; a younger one (maybe about to be named) and the named one stay.
+#[tokio::test]
+async fn a_compaction_deletes_day_old_retired_objects_nobody_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let cfg = config(&lake);
+    let file = dir.path().join("events.jsonl");
+    let retired_dir = lake.join("_eavlake/retired/customer/tenant_id=1");
+    let mut w = Wal::new();
+    let mut lines = vec![attribute("c", None, Some(&attr(1, "name", "text")), w.tx())];
+    for id in [1, 2] {
+        lines.push(entity("c", None, Some(&ent(id)), w.tx()));
+        lines.push(value("c", None, Some(&val(id, 1, V::Text("x"))), w.same()));
+    }
+    lines.push(entity("u", Some(&ent(1)), Some(&Ent { deleted: true, ..ent(1) }), w.tx()));
+    run(&cfg, &file, &lines).await;
+    let named = files_with(&retired_dir, "parquet");
+    assert_eq!(named.len(), 1);
+    let orphan = |name: &str, age_hours: u64| {
+        let path = retired_dir.join(name);
+        std::fs::copy(&named[0], &path).unwrap();
+        let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age_hours * 3600);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(when).unwrap();
+        path
+    };
+    let old = orphan("entities-000000000000-000000099999-dead-1.parquet", 25);
+    let young = orphan("entities-000000000000-000000099999-dead-2.parquet", 23);
+
+    lines.push(value("u", Some(&val(2, 1, V::Text("x"))), Some(&val(2, 1, V::Text("y"))), w.tx()));
+    let c = run(&cfg, &file, &lines).await.compaction.unwrap();
+    assert_eq!(c.retired_objects_swept, 1);
+    assert!(!old.exists() && young.exists() && named[0].exists());
+}
+
 /// A purge reaches logically deleted entities too: their rows go from the retired object,
 /// which stays (emptied) while the current object names it, and an un-delete after the purge
 /// brings nothing back. A purge of the whole tenant removes it.

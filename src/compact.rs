@@ -31,7 +31,8 @@
 //! object's metadata ([`columns::META_RETIRED`]): the conditional PUT of the current object
 //! switches both, and the version it replaced is deleted after (a reader that finds the named
 //! object gone reads the current object again). A compaction that loses its PUT deletes the
-//! retired object it wrote; one that dies between the two writes leaves an object nobody names.
+//! retired object it wrote; one that dies between the two writes leaves an object nobody names,
+//! which a compaction of the tenant deletes a day later ([`sweep_retired`]).
 
 use crate::columns::{self, NullRunBuilder, Value, ValueBuilder};
 use crate::decode::DataType;
@@ -44,7 +45,7 @@ use arrow::datatypes::{DataType as ArrowType, Field, Int64Type, Schema, Timestam
 use arrow::record_batch::RecordBatch;
 use object_store::path::Path;
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +63,8 @@ pub struct CompactStats {
     pub live_entities: usize,
     /// Logically deleted entities kept for an un-delete (see the module documentation).
     pub retired_entities: usize,
+    /// Objects of such entities left behind by a compaction that died, deleted.
+    pub retired_objects_swept: usize,
     /// Values dropped because an attribute's type changed to one they cannot be converted to.
     pub values_not_convertible: usize,
     /// Ranges folded again because another compaction (or a purge) replaced their object
@@ -289,6 +292,7 @@ async fn compact_tenant(
             pending.retain(|(lo, _)| conflicts.contains(lo));
         }
     }
+    sweep_retired(lake, entity_type, tenant_id, &plan.named_retired, stats).await?;
     // Every range of the scope now has every planned file applied: later compactions of this
     // scope (or, for `all`, of any scope) need not read those files again.
     for f in &plan.changes {
@@ -300,6 +304,34 @@ async fn compact_tenant(
         message: e.to_string(),
     })?;
     lake.put(&done_path(entity_type, tenant_id, &key), body.into()).await?;
+    Ok(())
+}
+
+/// How old an object of retired entities that no current object names must be before a
+/// compaction deletes it. A compaction writes its object moments before the current object that
+/// names it; one that died in between left it to nobody. Far longer than any compaction's gap
+/// between its two writes, so an object about to be named is never taken.
+const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Deletes the tenant's retired objects that no current object named when the compaction began
+/// (`named`) and that are older than [`RETIRED_GRACE`].
+async fn sweep_retired(
+    lake: &Lake,
+    entity_type: &str,
+    tenant_id: i64,
+    named: &BTreeSet<Path>,
+    stats: &mut CompactStats,
+) -> Result<(), CompactError> {
+    let now = chrono::Utc::now();
+    for meta in lake.list(&Lake::retired_prefix(entity_type, tenant_id)).await? {
+        let age = now.signed_duration_since(meta.last_modified).to_std().unwrap_or_default();
+        if named.contains(&meta.location) || age < RETIRED_GRACE {
+            continue;
+        }
+        lake.delete(&meta.location).await?;
+        stats.retired_objects_swept += 1;
+        tracing::info!(path = %meta.location, age_s = age.as_secs(), "object of retired entities that no current object names deleted");
+    }
     Ok(())
 }
 
@@ -355,6 +387,8 @@ struct TenantPlan {
     touched: BTreeMap<i64, Vec<usize>>,
     /// Compressed size of each existing range's current object.
     sizes: BTreeMap<i64, usize>,
+    /// The retired objects the tenant's current objects name (see [`sweep_retired`]).
+    named_retired: BTreeSet<Path>,
 }
 
 impl TenantPlan {
@@ -391,12 +425,14 @@ async fn plan_tenant(
     // Watermarks of the existing ranges decide which change files are new to which range.
     let mut ranges: BTreeMap<i64, Watermarks> = BTreeMap::new();
     let mut sizes: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut named_retired = BTreeSet::new();
     for meta in lake.list(&Lake::current_prefix(entity_type, tenant_id)).await? {
         let Some(lo) = parse_range(&meta.location) else { continue };
         let Some(bytes) = lake.get(&meta.location).await? else { continue };
         sizes.insert(lo, bytes.len());
         let obj = ParquetObject::open(meta.location.as_ref(), bytes)?;
         ranges.insert(lo, read_watermarks(&obj, &meta.location)?);
+        named_retired.extend(obj.metadata(columns::META_RETIRED).and_then(|n| Path::parse(n).ok()));
     }
     changes.retain(|f| done.get(&f.stream).is_none_or(|d| f.last > *d));
 
@@ -420,7 +456,7 @@ async fn plan_tenant(
             }
         }
     }
-    Ok(TenantPlan { changes, cache, touched, sizes })
+    Ok(TenantPlan { changes, cache, touched, sizes, named_retired })
 }
 
 /// One attribute column of the current state: name, attribute id, data type.
