@@ -292,7 +292,7 @@ async fn compact_tenant(
             pending.retain(|(lo, _)| conflicts.contains(lo));
         }
     }
-    sweep_retired(lake, entity_type, tenant_id, &plan.named_retired, stats).await?;
+    sweep_retired(lake, &plan, stats).await?;
     // Every range of the scope now has every planned file applied: later compactions of this
     // scope (or, for `all`, of any scope) need not read those files again.
     for f in &plan.changes {
@@ -314,18 +314,12 @@ async fn compact_tenant(
 const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Deletes the tenant's retired objects that no current object named when the compaction began
-/// (`named`) and that are older than [`RETIRED_GRACE`].
-async fn sweep_retired(
-    lake: &Lake,
-    entity_type: &str,
-    tenant_id: i64,
-    named: &BTreeSet<Path>,
-    stats: &mut CompactStats,
-) -> Result<(), CompactError> {
+/// and that are older than [`RETIRED_GRACE`].
+async fn sweep_retired(lake: &Lake, plan: &TenantPlan, stats: &mut CompactStats) -> Result<(), CompactError> {
     let now = chrono::Utc::now();
-    for meta in lake.list(&Lake::retired_prefix(entity_type, tenant_id)).await? {
+    for meta in &plan.retired {
         let age = now.signed_duration_since(meta.last_modified).to_std().unwrap_or_default();
-        if named.contains(&meta.location) || age < RETIRED_GRACE {
+        if plan.named_retired.contains(&meta.location) || age < RETIRED_GRACE {
             continue;
         }
         lake.delete(&meta.location).await?;
@@ -385,9 +379,11 @@ struct TenantPlan {
     cache: Vec<Option<Arc<ParquetObject>>>,
     /// Range start → indexes (into `changes`) of the files new to it.
     touched: BTreeMap<i64, Vec<usize>>,
-    /// Compressed size of each existing range's current object.
+    /// Compressed size of each existing range's current object and the retired object it names.
     sizes: BTreeMap<i64, usize>,
-    /// The retired objects the tenant's current objects name (see [`sweep_retired`]).
+    /// The tenant's retired objects, as listed when the compaction began.
+    retired: Vec<object_store::ObjectMeta>,
+    /// Those the tenant's current objects named then (see [`sweep_retired`]).
     named_retired: BTreeSet<Path>,
 }
 
@@ -425,14 +421,19 @@ async fn plan_tenant(
     // Watermarks of the existing ranges decide which change files are new to which range.
     let mut ranges: BTreeMap<i64, Watermarks> = BTreeMap::new();
     let mut sizes: BTreeMap<i64, usize> = BTreeMap::new();
+    let retired = lake.list(&Lake::retired_prefix(entity_type, tenant_id)).await?;
     let mut named_retired = BTreeSet::new();
     for meta in lake.list(&Lake::current_prefix(entity_type, tenant_id)).await? {
         let Some(lo) = parse_range(&meta.location) else { continue };
         let Some(bytes) = lake.get(&meta.location).await? else { continue };
-        sizes.insert(lo, bytes.len());
+        let len = bytes.len();
         let obj = ParquetObject::open(meta.location.as_ref(), bytes)?;
         ranges.insert(lo, read_watermarks(&obj, &meta.location)?);
-        named_retired.extend(obj.metadata(columns::META_RETIRED).and_then(|n| Path::parse(n).ok()));
+        // The range's logically deleted entities are held with it while it is folded.
+        let named = obj.metadata(columns::META_RETIRED).and_then(|n| Path::parse(n).ok());
+        let retired_size = named.as_ref().and_then(|n| retired.iter().find(|r| r.location == *n)).map_or(0, |r| r.size);
+        sizes.insert(lo, len + retired_size as usize);
+        named_retired.extend(named);
     }
     changes.retain(|f| done.get(&f.stream).is_none_or(|d| f.last > *d));
 
@@ -456,7 +457,7 @@ async fn plan_tenant(
             }
         }
     }
-    Ok(TenantPlan { changes, cache, touched, sizes, named_retired })
+    Ok(TenantPlan { changes, cache, touched, sizes, retired, named_retired })
 }
 
 /// One attribute column of the current state: name, attribute id, data type.
