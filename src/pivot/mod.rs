@@ -160,7 +160,12 @@ struct Placed<'c> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TxKey {
     Id(String),
-    Position { tx_id: Option<i64>, commit_lsn: u64 },
+    Position {
+        tx_id: Option<i64>,
+        commit_lsn: u64,
+    },
+    /// Snapshot reads of one entity in a row.
+    SnapshotOf(i64),
 }
 
 /// The pivot: the open transaction's fold and the batches of finished rows.
@@ -275,17 +280,19 @@ impl Pivot {
             }
             Cow::Owned(name) => Cow::Owned(name.to_string()),
         };
-        // Snapshot reads are not transactions (a whole snapshot shares one txId): each read is
-        // its own row, so that progress can move during a snapshot of any size.
+        // Snapshot reads are not transactions (a whole snapshot shares one txId): consecutive
+        // reads of one entity (its values, read in key order) fold into one row, and any other
+        // record ends it, so that progress can move during a snapshot of any size.
         // A transaction is known by `source.txId` with `sequence[0]` (the commit LSN before it:
         // the same for all its changes, and it tells apart transactions whose ids wrapped
         // around). Debezium's `transaction.id` for PostgreSQL is `txId:LSN` with each event's
         // own LSN, so it is used only without a txId.
         let key = match (source.tx_id, tx) {
+            _ if source.snapshot => TxKey::SnapshotOf(entity_id),
             (None, Some(id)) => TxKey::Id(id.split(':').next().unwrap_or(id).to_string()),
             _ => TxKey::Position { tx_id: source.tx_id, commit_lsn: source.position.commit_lsn.0 },
         };
-        let same_tx = !source.snapshot && self.tx.as_ref() == Some(&key);
+        let same_tx = self.tx.as_ref() == Some(&key);
         if !same_tx {
             self.end_transaction(catalog);
             self.tx = Some(key);

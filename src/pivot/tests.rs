@@ -545,15 +545,18 @@ fn snapshot_rows_are_reads() {
     f.ok(SNAP, Op::Read, value_set(text(2001, 10, "Bo")));
     // Values only: the entity's own row comes on another topic.
     f.ok(SNAP, Op::Read, value_set(text(2002, 10, "Cy")));
+    f.ok(SNAP, Op::Read, value_set(int(2002, 11, 40)));
+    f.ok(SNAP, Op::Read, value_set(text(2001, 10, "Bea")));
     let batch = f.single();
-    // Snapshot reads are not folded into one row per entity: a snapshot is one transaction of
-    // any size, and progress must be able to move during it.
+    // A snapshot is one transaction of any size: only consecutive reads of one entity fold
+    // into one row, so that progress can move during it.
     assert_eq!(
-        show(&batch, &["entity_id", "score", "name", "_op", "_entity_changed", "_commit_lsn", "_tx_id"]),
+        show(&batch, &["entity_id", "score", "name", "age", "_op", "_entity_changed", "_commit_lsn", "_tx_id"]),
         [
-            "entity_id=2001, score=1, name=null, _op=r, _entity_changed=true, _commit_lsn=19000, _tx_id=768",
-            "entity_id=2001, score=null, name=Bo, _op=r, _entity_changed=false, _commit_lsn=19000, _tx_id=768",
-            "entity_id=2002, score=null, name=Cy, _op=r, _entity_changed=false, _commit_lsn=19000, _tx_id=768",
+            "entity_id=2001, score=1, name=Bo, age=null, _op=r, _entity_changed=true, _commit_lsn=19000, _tx_id=768",
+            "entity_id=2001, score=null, name=Bea, age=null, _op=r, _entity_changed=false, _commit_lsn=19000, \
+             _tx_id=768",
+            "entity_id=2002, score=null, name=Cy, age=40, _op=r, _entity_changed=false, _commit_lsn=19000, _tx_id=768",
         ]
     );
 }
