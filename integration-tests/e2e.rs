@@ -42,7 +42,7 @@ mod stack;
 
 use eavlake::config::Config;
 use eavlake::sink::Lake;
-use eavlake::workload::postgres::{drive, read_state, DriveSpec};
+use eavlake::workload::postgres::{drive, read_state, set_deleted, DriveSpec};
 use kafka_workload::{high_watermarks, read_dead_letters, scan_envelopes, Envelope};
 use lake::{assert_same_state, change_row_keys, read_current};
 use std::collections::{BTreeMap, BTreeSet};
@@ -641,9 +641,7 @@ async fn delete_logically(url: &str) -> Vec<i64> {
         .collect();
     assert_eq!(ids.len(), 3, "entities with values to delete logically");
     for id in &ids {
-        c.execute("UPDATE entities SET is_deleted = true, version = version + 1 WHERE entity_id = $1", &[id])
-            .await
-            .unwrap();
+        set_deleted(&c, *id, true).await.unwrap();
     }
     let first_value = "(SELECT min(attribute_id) FROM entity_values WHERE entity_id = $1)";
     let n = c
@@ -674,9 +672,7 @@ async fn delete_logically(url: &str) -> Vec<i64> {
 async fn undelete(url: &str, ids: &[i64]) {
     let c = eavlake::pg::connect(url).await.unwrap();
     for id in ids {
-        c.execute("UPDATE entities SET is_deleted = false, version = version + 1 WHERE entity_id = $1", &[id])
-            .await
-            .unwrap();
+        set_deleted(&c, *id, false).await.unwrap();
     }
 }
 

@@ -526,18 +526,20 @@ impl Conn {
     }
 }
 
-/// Deletes entity `id` physically, in `tx`: its values first, as an application would (the
-/// foreign key would cascade anyway), then its row.
-/// Deletes an entity logically (`true`) or brings it back (`false`): its values stay either way.
-async fn set_deleted(tx: &tokio_postgres::Transaction<'_>, id: i64, deleted: bool) -> anyhow::Result<()> {
-    tx.execute(
-        "UPDATE entities SET is_deleted = $2, version = version + 1, updated_at = now() WHERE entity_id = $1",
-        &[&id, &deleted],
-    )
-    .await?;
+/// Deletes entity `id` logically (`true`) or brings it back (`false`), in its own statement's
+/// transaction or in `client`'s: its values stay either way.
+pub async fn set_deleted(client: &impl tokio_postgres::GenericClient, id: i64, deleted: bool) -> anyhow::Result<()> {
+    client
+        .execute(
+            "UPDATE entities SET is_deleted = $2, version = version + 1, updated_at = now() WHERE entity_id = $1",
+            &[&id, &deleted],
+        )
+        .await?;
     Ok(())
 }
 
+/// Deletes entity `id` physically, in `tx`: its values first, as an application would (the
+/// foreign key would cascade anyway), then its row.
 pub async fn delete_entity(tx: &tokio_postgres::Transaction<'_>, id: i64) -> anyhow::Result<()> {
     tx.execute("DELETE FROM entity_values WHERE entity_id = $1", &[&id]).await?;
     tx.execute("DELETE FROM entities WHERE entity_id = $1", &[&id]).await?;
