@@ -598,12 +598,54 @@ static NUMBER_GOES_ON: [bool; 256] = {
     t
 };
 
-/// The value and count of the decimal digits at `b[start..]`, eight at a time. Past 18 digits
-/// the count is right but the value has wrapped (callers take another path then).
+const ZEROS: u64 = 0x3030_3030_3030_3030;
+const POW10: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+
+/// The value and count of the decimal digits at `b[start..]`. Past 18 digits the count is right
+/// but the value has wrapped (callers take another path then).
+///
+/// Up to sixteen digits (ids, LSNs, microsecond times: several on every record) are counted
+/// with one SSE2 compare and converted as two words of eight, without a loop; longer numbers,
+/// and the last fifteen bytes of a buffer, eight at a time (callgrind, 1M-event file run: 77
+/// instructions a call that way, 10M calls).
+#[inline]
 pub(crate) fn digits(b: &[u8], start: usize) -> (u64, usize) {
-    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(x) = simd::load(b, start) {
+        // Bits 16 and up are set, so the count is at most 16.
+        let n = (!simd::mask(simd::within(x, b'0', 9))).trailing_zeros() as usize;
+        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default());
+        match n {
+            0 => return (0, 0),
+            1..=8 => return (eight_digits(last_digits(word(start), n)), n),
+            9..=15 => {
+                let high = eight_digits(word(start));
+                return (high * POW10[n - 8] + eight_digits(last_digits(word(start + 8), n - 8)), n);
+            }
+            // Exactly sixteen when the next byte is not a digit; more go the long way.
+            _ if !b.get(start + 16).is_some_and(u8::is_ascii_digit) => {
+                return (eight_digits(word(start)) * POW10[8] + eight_digits(word(start + 8)), n)
+            }
+            _ => {}
+        }
+    }
+    digits_by_eight(b, start)
+}
+
+/// `n` (1 to 8) digits at the start of the word `x`, moved to its end behind zeros, for
+/// [`eight_digits`].
+#[inline(always)]
+fn last_digits(x: u64, n: usize) -> u64 {
+    if n == 8 {
+        x
+    } else {
+        (x << (8 * (8 - n))) | (ZEROS >> (8 * n))
+    }
+}
+
+/// [`digits`] eight at a time, for any length and anywhere in the buffer.
+fn digits_by_eight(b: &[u8], start: usize) -> (u64, usize) {
     const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
-    const POW10: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
     let mut v = 0u64;
     let mut i = start;
     while let Some(w) = b.get(i..i + 8) {
@@ -618,9 +660,7 @@ pub(crate) fn digits(b: &[u8], start: usize) -> (u64, usize) {
         }
         let n = (not_digit.trailing_zeros() / 8) as usize;
         if n > 0 {
-            // The n digits moved to the end of a word led by zeros.
-            let aligned = (x << (8 * (8 - n))) | (ZEROS >> (8 * n));
-            v = v.wrapping_mul(POW10[n]).wrapping_add(eight_digits(aligned));
+            v = v.wrapping_mul(POW10[n]).wrapping_add(eight_digits(last_digits(x, n)));
         }
         return (v, i + n - start);
     }
@@ -1261,6 +1301,28 @@ mod tests {
         assert_eq!(scalar_end(b"-1.5e+10,", 0), 8);
         assert_eq!(scalar_end(b"truefalsenull0123456789\"", 0), 23);
         assert_eq!(scalar_end(b"12345678901234567\xc3\xa9", 0), 17);
+    }
+
+    /// The sixteen-byte path of `digits` counts and converts as the eight-byte one does, for
+    /// every length of number and whatever follows it (the number near the buffer's end or not).
+    #[test]
+    fn digits_sixteen_at_a_time_are_digits_eight_at_a_time() {
+        let mut next = random(29);
+        let tails: [&[u8]; 8] = [b"", b",", b"}", b".5", b"e3", b"\x00", b"\xff", b"/:"];
+        for _ in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let mut buf: Vec<u8> = (0..(next() % 4) as usize).map(|_| b'x').collect();
+            let start = buf.len();
+            buf.extend((0..len).map(|_| b'0' + (next() % 10) as u8));
+            buf.extend_from_slice(tails[(next() % tails.len() as u64) as usize]);
+            buf.extend((0..(next() % 24) as usize).map(|_| (next() % 256) as u8));
+            let want = digits_by_eight(&buf, start);
+            assert_eq!(digits(&buf, start), want, "{:?}", String::from_utf8_lossy(&buf));
+            if len <= 18 && want.1 == len {
+                let text = std::str::from_utf8(&buf[start..start + len]).unwrap();
+                assert_eq!(want.0, text.parse::<u64>().unwrap_or(0));
+            }
+        }
     }
 
     #[test]
