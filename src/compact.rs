@@ -422,6 +422,9 @@ async fn plan_tenant(
     let mut ranges: BTreeMap<i64, Watermarks> = BTreeMap::new();
     let mut sizes: BTreeMap<i64, usize> = BTreeMap::new();
     let retired = lake.list(&Lake::retired_prefix(entity_type, tenant_id)).await?;
+    // By path: each range looks its object up (a search of the listing per range would grow
+    // with ranges times objects).
+    let retired_sizes: HashMap<&Path, u64> = retired.iter().map(|r| (&r.location, r.size)).collect();
     let mut named_retired = BTreeSet::new();
     for meta in lake.list(&Lake::current_prefix(entity_type, tenant_id)).await? {
         let Some(lo) = parse_range(&meta.location) else { continue };
@@ -431,7 +434,7 @@ async fn plan_tenant(
         ranges.insert(lo, read_watermarks(&obj, &meta.location)?);
         // The range's logically deleted entities are held with it while it is folded.
         let named = obj.metadata(columns::META_RETIRED).and_then(|n| Path::parse(n).ok());
-        let retired_size = named.as_ref().and_then(|n| retired.iter().find(|r| r.location == *n)).map_or(0, |r| r.size);
+        let retired_size = named.as_ref().and_then(|n| retired_sizes.get(n)).copied().unwrap_or(0);
         sizes.insert(lo, len + retired_size as usize);
         named_retired.extend(named);
     }
