@@ -503,6 +503,41 @@ async fn value_of_an_unknown_attribute_waits_for_the_catalog() {
     assert_eq!(current_columns(&lake)["score"], ArrowType::Int64);
 }
 
+/// A value moved by one update (Debezium sends a change of the primary key so when the topic is
+/// keyed by other columns, `message.key.columns`): to another attribute of the entity, to
+/// another entity, and to an attribute the catalog learns a few lines later (the move waits,
+/// then lands whole). The old rows' values are gone from the current state.
+#[tokio::test]
+async fn a_value_moved_by_one_update_leaves_its_old_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let cfg = config(&lake);
+    let (name, nick, alias) = (attr(1, "name", "text"), attr(2, "nick", "text"), attr(3, "alias", "text"));
+    let mut w = Wal::new();
+    let lines = vec![
+        attribute("c", None, Some(&name), w.tx()),
+        attribute("c", None, Some(&nick), w.tx()),
+        entity("c", None, Some(&ent(1)), w.tx()),
+        value("c", None, Some(&val(1, 1, V::Text("Ada"))), w.same()),
+        entity("c", None, Some(&ent(2)), w.same()),
+        value("c", None, Some(&val(2, 1, V::Text("Bob"))), w.same()),
+        value("c", None, Some(&val(2, 2, V::Text("B"))), w.same()),
+        entity("c", None, Some(&ent(3)), w.same()),
+        value("u", Some(&val(1, 1, V::Text("Ada"))), Some(&val(1, 2, V::Text("Ada"))), w.tx()),
+        value("u", Some(&val(2, 1, V::Text("Bob"))), Some(&val(3, 1, V::Text("Bob"))), w.tx()),
+        // Attribute 3 is not known yet: the move waits for it.
+        value("u", Some(&val(2, 2, V::Text("B"))), Some(&val(2, 3, V::Text("B"))), w.tx()),
+        attribute("c", None, Some(&alias), w.tx()),
+    ];
+    let report = run(&cfg, &dir.path().join("events.jsonl"), &lines).await;
+
+    assert_eq!(report.stats.dead_letter_total(), 0, "{:?}", report.stats.dead_letters);
+    assert_eq!(
+        read_current(&lake),
+        state(&[(1, 1, &[("nick", t("Ada"))]), (1, 2, &[("alias", t("B"))]), (1, 3, &[("name", t("Bob"))])])
+    );
+}
+
 /// With `catalog.unknown_attribute_wait = 3`, a value whose attribute arrives only 5 records
 /// later gives up: it becomes a dead letter (reason `unknown_attribute`, its line number, the
 /// record as it was), and everything else still lands, including later values of the attribute.

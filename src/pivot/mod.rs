@@ -249,6 +249,9 @@ impl Pivot {
         row: &mut RowChange,
         origin: &Origin,
     ) -> Result<Option<Cow<'c, str>>, PivotError> {
+        if let Some(moved) = self.apply_key_change(catalog, op, source, tx, row, origin) {
+            return moved;
+        }
         // The entity's remembered tenant is read after the change's effect is worked out: asked
         // for now, it is in cache by then.
         if let Some(id) = row.entity_id(op) {
@@ -397,6 +400,52 @@ impl Pivot {
             Effect::Value { cell: None } => {}
         }
         Ok(Some(applied_to))
+    }
+
+    /// An `entity_values` update whose images name two rows (another entity_id or
+    /// attribute_id after than before) moves a value: applied as Debezium sends such a change
+    /// when the topic's key is the table's primary key, the row under the old key deleted and the
+    /// one under the new key set. Debezium sends it as one update when the topic is keyed
+    /// otherwise (`message.key.columns`), or the table has no primary key; read as an update of
+    /// the after row only, the old value would stay in the lake. `None` for any other change.
+    ///
+    /// The delete half is checked first and applied last, so that a change refused (or parked
+    /// for the catalog) leaves the fold as it was.
+    fn apply_key_change<'c>(
+        &mut self,
+        catalog: &'c Catalog,
+        op: Op,
+        source: &SourceMeta,
+        tx: Option<&str>,
+        row: &mut RowChange,
+        origin: &Origin,
+    ) -> Option<Result<Option<Cow<'c, str>>, PivotError>> {
+        let RowChange::Value { before, after: Some(after) } = row else { return None };
+        let old = before.as_ref().map(|b| (b.entity_id, b.attribute_id))?;
+        if op != Op::Update || old == (after.entity_id, after.attribute_id) {
+            return None;
+        }
+        if let Err(e) = self.value_effect(catalog, Op::Delete, before.as_mut(), None) {
+            return Some(Err(e));
+        }
+        // The update half: the after row, as a change without a before image.
+        let vacated = before.take();
+        let applied = self.apply(catalog, op, source, tx, row, origin);
+        let before = match row {
+            RowChange::Value { before, .. } => before,
+            _ => unreachable!("a value change stays one"),
+        };
+        *before = vacated;
+        let applied = match applied {
+            Ok(applied) => applied,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut delete = RowChange::Value { before: before.take(), after: None };
+        let deleted = self.apply(catalog, Op::Delete, source, tx, &mut delete, origin);
+        if let RowChange::Value { before: vacated, .. } = delete {
+            *before = vacated;
+        }
+        Some(deleted.map(|_| applied))
     }
 
     /// Ends the open transaction: its rows go to the batches.

@@ -486,6 +486,52 @@ fn value_delete_sets_the_attribute_to_null_and_lists_it() {
     );
 }
 
+/// An update whose images name two rows (the topic keyed other than by the primary key) moves
+/// the value: the old row is deleted, within the entity or across entities.
+#[test]
+fn value_update_that_changes_the_row_key_moves_the_value() {
+    let mut f = Feed::new();
+    f.ok(T1, Op::Update, value_set(text(1001, 10, "Ada")));
+    f.ok(T1, Op::Update, value_set(text(1002, 10, "Bo")));
+    f.end();
+    f.ok(T2, Op::Update, value_update(text(1001, 10, "Ada"), int(1001, 11, 41)));
+    f.ok(T2, Op::Update, value_update(text(1002, 10, "Bo"), text(1003, 10, "Bo")));
+    let batch = f.single();
+    assert_eq!(
+        show(&batch, &["entity_id", "name", "age", "_op", "_changed", "_tx_id"]),
+        [
+            "entity_id=1001, name=Ada, age=null, _op=u, _changed=[name], _tx_id=771",
+            "entity_id=1001, name=null, age=41, _op=u, _changed=[age, name], _tx_id=772",
+            "entity_id=1002, name=Bo, age=null, _op=u, _changed=[name], _tx_id=771",
+            "entity_id=1002, name=null, age=null, _op=u, _changed=[name], _tx_id=772",
+            "entity_id=1003, name=Bo, age=null, _op=u, _changed=[name], _tx_id=772",
+        ]
+    );
+}
+
+/// A move that cannot be applied whole is not applied at all, and is handed back as it came,
+/// so that a move parked for the catalog applies whole once the attribute is known.
+#[test]
+fn value_move_refused_or_parked_changes_nothing() {
+    let mut f = Feed::new();
+    let mut unknown_before = value_update(text(1001, 99, "Ada"), text(1001, 10, "Ada"));
+    let origin = Origin { seq: 1, kafka: None };
+    let e = f.pivot.apply(&f.catalog, Op::Update, &T1.source(1), T1.id, &mut unknown_before, &origin);
+    assert!(matches!(e, Err(PivotError::UnknownAttribute { .. })), "{e:?}");
+    let mut unknown_after = value_update(text(1001, 10, "Ada"), text(1001, 98, "Ada"));
+    let e = f.pivot.apply(&f.catalog, Op::Update, &T1.source(2), T1.id, &mut unknown_after, &origin);
+    assert!(matches!(e, Err(ref e) if e.may_resolve()), "{e:?}");
+    assert!(f.finish().is_empty(), "nothing applied");
+    let RowChange::Value { before: Some(b), after: Some(a) } = &unknown_after else { panic!("{unknown_after:?}") };
+    assert_eq!((b.attribute_id, a.attribute_id, &a.value_text), (10, 98, &Field::Value("Ada".into())));
+    f.catalog.upsert(attr(98, 1, "customer", "alias", DataType::Text, false));
+    f.pivot.apply(&f.catalog, Op::Update, &T1.source(2), T1.id, &mut unknown_after, &origin).expect("applies whole");
+    assert_eq!(
+        show(&f.single(), &["entity_id", "name", "alias", "_changed"]),
+        ["entity_id=1001, name=null, alias=Ada, _changed=[alias, name]"]
+    );
+}
+
 /// `is_deleted` set to true: a delete, whatever the hot attributes say, marked logical. The
 /// entity's values stay in the store: those its transaction set, before or after the delete,
 /// are kept in the row (compaction keeps them for an un-delete).
