@@ -6,15 +6,21 @@
 #
 #   ./integration-tests/pgo.sh        # prints the binary's path on its last line
 #
-# Needs llvm-profdata of rustc's LLVM major version (installed from Debian's packages when
-# missing). Builds go to $EAVLAKE_CACHE (default ~/.cache/eavlake), outside the clone: two full
-# builds of the dependencies, about 10 and 9 minutes on 2 cores when cold.
+# Needs llvm-profdata of rustc's LLVM major version: Debian's `llvm-profdata-<major>`, or
+# rustup's (`rustup component add llvm-tools-preview`, as the Dockerfile does), or else installed from
+# Debian's packages. Builds go to $EAVLAKE_CACHE (default ~/.cache/eavlake), outside the clone:
+# two full builds of the dependencies, about 10 and 9 minutes on 2 cores when cold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CACHE="${EAVLAKE_CACHE:-$HOME/.cache/eavlake}"
 llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+host=$(rustc -vV | sed -n 's/^host: //p')
 profdata=$(command -v "llvm-profdata-$llvm_major" || true)
+rustup_profdata="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata"
+if [ -z "$profdata" ] && [ -x "$rustup_profdata" ]; then
+    profdata="$rustup_profdata"
+fi
 if [ -z "$profdata" ]; then
     echo "== llvm-profdata $llvm_major (rustc's LLVM) from Debian's packages" >&2
     apt-get update -qq
