@@ -7,8 +7,8 @@
 #   ./integration-tests/pgo.sh        # prints the binary's path on its last line
 #
 # Needs llvm-profdata of rustc's LLVM major version: Debian's `llvm-profdata-<major>`, or
-# rustup's (`rustup component add llvm-tools-preview`, as the Dockerfile does), or else installed from
-# Debian's packages. Builds go to $EAVLAKE_CACHE (default ~/.cache/eavlake), outside the clone:
+# rustup's (`rustup component add llvm-tools-preview`, as the Dockerfile does), or else
+# installed from Debian's packages. Builds go to $EAVLAKE_CACHE (default ~/.cache/eavlake), outside the clone:
 # two full builds of the dependencies, about 10 and 9 minutes on 2 cores when cold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
