@@ -38,7 +38,7 @@ use crate::columns::{self, NullRunBuilder, Value, ValueBuilder};
 use crate::decode::DataType;
 use crate::progress::{self, ProgressError};
 use crate::purge::{PurgeError, PurgeSet};
-use crate::sink::parquet::{encode, ParquetObject};
+use crate::sink::parquet::{encode, ParquetFooter, ParquetObject};
 use crate::sink::{Lake, SinkError, Version};
 use arrow::array::{Array, ArrayRef, AsArray, TimestampMicrosecondBuilder};
 use arrow::datatypes::{DataType as ArrowType, Field, Int64Type, Schema, TimestampMicrosecondType};
@@ -428,14 +428,13 @@ async fn plan_tenant(
     let mut named_retired = BTreeSet::new();
     for meta in lake.list(&Lake::current_prefix(entity_type, tenant_id)).await? {
         let Some(lo) = parse_range(&meta.location) else { continue };
-        let Some(bytes) = lake.get(&meta.location).await? else { continue };
-        let len = bytes.len();
-        let obj = ParquetObject::open(meta.location.as_ref(), bytes)?;
-        ranges.insert(lo, read_watermarks(&obj, &meta.location)?);
+        // The footer alone: the fold reads the object whole, with its version, later.
+        let Some(footer) = read_footer(lake, &meta.location).await? else { continue };
+        ranges.insert(lo, read_watermarks(footer.metadata(columns::META_WATERMARKS), &meta.location)?);
         // The range's logically deleted entities are held with it while it is folded.
-        let named = obj.metadata(columns::META_RETIRED).and_then(|n| Path::parse(n).ok());
+        let named = footer.metadata(columns::META_RETIRED).and_then(|n| Path::parse(n).ok());
         let retired_size = named.as_ref().and_then(|n| retired_sizes.get(n)).copied().unwrap_or(0);
-        sizes.insert(lo, len + retired_size as usize);
+        sizes.insert(lo, (footer.size + retired_size) as usize);
         named_retired.extend(named);
     }
     changes.retain(|f| done.get(&f.stream).is_none_or(|d| f.last > *d));
@@ -531,8 +530,30 @@ fn parse_range(path: &Path) -> Option<i64> {
     name.split('-').next()?.parse().ok()
 }
 
-fn read_watermarks(obj: &ParquetObject, path: &Path) -> Result<Watermarks, CompactError> {
-    match obj.metadata(columns::META_WATERMARKS) {
+/// The last bytes of a current object read for its footer at first: more than the footer of a
+/// hundred attribute columns with eavlake's metadata (7 KiB for fourteen); a larger footer takes
+/// another read.
+const FOOTER_GUESS: u64 = 64 << 10;
+
+/// The footer of a current object, read from its end rather than whole; `None` if the object no
+/// longer exists.
+async fn read_footer(lake: &Lake, path: &Path) -> Result<Option<ParquetFooter>, CompactError> {
+    let mut want = FOOTER_GUESS;
+    // A second read takes what the first said the footer needs; a third, an object replaced by
+    // a larger one in between.
+    for _ in 0..3 {
+        let Some((tail, size)) = lake.get_suffix(path, want).await? else { return Ok(None) };
+        match ParquetFooter::parse(path.as_ref(), &tail, size)? {
+            Ok(footer) => return Ok(Some(footer)),
+            Err(needed) => want = needed.max(want * 2),
+        }
+    }
+    Err(CompactError::BadFile { path: path.to_string(), message: "footer still incomplete after three reads".into() })
+}
+
+/// A current object's watermarks, from its `eavlake.watermarks` metadata (`None`: no watermarks).
+fn read_watermarks(text: Option<String>, path: &Path) -> Result<Watermarks, CompactError> {
+    match text {
         None => Ok(Watermarks::new()),
         Some(text) => serde_json::from_str(&text)
             .map_err(|e| CompactError::BadFile { path: path.to_string(), message: format!("watermarks: {e}") }),
@@ -678,7 +699,7 @@ async fn fold_group(
             files: files.clone(),
         };
         if let Some(obj) = current {
-            w.watermarks = read_watermarks(&obj, &w.path)?;
+            w.watermarks = read_watermarks(obj.metadata(columns::META_WATERMARKS), &w.path)?;
             let row_groups = match spans {
                 None => obj.row_groups_for(*lo, hi),
                 Some(spans) => {
@@ -1354,6 +1375,34 @@ fn current_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A current object's footer is read from its end: at once when it fits the first read,
+    /// with a second read when it is larger (here a metadata value of 200 KB), and nothing for
+    /// an object that is gone. What it reads is what the whole object says.
+    #[tokio::test]
+    async fn footers_read_from_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), &crate::sink::S3Options::default()).unwrap();
+        let batch = RecordBatch::try_from_iter([(
+            columns::ENTITY_ID,
+            Arc::new(arrow::array::Int64Array::from_iter_values(0..50_000)) as ArrayRef,
+        )])
+        .unwrap();
+        for (name, bytes) in [("small", 10), ("large", 200_000)] {
+            let marks = format!(r#"{{"{}":7}}"#, "s".repeat(bytes));
+            let path = Path::from(format!("current/{name}.parquet"));
+            let object =
+                encode(path.as_ref(), std::slice::from_ref(&batch), vec![(columns::META_WATERMARKS.into(), marks)])
+                    .unwrap();
+            lake.put(&path, object.clone()).await.unwrap();
+            let footer = read_footer(&lake, &path).await.unwrap().expect("the object is there");
+            let whole = ParquetObject::open(path.as_ref(), object.clone()).unwrap();
+            assert_eq!(footer.size, object.len() as u64, "{name}");
+            assert_eq!(footer.metadata(columns::META_WATERMARKS), whole.metadata(columns::META_WATERMARKS), "{name}");
+            assert_eq!(read_watermarks(footer.metadata(columns::META_WATERMARKS), &path).unwrap().len(), 1);
+        }
+        assert!(read_footer(&lake, &Path::from("current/gone.parquet")).await.unwrap().is_none());
+    }
 
     /// `_changed` items read as dictionary keys name their columns; a name that is not a column
     /// is reported, a null item skipped; items of another type are refused.

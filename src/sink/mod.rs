@@ -287,6 +287,24 @@ impl Lake {
         Ok((Some(bytes), Version(Some(tag))))
     }
 
+    /// The last `len` bytes of an object (all of it when shorter) and its size; `None` if it does
+    /// not exist. A suffix range needs no size known beforehand, so an object replaced since it
+    /// was listed is read as it is now.
+    pub async fn get_suffix(&self, path: &Path, len: u64) -> Result<Option<(Bytes, u64)>, SinkError> {
+        let read = || async {
+            let opts =
+                object_store::GetOptions { range: Some(object_store::GetRange::Suffix(len)), ..Default::default() };
+            let r = match self.store.get_opts(path, opts).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let size = r.meta.size;
+            Ok(Some((r.bytes().await?, size)))
+        };
+        self.retrying("get", path, read).await
+    }
+
     /// An object's bytes and the version the store reports; `None` if it does not exist.
     async fn fetch(&self, path: &Path) -> Result<Option<(Bytes, object_store::UpdateVersion)>, SinkError> {
         let read = || async {
@@ -501,6 +519,21 @@ mod tests {
         let err = lake.ensure_settings(500, 9).await.unwrap_err().to_string();
         assert!(err.ends_with("was created with lake.range_size = 1000; the configuration says 500"), "{err}");
         assert!(Lake::open("s3://", &S3Options::default()).is_err());
+    }
+
+    /// A suffix read gives the last bytes and the size, all of a shorter object, nothing for a
+    /// missing one: on a folder and in memory.
+    #[tokio::test]
+    async fn suffix_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in [dir.path().to_str().unwrap(), "memory://"] {
+            let lake = Lake::open(url, &S3Options::default()).unwrap();
+            let p = Lake::meta_path("x.bin");
+            assert_eq!(lake.get_suffix(&p, 4).await.unwrap(), None, "{url}");
+            lake.put(&p, Bytes::from_static(b"0123456789")).await.unwrap();
+            assert_eq!(lake.get_suffix(&p, 4).await.unwrap(), Some((Bytes::from_static(b"6789"), 10)), "{url}");
+            assert_eq!(lake.get_suffix(&p, 64).await.unwrap(), Some((Bytes::from_static(b"0123456789"), 10)), "{url}");
+        }
     }
 
     /// Compare-and-swap: a writer holding an old version loses, on a folder and in memory.

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::metadata::{KeyValue, ParquetMetaData, ParquetMetaDataReader, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use std::sync::Arc;
@@ -19,6 +19,40 @@ use std::sync::Arc;
 /// Rows per row group: large enough for good compression and few footers, small enough that
 /// a reader of one entity range touches little more than it needs.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// A key-value metadata entry of a Parquet file.
+fn key_value(meta: &ParquetMetaData, key: &str) -> Option<String> {
+    meta.file_metadata().key_value_metadata()?.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.clone())
+}
+
+/// The footer of a Parquet object read from its last bytes, without the rest (compaction's plan
+/// needs only the key-value metadata of each current object).
+pub struct ParquetFooter {
+    meta: ParquetMetaData,
+    /// The object's size in bytes.
+    pub size: u64,
+}
+
+impl ParquetFooter {
+    /// The footer from `tail`, the last bytes of an object `size` bytes long: `Ok(Err(n))` when
+    /// it reaches further back, into the last `n` bytes.
+    pub fn parse(path: &str, tail: &Bytes, size: u64) -> Result<Result<ParquetFooter, u64>, SinkError> {
+        let mut reader = ParquetMetaDataReader::new();
+        match reader.try_parse_sized(tail, size) {
+            Ok(()) => {}
+            Err(parquet::errors::ParquetError::NeedMoreData(n)) => return Ok(Err(n as u64)),
+            Err(e) => return Err(SinkError::Parquet { path: path.to_string(), message: e.to_string() }),
+        }
+        let meta =
+            reader.finish().map_err(|e| SinkError::Parquet { path: path.to_string(), message: e.to_string() })?;
+        Ok(Ok(ParquetFooter { meta, size }))
+    }
+
+    /// A key-value metadata entry of the file.
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        key_value(&self.meta, key)
+    }
+}
 
 /// Encodes batches (all of one schema) into one Parquet object.
 pub fn encode(path: &str, batches: &[RecordBatch], metadata: Vec<(String, String)>) -> Result<Bytes, SinkError> {
@@ -125,19 +159,13 @@ impl ParquetObject {
         Ok(ParquetObject { path: path.to_string(), bytes, meta })
     }
 
-    pub fn schema(&self) -> arrow::datatypes::SchemaRef {
-        self.meta.schema().clone()
-    }
-
     /// A key-value metadata entry of the file.
     pub fn metadata(&self, key: &str) -> Option<String> {
-        self.meta
-            .metadata()
-            .file_metadata()
-            .key_value_metadata()?
-            .iter()
-            .find(|kv| kv.key == key)
-            .and_then(|kv| kv.value.clone())
+        key_value(self.meta.metadata(), key)
+    }
+
+    pub fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.meta.schema().clone()
     }
 
     /// eavlake's own key-value metadata (`eavlake.*`), to carry over when the object is rewritten.
