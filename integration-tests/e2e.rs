@@ -483,11 +483,16 @@ impl Stack {
                 continue;
             };
             let cells: Vec<_> = a.1.keys().chain(e.1.keys()).filter(|c| a.1.get(*c) != e.1.get(*c)).collect();
+            let rows: Vec<_> = keys.iter().filter(|k| k.1 == *id).collect();
             eprintln!(
-                "{phase}: entity {id} differs in {cells:?}; its records in {DATA}: {:#?}",
+                "{phase}: entity {id} differs in {cells:?}; its change rows in the lake (type, id, _seq, \
+                 partition): {rows:?}; its records in {DATA}: {:#?}",
                 of(&BTreeSet::from([*id]))
             );
         }
+        // Checked after this explanation otherwise: a row written twice is a lead here too.
+        let twice = keys.len() - keys.iter().collect::<BTreeSet<_>>().len();
+        eprintln!("{phase}: {twice} change rows landed twice");
         let dead = read_dead_letters(&self.kafka.bootstrap, &format!("{DATA}.dlq"));
         let reasons: Vec<_> = dead.iter().take(10).map(|(at, (reason, _, _))| (at, reason)).collect();
         let ends = high_watermarks(&self.kafka.bootstrap, DATA, PARTITIONS);
