@@ -788,8 +788,7 @@ async fn fold_group(
             w.retired_changed |= !w.retired.is_empty();
         }
         if purged.touches(tenant_id) {
-            w.state.retain(|(id, _)| !purged.removes(tenant_id, *id));
-            forget_purged(w, purged, tenant_id);
+            drop_purged(w, purged, tenant_id);
         }
     }
     Ok((cols, work))
@@ -863,8 +862,7 @@ async fn compact_group(
             if purged.whole_tenant(tenant_id) {
                 return Ok(Vec::new());
             }
-            w.state.retain(|(id, _)| !purged.removes(tenant_id, *id));
-            forget_purged(w, purged, tenant_id);
+            drop_purged(w, purged, tenant_id);
         }
         for &fi in &w.files {
             let f = &changes[fi];
@@ -915,8 +913,9 @@ async fn compact_group(
     Ok(conflicts)
 }
 
-/// Leaves purged entities out of a range's logically deleted ones.
-fn forget_purged(w: &mut RangeWork, purged: &PurgeSet, tenant_id: i64) {
+/// Leaves purged entities out of a range, live and logically deleted.
+fn drop_purged(w: &mut RangeWork, purged: &PurgeSet, tenant_id: i64) {
+    w.state.retain(|(id, _)| !purged.removes(tenant_id, *id));
     let before = w.retired.len();
     w.retired.retain(|(id, _)| !purged.removes(tenant_id, *id));
     w.retired_changed |= w.retired.len() != before;
