@@ -80,12 +80,19 @@ stack_stop_watchdog() {
     rm -f "$1/watchdog.pid"
 }
 
-# N free loopback TCP ports, on one line. (Free when asked: a port can still be taken before the
-# server binds it, which the start-up checks then report.)
+# N distinct free loopback TCP ports, on one line, none of the ports given after N. (Free when
+# asked: a port can still be taken before the server binds it, which the start-up checks then
+# report. A server that needs several ports picks them in one call: see kafka.sh.)
 stack_free_ports() {
     python3 -c '
 import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))' "$1" || { echo "$(basename "$0"): python3 is needed to pick free ports" >&2; exit 1; }
+n, avoid = int(sys.argv[1]), {int(p) for p in sys.argv[2:]}
+socks, ports = [], []
+while len(ports) < n:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)  # held bound until all are picked, so none is handed out twice
+    if s.getsockname()[1] not in avoid:
+        ports.append(s.getsockname()[1])
+print(*ports)' "$@" || { echo "$(basename "$0"): python3 is needed to pick free ports" >&2; exit 1; }
 }

@@ -73,9 +73,9 @@ start() {
     if broker_pid "$dir" >/dev/null; then die "a broker is already running in $dir"; fi
     stack_check_owner
     fetch
-    # Two free loopback ports (client, controller) and a cluster id in Kafka's form: 16 random
-    # bytes, url-safe base64, never starting with '-' (it would read as an option).
-    local port cport cluster_id
+    # The client and controller ports, and a cluster id in Kafka's form: 16 random bytes,
+    # url-safe base64, never starting with '-' (it would read as an option).
+    local port="" cport="" cluster_id
     if [ -f "$dir/data/meta.properties" ] && [ -f "$dir/server.properties" ]; then
         # A stopped broker restarts with its data on its own ports: clients keep their
         # bootstrap address (that is what a broker restart test needs).
@@ -83,14 +83,21 @@ start() {
         cport=$(sed -n 's/^controller.quorum.voters=1@127.0.0.1:\([0-9]*\)$/\1/p' "$dir/server.properties")
         cluster_id=unused
     else
-    read -r port cport cluster_id < <(python3 -c '
-import base64, socket, uuid
-socks = [socket.socket() for _ in range(2)]
-for s in socks: s.bind(("127.0.0.1", 0))
+        cluster_id=$(python3 -c '
+import base64, uuid
 cid = "-"
 while cid.startswith("-"): cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-print(*(s.getsockname()[1] for s in socks), cid)') || die "python3 is needed to pick free ports"
+print(cid)') || die "python3 is needed to make a cluster id"
     fi
+    # Every port a first start may need, picked in one call that holds them all bound until it
+    # has them: ports picked by separate calls were each free when picked, so a later call could
+    # be handed one an earlier call had picked (two listeners on one port: Kafka refuses to
+    # start). A restart's own ports are kept out of the picks.
+    local picks
+    # shellcheck disable=SC2086 # a first start has no ports of its own to keep out
+    read -r -a picks < <(stack_free_ports 6 $port $cport)
+    [ "${#picks[@]}" = 6 ] || die "could not pick free ports"
+    if [ -z "$port" ]; then port=${picks[0]}; cport=${picks[1]}; fi
 
     local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
     local advertised="PLAINTEXT://127.0.0.1:$port" protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
@@ -100,7 +107,7 @@ print(*(s.getsockname()[1] for s in socks), cid)') || die "python3 is needed to 
         sasl_port=$(sed -n 's/^# port=//p' "$dir/sasl.properties")
     elif [ -n "$sasl_user" ]; then
         [[ "$sasl_user$sasl_password" =~ ^[A-Za-z0-9]+$ ]] || die "SASL user and password: letters and digits only"
-        sasl_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        sasl_port=${picks[2]}
         cat >"$dir/sasl.properties" <<EOF
 # port=$sasl_port
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
@@ -125,11 +132,7 @@ EOF
         for f in ca.pem server.pem server.key; do [ -f "$tls_dir/$f" ] || die "EAVLAKE_KAFKA_TLS_DIR: no $f"; done
         # Kafka's PEM keystore file: the private key and the certificate chain in one file.
         cat "$tls_dir/server.key" "$tls_dir/server.pem" >"$dir/keystore.pem"
-        read -r ssl_port mtls_port sasl_ssl_port < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))')
+        ssl_port=${picks[3]} mtls_port=${picks[4]} sasl_ssl_port=${picks[5]}
         [ -n "$sasl_port" ] || sasl_ssl_port=""
         {
             echo "# ssl_port=$ssl_port"
