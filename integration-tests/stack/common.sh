@@ -82,17 +82,37 @@ stack_stop_watchdog() {
 
 # N distinct free loopback TCP ports, on one line, none of the ports given after N. (Free when
 # asked: a port can still be taken before the server binds it, which the start-up checks then
-# report. A server that needs several ports picks them in one call: see kafka.sh.)
+# report. A server that needs several ports picks them in one call: see kafka.sh.) Ports handed
+# out in the last two minutes, by any call on this machine, are not handed out again: the
+# kernel may give a port just picked and released to the next caller, and tests start servers
+# side by side. The record of them is a small file shared under a lock.
 stack_free_ports() {
-    python3 -c '
-import socket, sys
-n, avoid = int(sys.argv[1]), {int(p) for p in sys.argv[2:]}
-socks, ports = [], []
-while len(ports) < n:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)  # held bound until all are picked, so none is handed out twice
-    if s.getsockname()[1] not in avoid:
-        ports.append(s.getsockname()[1])
-print(*ports)' "$@" || { echo "$(basename "$0"): python3 is needed to pick free ports" >&2; exit 1; }
+    python3 - "${TMPDIR:-/tmp}/eavlake-recent-ports" "$@" <<'EOF' || { echo "$(basename "$0"): python3 is needed to pick free ports" >&2; exit 1; }
+import fcntl, socket, sys, time
+record, n, avoid = sys.argv[1], int(sys.argv[2]), {int(p) for p in sys.argv[3:]}
+with open(record, "a+") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    now, recent = time.time(), {}
+    for line in f:
+        fields = line.split()
+        try:
+            if len(fields) == 2 and now - float(fields[1]) < 120:
+                recent[int(fields[0])] = float(fields[1])
+        except ValueError:
+            pass
+    socks, ports = [], []
+    while len(ports) < n:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)  # held bound until all are picked, so none is handed out twice
+        port = s.getsockname()[1]
+        if port not in avoid and port not in recent:
+            ports.append(port)
+    recent.update((p, now) for p in ports)
+    f.seek(0)
+    f.truncate()
+    f.writelines(f"{p} {t}\n" for p, t in recent.items())
+print(*ports)
+EOF
 }
