@@ -33,6 +33,8 @@ mod kafka_broker;
 mod kafka_workload;
 #[path = "common/lake.rs"]
 mod lake;
+#[path = "common/ports.rs"]
+mod ports;
 #[path = "common/prometheus.rs"]
 mod prometheus;
 #[path = "common/s3_server.rs"]
@@ -97,10 +99,7 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("worker.toml");
         // A fixed port for the worker's metrics (restarted workers keep it), free when asked.
-        let metrics_addr = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().to_string()
-        };
+        let metrics_addr = format!("127.0.0.1:{}", ports::free_port());
         let text = format!(
             r#"
 [lake]

@@ -7,12 +7,13 @@
 //! (`integration-tests/run.sh` installs them when missing). Without them the tests fail, unless
 //! `EAVLAKE_SKIP_POSTGRES=1` says to skip them.
 
+#[path = "common/ports.rs"]
+mod ports;
 #[path = "common/test_ca.rs"]
 mod test_ca;
 
 use eavlake::catalog::Catalog;
 use eavlake::decode::DataType;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -107,7 +108,7 @@ fn start_postgres_with(setup: impl FnOnce(&Path) -> Vec<String>) -> Option<Postg
         .output()
         .expect("initdb runs");
     assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-    let port = TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let port = ports::free_port();
     let sockets = dir.path().to_str().expect("utf-8 path").to_string();
     let settings = [
         "listen_addresses=127.0.0.1".to_string(),

@@ -10,6 +10,8 @@
 mod lake;
 #[path = "common/pg_capture.rs"]
 mod pg_capture;
+#[path = "common/ports.rs"]
+mod ports;
 #[path = "common/stack.rs"]
 mod stack;
 
@@ -465,7 +467,7 @@ async fn exit_codes_and_bad_input() {
     assert_eq!((two["status"].as_str(), two["scoped"].as_bool()), (Some("agree"), Some(true)));
 
     // An unreachable database: 2, naming it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = ports::free_port();
     let dead = format!("postgres://postgres@127.0.0.1:{port}/eav");
     let (code, _, err) = run_cli(&["--postgres", &dead, "--lake", lake_s]);
     assert_eq!(code, 2, "{err}");

@@ -9,8 +9,12 @@
 //!
 //! Needs no services: the brokers and the database are unreachable on purpose.
 
+#[path = "common/ports.rs"]
+mod ports;
+
+use ports::free_port;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -36,10 +40,6 @@ fn text(out: &Output) -> String {
 
 fn assert_no_secret(what: &str, output: &str) {
     assert!(!output.contains(SECRET), "{what}: the secret leaked:\n{output}");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 fn write(path: &Path, text: &str) {

@@ -26,7 +26,7 @@ impl S3Server {
         // server that answers must be moto (its own API), not whoever took the port.
         let (child, port) = (0..3)
             .find_map(|_| {
-                let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                let port = crate::ports::free_port();
                 let mut child = spawn_moto(port);
                 let deadline = Instant::now() + Duration::from_secs(30);
                 loop {

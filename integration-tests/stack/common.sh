@@ -9,6 +9,8 @@
 
 # This script by absolute path, for the watchdog to run (the caller's cwd is not ours to rely on).
 stack_self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+# This file's folder, where the scripts it shares with the Rust tests are.
+stack_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # The pid in PIDFILE while it still is the server (a zombie has an empty cmdline).
 stack_pid() {
@@ -80,39 +82,10 @@ stack_stop_watchdog() {
     rm -f "$1/watchdog.pid"
 }
 
-# N distinct free loopback TCP ports, on one line, none of the ports given after N. (Free when
-# asked: a port can still be taken before the server binds it, which the start-up checks then
-# report. A server that needs several ports picks them in one call: see kafka.sh.) Ports handed
-# out in the last two minutes, by any call on this machine, are not handed out again: the
-# kernel may give a port just picked and released to the next caller, and tests start servers
-# side by side. The record of them is a small file shared under a lock.
+# N distinct free loopback TCP ports, on one line, none of the ports given after N; none handed
+# out in the last two minutes by any caller on this machine (see free_ports.py, which the Rust
+# tests call too). A server that needs several ports picks them in one call: see kafka.sh.
 stack_free_ports() {
-    python3 - "${TMPDIR:-/tmp}/eavlake-recent-ports" "$@" <<'EOF' || { echo "$(basename "$0"): python3 is needed to pick free ports" >&2; exit 1; }
-import fcntl, socket, sys, time
-record, n, avoid = sys.argv[1], int(sys.argv[2]), {int(p) for p in sys.argv[3:]}
-with open(record, "a+") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    f.seek(0)
-    now, recent = time.time(), {}
-    for line in f:
-        fields = line.split()
-        try:
-            if len(fields) == 2 and now - float(fields[1]) < 120:
-                recent[int(fields[0])] = float(fields[1])
-        except ValueError:
-            pass
-    socks, ports = [], []
-    while len(ports) < n:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)  # held bound until all are picked, so none is handed out twice
-        port = s.getsockname()[1]
-        if port not in avoid and port not in recent:
-            ports.append(port)
-    recent.update((p, now) for p in ports)
-    f.seek(0)
-    f.truncate()
-    f.writelines(f"{p} {t}\n" for p, t in recent.items())
-print(*ports)
-EOF
+    python3 "$stack_dir/free_ports.py" "${TMPDIR:-/tmp}/eavlake-recent-ports" "$@" \
+        || { echo "$(basename "$0"): cannot pick free ports (free_ports.py needs python3)" >&2; exit 1; }
 }
