@@ -5,7 +5,7 @@
 //! changes an attribute's type or name, [`BatchSet::push`] closes the open batch of that entity
 //! type first (it stays in [`BatchSet`] as finished) and starts a new one.
 
-use super::{RowOp, WideRow};
+use super::{RowOp, TypeId, WideRow};
 use crate::catalog::Catalog;
 use crate::columns::{self, NullRunBuilder, Value, ValueBuilder};
 use crate::decode::value::date_of;
@@ -233,7 +233,7 @@ impl TableBuilder {
 /// change, waiting for the next flush.
 pub struct BatchSet {
     scale: u32,
-    tables: FxHashMap<(Arc<str>, i64), TableBuilder>,
+    tables: FxHashMap<(TypeId, i64), TableBuilder>,
     closed: Vec<(Arc<str>, i64, RecordBatch)>,
     rows: usize,
     bytes: usize,
@@ -254,16 +254,17 @@ impl BatchSet {
         self.bytes
     }
 
-    pub fn push(&mut self, catalog: &Catalog, row: &WideRow) {
-        let key = (row.entity_type.clone(), row.tenant_id);
+    /// Appends `row`, whose entity type is named `entity_type`.
+    pub fn push(&mut self, catalog: &Catalog, row: &WideRow, entity_type: &Arc<str>) {
+        let key = (row.entity_type, row.tenant_id);
         let scale = self.scale;
-        let table = self.tables.entry(key).or_insert_with(|| TableBuilder::new(row.entity_type.clone(), row.tenant_id));
+        let table = self.tables.entry(key).or_insert_with(|| TableBuilder::new(entity_type.clone(), row.tenant_id));
         if !table.sync(catalog, scale) {
             if table.rows > 0 {
                 let batch = table.finish(scale);
                 self.closed.push((table.entity_type.clone(), table.tenant_id, batch));
             }
-            *table = TableBuilder::new(row.entity_type.clone(), row.tenant_id);
+            *table = TableBuilder::new(entity_type.clone(), row.tenant_id);
             table.sync(catalog, scale);
         }
         self.bytes += table.push(row);

@@ -15,8 +15,11 @@
 
 mod batch;
 mod hot;
+mod types;
 
 pub use batch::{BatchSet, FinishedBatch};
+use types::EntityTypes;
+pub use types::TypeId;
 
 use crate::catalog::{Attribute, Catalog};
 use crate::columns::Value;
@@ -120,7 +123,8 @@ pub struct RowMeta {
 #[derive(Debug, Clone, PartialEq)]
 pub struct WideRow {
     pub tenant_id: i64,
-    pub entity_type: Arc<str>,
+    /// The pivot's number of the type's name (see [`EntityTypes`]).
+    pub entity_type: TypeId,
     pub entity_id: i64,
     pub op: RowOp,
     /// True when the entity's own `entities` row is part of the fold; a row of value changes
@@ -185,6 +189,8 @@ pub struct Pivot {
     /// The cells of an entity change being computed, reused from change to change.
     effect_cells: Vec<(i64, Option<Value>)>,
     hot_scratch: hot::Scratch,
+    /// The numbers of the entity type names in `rows` and `batches`.
+    types: EntityTypes,
     pub batches: BatchSet,
 }
 
@@ -213,6 +219,7 @@ impl Pivot {
             spare_cells: Vec::new(),
             effect_cells: Vec::new(),
             hot_scratch: hot::Scratch::default(),
+            types: EntityTypes::default(),
             batches: BatchSet::new(decimal_scale),
         }
     }
@@ -311,11 +318,12 @@ impl Pivot {
                     other: existing.tenant_id,
                 });
             }
-            if existing.entity_type != *entity_type {
+            let existing_type = self.types.name(existing.entity_type);
+            if existing_type != &*entity_type {
                 return Err(PivotError::TypeMismatch {
                     attribute: format!("of entity type `{entity_type}`"),
                     expected: "an attribute of the entity's own type",
-                    found: format!("entity {entity_id} of type `{}`", existing.entity_type),
+                    found: format!("entity {entity_id} of type `{existing_type}`"),
                 });
             }
         } else {
@@ -350,9 +358,10 @@ impl Pivot {
                     (Effect::Value { .. }, false) => RowOp::Update,
                 };
                 self.pending.insert(entity_id, self.rows.len());
+                let entity_type = self.types.id(&entity_type);
                 self.rows.push(WideRow {
                     tenant_id,
-                    entity_type: entity_type.into_owned(),
+                    entity_type,
                     entity_id,
                     op: initial,
                     entity_changed: false,
@@ -467,7 +476,7 @@ impl Pivot {
         }
         debug_assert!(self.pending.is_empty(), "every pending entity has a row");
         for mut row in self.rows.drain(..) {
-            self.batches.push(catalog, &row);
+            self.batches.push(catalog, &row, self.types.name(row.entity_type));
             if self.spare_cells.len() < SPARE_CELLS && row.cells.capacity() <= SPARE_CELLS_CAPACITY {
                 row.cells.clear();
                 self.spare_cells.push(std::mem::take(&mut row.cells));
