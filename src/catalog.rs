@@ -21,7 +21,7 @@
 
 use crate::decode::{AttributeRow, DataType, Op};
 use crate::position::{Lsn, SourcePosition};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -79,6 +79,9 @@ pub struct Catalog {
     earlier: FxHashMap<i64, Vec<(SourcePosition, Option<Attribute>)>>,
     /// Bumped on every change, so that users can tell cheaply that something changed.
     version: u64,
+    /// One allocation per entity type name, shared by its attributes and types of all tenants:
+    /// the pivot tells types apart by the allocation before it compares names.
+    type_names: FxHashSet<Arc<str>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -418,6 +421,14 @@ impl Catalog {
             None => CatalogChange::Added,
         };
         self.remove(attr.attribute_id);
+        let mut attr = attr;
+        attr.entity_type = match self.type_names.get(&*attr.entity_type) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.type_names.insert(attr.entity_type.clone());
+                attr.entity_type
+            }
+        };
         let t = self.types.entry(attr.tenant_id).or_default().entry(attr.entity_type.clone()).or_default();
         t.by_name.insert(attr.name.clone(), attr.attribute_id);
         let at = t.all.partition_point(|id| *id < attr.attribute_id);
@@ -555,6 +566,14 @@ mod tests {
         assert_eq!(ty.by_name("age").map(|a| a.attribute_id), Some(2));
         assert_eq!(ty.hot_attributes().map(|a| a.attribute_id).collect::<Vec<_>>(), hot);
         assert!(c.entity_type(2, "customer").is_none() && c.entity_type(1, "order").is_none());
+        // One allocation of the type's name, for its attributes and its tenants (the pivot
+        // tells types apart by it).
+        let other_tenant = AttributeRow { tenant_id: 2, ..row(3, "age", DataType::Int, false) };
+        assert_eq!(c.apply(Op::Create, None, Some(&other_tenant), None), CatalogChange::Added);
+        let (one, two) = (c.entity_type(1, "customer").unwrap(), c.entity_type(2, "customer").unwrap());
+        assert!(Arc::ptr_eq(one.name(), two.name()));
+        assert!([1, 2, 3].iter().all(|id| Arc::ptr_eq(&c.get(*id).unwrap().entity_type, one.name())));
+        assert_eq!(c.apply(Op::Delete, Some(&other_tenant), None, None), CatalogChange::Removed);
 
         let changed = c.apply(Op::Update, None, Some(&row(2, "age", DataType::Text, false)), None);
         assert!(matches!(changed, CatalogChange::Altered { previous } if previous.data_type == DataType::Int));

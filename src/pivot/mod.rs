@@ -308,6 +308,12 @@ impl Pivot {
             self.tx = Some(key);
         }
         let limit = self.limits.max_attributes_per_row;
+        // Compared as numbers: an entity row's type name and a value row's are two allocations
+        // of the catalog (the type's and the attribute's), which a string compare told apart.
+        let type_id = match &entity_type {
+            Cow::Borrowed(name) => self.types.id(name),
+            Cow::Owned(name) => self.types.id_of_name(name),
+        };
         if let Some(&at) = self.pending.get(&entity_id) {
             let existing = &self.rows[at];
             check_cells(limit, entity_id, &effect, &existing.cells)?;
@@ -318,12 +324,11 @@ impl Pivot {
                     other: existing.tenant_id,
                 });
             }
-            let existing_type = self.types.name(existing.entity_type);
-            if existing_type != &*entity_type {
+            if existing.entity_type != type_id {
                 return Err(PivotError::TypeMismatch {
                     attribute: format!("of entity type `{entity_type}`"),
                     expected: "an attribute of the entity's own type",
-                    found: format!("entity {entity_id} of type `{existing_type}`"),
+                    found: format!("entity {entity_id} of type `{}`", self.types.name(existing.entity_type)),
                 });
             }
         } else {
@@ -358,10 +363,9 @@ impl Pivot {
                     (Effect::Value { .. }, false) => RowOp::Update,
                 };
                 self.pending.insert(entity_id, self.rows.len());
-                let entity_type = self.types.id(&entity_type);
                 self.rows.push(WideRow {
                     tenant_id,
-                    entity_type,
+                    entity_type: type_id,
                     entity_id,
                     op: initial,
                     entity_changed: false,

@@ -16,24 +16,39 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TypeId(u32);
 
-/// Up to how many names are looked up by pointer first: a deployment's handful of types, whose
-/// names are the catalog's own `Arc`s (the same allocation change after change).
-const BY_POINTER: usize = 8;
+/// Up to how many name allocations are remembered by pointer; past that, they are forgotten
+/// and remembered again as they come. The catalog shares one allocation per type name (see
+/// `Catalog`), so a stream meets as many as it has types, and more only when its catalog is
+/// replaced.
+const BY_POINTER: usize = 1024;
 
 #[derive(Default)]
 pub struct EntityTypes {
     names: Vec<Arc<str>>,
     by_name: FxHashMap<Arc<str>, TypeId>,
+    /// Lasting allocations seen, by address, with their number. Looking up by address is
+    /// safe: the `Arc`s held here keep their allocations from being freed and reused for
+    /// another name.
+    by_pointer: FxHashMap<usize, (Arc<str>, TypeId)>,
 }
 
 impl EntityTypes {
-    /// The number of `name`, issued on first sight.
+    /// The number of `name`, an allocation that lasts (the catalog's), issued on first sight.
     pub fn id(&mut self, name: &Arc<str>) -> TypeId {
-        // Comparing pointers is safe here: `names` holds the `Arc`s compared against, so their
-        // allocations cannot be freed and reused for another name.
-        if let Some(at) = self.names.iter().take(BY_POINTER).position(|n| Arc::ptr_eq(n, name)) {
-            return TypeId(at as u32);
+        let address = Arc::as_ptr(name) as *const u8 as usize;
+        if let Some((_, id)) = self.by_pointer.get(&address) {
+            return *id;
         }
+        let id = self.id_of_name(name);
+        if self.by_pointer.len() >= BY_POINTER {
+            self.by_pointer.clear();
+        }
+        self.by_pointer.insert(address, (name.clone(), id));
+        id
+    }
+
+    /// The number of `name`, an allocation of its own (not worth remembering by pointer).
+    pub fn id_of_name(&mut self, name: &Arc<str>) -> TypeId {
         if let Some(&id) = self.by_name.get(&**name) {
             return id;
         }
@@ -66,6 +81,7 @@ mod tests {
         assert_eq!(types.id(&Arc::from("customer")), a);
         assert_eq!(types.id(&customer), a);
         assert_eq!((&**types.name(a), &**types.name(b)), ("customer", "order"));
+        assert_eq!(types.id_of_name(&Arc::from("order")), b);
         // Past the names looked up by pointer.
         let many: Vec<Arc<str>> = (0..20).map(|i| Arc::from(format!("t{i}"))).collect();
         let ids: Vec<TypeId> = many.iter().map(|n| types.id(n)).collect();
