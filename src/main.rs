@@ -400,21 +400,40 @@ fn write_truth(truth: &eavlake::workload::GroundTruth, path: &std::path::Path) -
 /// encoding on the blocking pool's threads made a 10M-event run peak at 142 MiB instead of
 /// 95 MiB. Two arenas are enough for two cores.
 ///
-/// Blocks of 256 KiB and more (Arrow buffers, Parquet pages, zstd workspaces) are mapped on
-/// their own and given back when freed: by default glibc raises that threshold as such blocks
-/// are freed, and then keeps them in the heap, where they fragment it (a 10M-event run: 10 MiB
-/// more at its peak, with no CPU saved).
-fn limit_malloc_arenas() {
+/// A batch job (a file run, a compaction) keeps the memory it freed for its next allocations:
+/// blocks up to 64 MiB come from the heap and the heap is not trimmed below 256 MiB free. Its
+/// peak is bounded anyway (flush limits, compaction's groups), and giving pages back only to
+/// fault them in again, zeroed, at the next flush cost 4–6% of a 1M-event run's CPU on a host
+/// where a fresh page is slow (2026-12-06: 36K → 31K page faults; 10M events: 82K → 34K, −5–10%
+/// CPU) for 3 MiB more at the peak of either size. A Kafka worker gives blocks of 256 KiB and
+/// more back as they are freed (mapped on their own): it runs for weeks, and by default glibc
+/// raises that threshold as such blocks are freed and keeps them in the heap, where they
+/// fragment it (a 10M-event run: 10 MiB more at its peak). Its CPU for memory trade is
+/// measured in docs/performance.md (Through Kafka) and left to planning.
+fn tune_malloc(batch_job: bool) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        if batch_job {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        } else {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = batch_job;
 }
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    let cli = Cli::parse();
+    let batch_job = match &cli.command {
+        Command::Run { source, .. } => source.starts_with("file:"),
+        Command::Compact { .. } => true,
+        _ => false,
+    };
+    tune_malloc(batch_job);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -423,7 +442,6 @@ fn main() -> ExitCode {
     } else {
         builder.json().init();
     }
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
