@@ -4,14 +4,15 @@ every live entity, deletes applied) as wide, typed Parquet per entity type.
 
     python integration-tests/duckdb_bench.py [--events 1000000 [10000000 …]] [--with-schemas]
         [--runs 3] [--bin PATH] [--work DIR] [--keep] [--input FILE --truth FILE] [--poison]
-        [--show-sql]
+        [--show-sql] [--no-warm]
 
 Needs the eavlake release binary (`--bin`, default target/release/eavlake) and a Python with
 `duckdb` (the test venv: ~/.cache/eavlake/venv/bin/python). For every size, it:
 
 1. generates the events (`eavlake generate --events N --no-poison [--with-schemas] --truth …`),
    or takes `--input` (with its `--truth`); kept in `--work` with `--keep`, and reused from there;
-2. runs, alternately (A B, B A, A B, …) and `--runs` times each, each in a fresh process:
+2. runs, alternately (A B, B A, A B, …) and `--runs` times each, each in a fresh process right
+   after reading the events file through (see `warm`):
    - eavlake: `eavlake run --source file:F --lake DIR --config config/file-run[-schemas].toml`
      (decode, dedup, pivot, change files under changes/, then compaction into current/);
    - DuckDB: this script in `--duckdb-child` mode: one pass over the file with `read_json`
@@ -259,6 +260,22 @@ with open(sys.argv[1], "w") as f:
 """
 
 
+def warm(events):
+    """Reads the events file through, so that the run that follows finds its pages warm.
+
+    Before every run, not once: on this project's virtual machines, a page of the page cache
+    that nobody touched for a few seconds costs about 3 µs on its next first touch (the host
+    backs it again; the guest sees neither a fault nor steal time, only a slow load). A 1M file
+    is 213K pages: 0.6–0.8 CPU-s charged to whichever engine reads it first, which is each of
+    them in turn since a run takes seconds (measured 2026-12-06: a loop touching every cache
+    line of the mapped file took 0.84–0.97 s CPU in a fresh process and 0.18–0.22 s again in the
+    same one; `read` the same). That is the host's cost, not the engine's; `--no-warm` measures
+    with it."""
+    with open(events, "rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
 def run_eavlake(binary, events, lake, config, log):
     shutil.rmtree(lake, ignore_errors=True)
     return measure([binary, "run", "--source", "file:" + events, "--lake", lake, "--config", config], log)
@@ -405,6 +422,8 @@ def main():
     ap.add_argument("--input", help="an events file to use instead of generating one (one size)")
     ap.add_argument("--truth", help="expected state of --input (eavlake generate --truth)")
     ap.add_argument("--show-sql", action="store_true")
+    ap.add_argument("--no-warm", action="store_true",
+                    help="read the events file before the first run only, not before every run (see `warm`)")
     ap.add_argument("--duckdb-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -445,15 +464,15 @@ def main():
         print(f"\n{n:,} change events, {variant} ({size_mb:,.0f} MB): {args.runs} runs each, alternating, "
               f"DuckDB {duckdb.__version__}", flush=True)
         # Warm the page cache, so that neither side pays for the first read alone.
-        with open(events, "rb") as f:
-            while f.read(1 << 24):
-                pass
+        warm(events)
         lake, duck_out = os.path.join(work, "lake"), os.path.join(work, "duckdb-out")
         runs = {"eavlake": [], "DuckDB": []}
         for i in range(args.runs):
             order = ["eavlake", "DuckDB"] if i % 2 == 0 else ["DuckDB", "eavlake"]
             for who in order:
                 log = os.path.join(work, f"{who}.log")
+                if not args.no_warm:
+                    warm(events)
                 if who == "eavlake":
                     wall, cpu, rss, rc = run_eavlake(binary, events, lake, config, log)
                 else:
