@@ -405,7 +405,7 @@ fn write_truth(truth: &eavlake::workload::GroundTruth, path: &std::path::Path) -
 /// peak is bounded anyway (flush limits, compaction's groups), and giving pages back only to
 /// fault them in again, zeroed, at the next flush cost 4–6% of a 1M-event run's CPU on a host
 /// where a fresh page is slow (2026-12-06: 36K → 31K page faults; 10M events: 82K → 34K, −5–10%
-/// CPU) for 3 MiB more at the peak of either size. A Kafka worker gives blocks of 256 KiB and
+/// CPU) for 3–6 MiB more at the peak (1M events: 81 against 75 MiB). A Kafka worker gives blocks of 256 KiB and
 /// more back as they are freed (mapped on their own): it runs for weeks, and by default glibc
 /// raises that threshold as such blocks are freed and keeps them in the heap, where they
 /// fragment it (a 10M-event run: 10 MiB more at its peak). Its CPU for memory trade is
