@@ -401,15 +401,17 @@ fn write_truth(truth: &eavlake::workload::GroundTruth, path: &std::path::Path) -
 /// 95 MiB. Two arenas are enough for two cores.
 ///
 /// A batch job (a file run, a compaction) keeps the memory it freed for its next allocations:
-/// blocks up to 64 MiB come from the heap and the heap is not trimmed below 256 MiB free. Its
-/// peak is bounded anyway (flush limits, compaction's groups), and giving pages back only to
-/// fault them in again, zeroed, at the next flush cost 4–6% of a 1M-event run's CPU on a host
-/// where a fresh page is slow (2026-12-06: 36K → 31K page faults; 10M events: 82K → 34K, −5–10%
-/// CPU) for 3–6 MiB more at the peak (1M events: 81 against 75 MiB). A Kafka worker gives blocks of 256 KiB and
-/// more back as they are freed (mapped on their own): it runs for weeks, and by default glibc
-/// raises that threshold as such blocks are freed and keeps them in the heap, where they
-/// fragment it (a 10M-event run: 10 MiB more at its peak). Its CPU for memory trade is
-/// measured in docs/performance.md (Through Kafka) and left to planning.
+/// blocks up to 64 MiB come from the heap, and the heap is not trimmed below 256 MiB free. Its
+/// peak is bounded anyway (flush limits, compaction's groups); giving pages back only to fault
+/// them in again, zeroed, at the next flush cost up to 6% of a 1M-event run's CPU on a host
+/// where a fresh page is slow (2026-12-06: 36K → 31K page faults; 10M events: 82K → 34K and
+/// −5–10% CPU), for 3–6 MiB more at the peak (1M events: 81 against 75 MiB).
+///
+/// Other commands (the Kafka worker, which runs for weeks) map blocks of 256 KiB and more on
+/// their own and give them back when freed: by default glibc raises that threshold as such
+/// blocks are freed and then keeps them in the heap, where they fragment it (a 10M-event run:
+/// 10 MiB more at its peak). The worker's own CPU-for-memory trade is measured in
+/// docs/performance.md (Through Kafka) and left to planning.
 fn tune_malloc(batch_job: bool) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
