@@ -414,14 +414,13 @@ impl Catalog {
     }
 
     /// Sets one attribute; its position is the caller's business.
-    fn set(&mut self, attr: Attribute) -> CatalogChange {
+    fn set(&mut self, mut attr: Attribute) -> CatalogChange {
         let change = match self.by_id.get(&attr.attribute_id) {
             Some(existing) if *existing == attr => return CatalogChange::Unchanged,
             Some(existing) => CatalogChange::Altered { previous: existing.clone() },
             None => CatalogChange::Added,
         };
         self.remove(attr.attribute_id);
-        let mut attr = attr;
         attr.entity_type = match self.type_names.get(&*attr.entity_type) {
             Some(shared) => shared.clone(),
             None => {

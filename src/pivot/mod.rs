@@ -308,8 +308,8 @@ impl Pivot {
             self.tx = Some(key);
         }
         let limit = self.limits.max_attributes_per_row;
-        // Compared as numbers: an entity row's type name and a value row's are two allocations
-        // of the catalog (the type's and the attribute's), which a string compare told apart.
+        // The change's type as the number its row holds, found by the name's allocation (the
+        // catalog's, one per name) without comparing strings.
         let type_id = match &entity_type {
             Cow::Borrowed(name) => self.types.id(name),
             Cow::Owned(name) => self.types.id_of_name(name),
