@@ -319,9 +319,8 @@ fn read_envelope<'a>(
                     if c.null() {
                         env.source = None;
                     } else {
-                        let mut s = Source::default();
-                        read_source(c, &mut nested.source, &mut s)?;
-                        env.source = Some(s);
+                        // Filled in place: moving it in afterwards was a memcpy per record.
+                        read_source(c, &mut nested.source, env.source.insert(Source::default()))?;
                     }
                 }
                 OP => env.op = opt_str(c)?,
@@ -534,7 +533,8 @@ impl JsonDecoder {
         if op_text == "m" {
             return Ok(Event::Message);
         }
-        let source = env.source.take().ok_or_else(|| DecodeError::NotDebezium("no `source` block".into()))?;
+        // Borrowed where it was read: taking it out was a memcpy per record.
+        let source = env.source.as_ref().ok_or_else(|| DecodeError::NotDebezium("no `source` block".into()))?;
         let sequence = match source.sequence {
             Some(Sequence::Read(first)) => first,
             Some(Sequence::Text(text)) => parse_sequence(text)?,
