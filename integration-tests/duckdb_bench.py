@@ -30,7 +30,8 @@ Needs the eavlake release binary (`--bin`, default target/release/eavlake) and a
    each other, entity by entity and value by value (decimals by value at scale 9, timestamps to
    the microsecond, JSON parsed);
 4. prints, per size and variant: median wall, median CPU-s, events per CPU-second (and per wall
-   second), peak RSS (max over runs), for both, and the ratio eavlake / DuckDB.
+   second), peak RSS (max over runs), for both, and the ratio eavlake / DuckDB; and the spread
+   of the CPU ratios of neighbouring runs (run i of each), a measure of the machine's drift.
 
 Exits 1 when the outputs disagree (with each other or with the expected state); a missed speed or
 memory target is reported, not an error. "Events" is N, the change events asked of the generator
@@ -513,6 +514,12 @@ def main():
         (ew, ec, er), (dw, dc, dr) = med["eavlake"], med["DuckDB"]
         print(f"| {'':<28} | {'ratio':<8} | {dw / ew:6.2f}× | {dc / ec:6.2f}× | {dc / ec:11.2f}× | {dw / ew:9.2f}× "
               f"| {er / dr:11.2f}× |         |")
+        # Run i of each engine ran next to the other's run i (A B, B A, …): their ratios show how
+        # far the machine's speed moved within the sitting, which the medians above hide.
+        pairs = sorted(d[1] / e[1] for e, d in zip(runs["eavlake"], runs["DuckDB"]))
+        if len(pairs) > 1:
+            print(f"  CPU ratio of each pair of neighbouring runs: median {statistics.median(pairs):.2f}×, "
+                  f"from {pairs[0]:.2f}× to {pairs[-1]:.2f}× ({', '.join(f'{p:.2f}' for p in pairs)})")
         target = 1.0 if variant == "schemas" else 2.0
         print(f"  targets: events/CPU-s ≥ {target:g}× DuckDB: {'met' if dc / ec >= target else 'NOT met'} "
               f"({dc / ec:.2f}×); eavlake peak RSS ≤ 128 MiB: {'met' if er <= 128 else 'NOT met'} ({er:.0f} MiB)")
