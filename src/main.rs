@@ -197,7 +197,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
                 return Ok(());
             }
-            let Some(path) = source.strip_prefix("file:") else {
+            let Some(path) = file_source(&source) else {
                 bail!("--source `{source}`: expected `file:<PATH>` or `kafka`");
             };
             if config.decode.format != eavlake::config::Format::Json {
@@ -428,10 +428,15 @@ fn tune_malloc(batch_job: bool) {
     let _ = batch_job;
 }
 
+/// The path of a `--source file:<PATH>`; `None` for any other source.
+fn file_source(source: &str) -> Option<&str> {
+    source.strip_prefix("file:")
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let batch_job = match &cli.command {
-        Command::Run { source, .. } => source.starts_with("file:"),
+        Command::Run { source, .. } => file_source(source).is_some(),
         Command::Compact { .. } => true,
         _ => false,
     };
