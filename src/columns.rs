@@ -164,6 +164,11 @@ pub enum ValueBuilder {
 impl ValueBuilder {
     /// A builder for about `rows` values (text: and 1 KiB of it, growing as needed).
     pub fn new(data_type: DataType, scale: u32, rows: usize) -> ValueBuilder {
+        ValueBuilder::with_capacity(data_type, scale, rows, 1024)
+    }
+
+    /// A builder with room for `rows` values and, for text, `bytes` bytes of them.
+    pub fn with_capacity(data_type: DataType, scale: u32, rows: usize, bytes: usize) -> ValueBuilder {
         match data_type {
             DataType::Int => ValueBuilder::Int(Int64Builder::with_capacity(rows)),
             DataType::Decimal => ValueBuilder::Decimal(
@@ -175,7 +180,7 @@ impl ValueBuilder {
             DataType::Timestamp => {
                 ValueBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"))
             }
-            DataType::Text | DataType::Json => ValueBuilder::Text(StringBuilder::with_capacity(rows, 1024)),
+            DataType::Text | DataType::Json => ValueBuilder::Text(StringBuilder::with_capacity(rows, bytes)),
         }
     }
 
@@ -199,6 +204,14 @@ impl ValueBuilder {
             ValueBuilder::Bool(b) => b.append_nulls(n),
             ValueBuilder::Timestamp(b) => b.append_nulls(n),
             ValueBuilder::Text(b) => b.append_nulls(n),
+        }
+    }
+
+    /// The bytes of the text values appended so far (0 for other types).
+    pub fn text_bytes(&self) -> usize {
+        match self {
+            ValueBuilder::Text(b) => b.values_slice().len(),
+            _ => 0,
         }
     }
 
@@ -244,6 +257,11 @@ impl NullRunBuilder {
         if n > 0 {
             self.builder.append_nulls(n);
         }
+    }
+
+    /// The bytes of the text values appended so far (0 for other types).
+    pub fn text_bytes(&self) -> usize {
+        self.builder.text_bytes()
     }
 
     pub fn finish(&mut self) -> ArrayRef {
