@@ -376,6 +376,7 @@ mod tests {
         use parquet::column::page::Page;
         use parquet::file::reader::{FileReader, SerializedFileReader};
         let rows = 5_000;
+        // Each column as an `ArrayRef`, the one element type `try_from_iter` takes.
         let col = |a: arrow::array::ArrayRef| a;
         let batch = RecordBatch::try_from_iter([
             (columns::ENTITY_ID, col(Arc::new(Int64Array::from_iter_values(0..rows)))),
