@@ -72,7 +72,7 @@ pub fn encode(path: &str, batches: &[RecordBatch], metadata: Vec<(String, String
         // Data pages v2: a page's values are compressed straight into the page, where v1 copies
         // them behind the levels first and then compresses into a buffer that zstd's bound makes
         // glibc move whole (1.3% of a run's instructions, 1.8% of its CPU); pages that zstd does
-        // not shrink are stored plain. Checked readable by DuckDB, pyarrow and polars.
+        // not shrink are stored plain. Read back alike by DuckDB, pyarrow, polars and Spark 4.3.
         .set_writer_version(WriterVersion::PARQUET_2_0)
         // v2 would otherwise pick delta encodings for columns without a dictionary: the values
         // keep the encodings measured below.
