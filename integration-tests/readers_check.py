@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 VENV = os.path.join(os.path.expanduser("~"), ".cache", "eavlake", "readers-venv")
+# DuckDB, the reference, at the version of the test venv (integration-tests/run.sh).
 PACKAGES = ["duckdb==2.0.1", "pyarrow", "polars", "pyspark"]
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 

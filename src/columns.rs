@@ -151,6 +151,9 @@ impl Value {
     }
 }
 
+/// The text bytes a [`ValueBuilder`] starts with when nothing better is known (Arrow's default).
+pub const TEXT_BYTES: usize = 1024;
+
 /// A builder of one attribute column from [`Value`]s, typed by the attribute's data type. Shared
 /// by the pivot (change rows) and compaction (current state).
 pub enum ValueBuilder {
@@ -162,9 +165,9 @@ pub enum ValueBuilder {
 }
 
 impl ValueBuilder {
-    /// A builder for about `rows` values (text: and 1 KiB of it, growing as needed).
+    /// A builder for about `rows` values (text: and [`TEXT_BYTES`] of it, growing as needed).
     pub fn new(data_type: DataType, scale: u32, rows: usize) -> ValueBuilder {
-        ValueBuilder::with_capacity(data_type, scale, rows, 1024)
+        ValueBuilder::with_capacity(data_type, scale, rows, TEXT_BYTES)
     }
 
     /// A builder with room for `rows` values and, for text, `bytes` bytes of them.

@@ -55,7 +55,7 @@ impl AttrColumn {
 
 /// Arrow's builders' default room: rows, and bytes of text.
 const DEFAULT_ROWS: usize = 1024;
-const DEFAULT_BYTES: usize = 1024;
+const DEFAULT_BYTES: usize = columns::TEXT_BYTES;
 
 /// How large one (entity type, tenant)'s batch grew by the last flush. The next batch's builders
 /// start that large instead of doubling their way up (each step a `realloc` that copies, ~0.5%
@@ -329,9 +329,10 @@ impl BatchSet {
     pub fn push(&mut self, catalog: &Catalog, row: &WideRow, entity_type: &Arc<str>) {
         let key = (row.entity_type, row.tenant_id);
         let scale = self.scale;
-        let last_sizes = &self.last_sizes;
+        // A pair's builder is made once a flush: its sizes are taken, not copied.
+        let last_sizes = &mut self.last_sizes;
         let table = self.tables.entry(key).or_insert_with(|| {
-            TableBuilder::new(entity_type.clone(), row.tenant_id, last_sizes.get(&key).cloned().unwrap_or_default())
+            TableBuilder::new(entity_type.clone(), row.tenant_id, last_sizes.remove(&key).unwrap_or_default())
         });
         if !table.sync(catalog, scale) {
             let room = table.sizes();
